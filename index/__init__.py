@@ -1,0 +1,297 @@
+"""Embeddings, FAISS and the on-disk store.
+
+Public entry points: `build_index(corpus, settings, embedder)` writes a new generation and makes it
+current; `load_index(settings)` opens the current one as an `Index`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from index import store
+from index.embed import Embedder
+from index.lexical import Lexical
+from ingest import Corpus, split_passages
+from verbatim.errors import IndexCorrupt, ModelMismatch
+from verbatim.records import Document, Passage, Section
+from verbatim.settings import Settings
+
+__all__ = ["Embedder", "Index", "IngestReport", "build_index", "load_index"]
+log = logging.getLogger("verbatim")
+
+# Above this many passages an approximate (IVF) FAISS index replaces exact search.
+EXACT_SEARCH_LIMIT = 200_000
+
+
+@dataclass
+class IngestReport:
+    generation: str
+    documents: int
+    passages: int
+    sentences: int
+    embedded: int
+    reused: int
+    seconds: float
+
+
+def _passage_text(doc: Document, passage: Passage) -> str:
+    """What is embedded for a passage: its text, with the title and heading as context."""
+    context = " — ".join(x for x in (doc.title, passage.heading) if x)
+    return f"{context}\n{passage.text}" if context else passage.text
+
+
+def _faiss_index(vectors: np.ndarray):
+    import faiss
+
+    dim = vectors.shape[1]
+    if len(vectors) <= EXACT_SEARCH_LIMIT:
+        # Inner product on L2-normalised vectors is cosine similarity.
+        index = faiss.IndexFlatIP(dim)
+    else:
+        nlist = int(4 * np.sqrt(len(vectors)))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors[np.random.default_rng(0).choice(len(vectors), 50 * nlist)])
+        index.nprobe = 16
+    index.add(vectors)
+    return index
+
+
+def _previous_vectors(settings: Settings) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Passage and sentence vectors of the current generation, by passage id, for reuse."""
+    try:
+        old = load_index(settings)
+    except Exception as exc:  # no usable previous index: embed everything
+        log.debug("nothing to reuse: %s", exc)
+        return {}, {}
+    with old:
+        if old.manifest["model"] != settings.model:
+            return {}, {}
+        pvecs = old.passage_vectors()
+        passages, sentences = {}, {}
+        for row, pid in enumerate(old.passage_ids):
+            passages[pid] = pvecs[row]
+            lo, hi = old.sent_lo[row], old.sent_hi[row]
+            sentences[pid] = np.asarray(old.sentence_vectors[lo:hi])
+    return passages, sentences
+
+
+def build_index(
+    corpus: Corpus, settings: Settings, embedder: Embedder, calibrate=None
+) -> IngestReport:
+    """Embed `corpus` and publish it as the new current generation.
+
+    Vectors of passages whose text is unchanged since the current generation are reused, so
+    re-ingesting an unchanged folder embeds nothing. Until `publish` returns, the previous
+    generation stays current: a crash at any point loses nothing.
+
+    Args:
+        calibrate: `callable(Index) -> dict` run on the new index before publishing; its result
+            is stored in the manifest under "calibration".
+    """
+    began = time.perf_counter()
+    docs = corpus.documents
+    passages = [(doc, p) for doc in docs for p in split_passages(doc, settings.passage_chars)]
+    old_passages, old_sentences = _previous_vectors(settings)
+    todo_p = [i for i, (_, p) in enumerate(passages) if p.id not in old_passages]
+    todo_s = [(i, s) for i in todo_p for s in passages[i][1].sentences]
+    texts = [_passage_text(*passages[i]) for i in todo_p]
+    texts += [passages[i][0].text[s.start : s.end] for i, s in todo_s]
+    fresh = embedder.encode(texts)
+    dim = embedder.dim if not len(fresh) and not old_passages else (
+        fresh.shape[1] if len(fresh) else len(next(iter(old_passages.values())))
+    )
+    fresh_p = dict(zip(todo_p, fresh[: len(todo_p)], strict=True))
+    fresh_s: dict[int, list[np.ndarray]] = {}
+    for (i, _), vec in zip(todo_s, fresh[len(todo_p) :], strict=True):
+        fresh_s.setdefault(i, []).append(vec)
+
+    workspace = store.new_workspace(settings.data_dir)
+    db = store.create_db(workspace / "store.sqlite")
+    with db:
+        db.executemany(
+            "INSERT INTO documents VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [
+                (d.id, d.title, d.author, d.date, d.url, d.site, d.source, d.content_hash,
+                 json.dumps({"metadata": d.metadata, "sections": [asdict(s) for s in d.sections]}),
+                 d.text)
+                for d in docs
+            ],
+        )
+        pvecs = np.zeros((len(passages), dim), dtype=np.float32)
+        svecs: list[np.ndarray] = []
+        prows, srows = [], []
+        n_sent = 0
+        for row, (doc, p) in enumerate(passages):
+            pvecs[row] = fresh_p[row] if row in fresh_p else old_passages[p.id]
+            vecs = fresh_s.get(row) or old_sentences[p.id]
+            svecs.extend(vecs)
+            prows.append(
+                (row, p.id, p.doc_id, p.start, p.end, p.heading, p.role, n_sent,
+                 n_sent + len(p.sentences))
+            )
+            srows.extend((n_sent + j, row, s.start, s.end) for j, s in enumerate(p.sentences))
+            n_sent += len(p.sentences)
+        db.executemany("INSERT INTO passages VALUES (?,?,?,?,?,?,?,?,?)", prows)
+        db.executemany("INSERT INTO sentences VALUES (?,?,?,?)", srows)
+    db.close()
+    sentence_matrix = np.asarray(svecs, dtype=np.float32).reshape(-1, dim)
+    np.save(workspace / "sentences.npy", sentence_matrix, allow_pickle=False)
+    np.save(workspace / "passages.npy", pvecs, allow_pickle=False)
+    import faiss
+
+    faiss.write_index(_faiss_index(pvecs), str(workspace / "passages.faiss"))
+    Lexical.build([_passage_text(d, p) for d, p in passages]).save(workspace / "bm25")
+    manifest = {
+        "model": settings.model,
+        "dim": int(dim),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "passage_chars": settings.passage_chars,
+        "counts": {"documents": len(docs), "passages": len(passages), "sentences": n_sent},
+        "corpus_hash": corpus_hash(docs),
+    }
+    if calibrate is not None:
+        with Index.open(workspace, {**manifest, "files": {}}) as fresh_index:
+            manifest["calibration"] = calibrate(fresh_index)
+    name = store.publish(workspace, manifest, settings.data_dir)
+    return IngestReport(
+        generation=name, documents=len(docs), passages=len(passages), sentences=n_sent,
+        embedded=len(texts), reused=len(passages) - len(todo_p),
+        seconds=time.perf_counter() - began,
+    )
+
+
+def corpus_hash(docs: list[Document]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for d in sorted(docs, key=lambda d: d.id):
+        digest.update(f"{d.id}\0{d.content_hash}\0{d.title}\0{d.author}\0{d.url}\n".encode())
+    return digest.hexdigest()
+
+
+class Index:
+    """A loaded, read-only generation. Safe to share between threads."""
+
+    def __init__(self, path: Path, manifest: dict) -> None:
+        import faiss
+
+        self.path = path
+        self.generation = path.name
+        self.manifest = manifest
+        self.faiss = faiss.read_index(str(path / "passages.faiss"))
+        self.sentence_vectors = np.load(path / "sentences.npy", mmap_mode="r", allow_pickle=False)
+        self.lexical = Lexical.load(path / "bm25")
+        self._db = sqlite3.connect(f"file:{path / 'store.sqlite'}?mode=ro", uri=True,
+                                   check_same_thread=False)
+        rows = self._db.execute(
+            'SELECT id, doc_id, start, "end", heading, role, sent_lo, sent_hi FROM passages '
+            "ORDER BY row"
+        ).fetchall()
+        self.passage_ids = [r[0] for r in rows]
+        self.passage_doc = [r[1] for r in rows]
+        self.passage_start = np.array([r[2] for r in rows], dtype=np.int64)
+        self.passage_end = np.array([r[3] for r in rows], dtype=np.int64)
+        self.passage_heading = [r[4] for r in rows]
+        self.passage_role = [r[5] for r in rows]
+        self.sent_lo = np.array([r[6] for r in rows], dtype=np.int64)
+        self.sent_hi = np.array([r[7] for r in rows], dtype=np.int64)
+        sents = self._db.execute('SELECT start, "end" FROM sentences ORDER BY row').fetchall()
+        self.sent_start = np.array([s[0] for s in sents], dtype=np.int64)
+        self.sent_end = np.array([s[1] for s in sents], dtype=np.int64)
+        self.passage_row = {pid: i for i, pid in enumerate(self.passage_ids)}
+        self.documents = {
+            r[0]: r for r in self._db.execute(
+                "SELECT id, title, author, date, url, site, source, content_hash, metadata "
+                "FROM documents ORDER BY id"
+            )
+        }
+        self._texts: dict[str, str] = {}
+        if self.faiss.ntotal != len(rows) or len(self.sentence_vectors) != len(sents):
+            raise IndexCorrupt(f"{path}: vector and row counts differ; run `verbatim ingest`")
+
+    @classmethod
+    def open(cls, path: Path, manifest: dict) -> Index:
+        return cls(path, manifest)
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    @property
+    def threshold(self) -> float | None:
+        return (self.manifest.get("calibration") or {}).get("threshold")
+
+    def passage_vectors(self) -> np.ndarray:
+        return np.load(self.path / "passages.npy", mmap_mode="r", allow_pickle=False)
+
+    def text(self, doc_id: str) -> str:
+        """The clean text of a document (cached: every offset points into it)."""
+        if doc_id not in self._texts:
+            row = self._db.execute("SELECT text FROM documents WHERE id = ?", (doc_id,)).fetchone()
+            if row is None:
+                raise KeyError(doc_id)
+            self._texts[doc_id] = row[0]
+        return self._texts[doc_id]
+
+    def document(self, doc_id: str) -> Document:
+        """The whole document with metadata and sections."""
+        r = self.documents[doc_id]
+        extra = json.loads(r[8])
+        return Document(
+            id=r[0], title=r[1], author=r[2], date=r[3], url=r[4], site=r[5], source=r[6],
+            content_hash=r[7], text=self.text(doc_id), metadata=extra["metadata"],
+            sections=tuple(
+                Section(s["start"], s["end"], s["heading"], s["role"],
+                        tuple(tuple(p) for p in s["paragraphs"]))
+                for s in extra["sections"]
+            ),
+        )
+
+    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and cosine scores of the `k` passages nearest to a normalised query vector."""
+        scores, rows = self.faiss.search(vector.reshape(1, -1).astype(np.float32), k)
+        keep = rows[0] >= 0
+        return rows[0][keep], scores[0][keep]
+
+
+def load_index(settings: Settings) -> Index:
+    """Open the current generation, verified against its manifest.
+
+    When the current generation is damaged, the newest intact older one is served instead.
+
+    Raises:
+        IndexMissing: nothing was ever ingested into `settings.data_dir`.
+        IndexCorrupt: no generation passes its checks.
+        ModelMismatch: the index was built with another model than `settings.model`.
+    """
+    errors = []
+    for path in store.candidates(settings.data_dir):
+        try:
+            manifest = store.verify(path)
+            index = Index(path, manifest)
+        except (IndexCorrupt, OSError, RuntimeError, ValueError) as exc:
+            message = exc.message if isinstance(exc, IndexCorrupt) else f"{path}: {exc}"
+            log.warning("skipping generation %s: %s", path.name, message)
+            errors.append(message)
+            continue
+        if manifest["model"] != settings.model:
+            index.close()
+            raise ModelMismatch(
+                f"the index in {settings.data_dir} was built with model {manifest['model']!r} "
+                f"but VERBATIM_MODEL is {settings.model!r}; run `verbatim ingest` to rebuild it "
+                f"or set VERBATIM_MODEL={manifest['model']}"
+            )
+        return index
+    raise IndexCorrupt("no intact index generation: " + "; ".join(errors))

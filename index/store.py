@@ -1,0 +1,176 @@
+"""The on-disk index: one directory per generation, switched to atomically.
+
+    data_dir/
+      CURRENT                 name of the generation being served (replaced atomically)
+      generations/<name>/     manifest.json, store.sqlite, passages.faiss, sentences.npy
+      generations/.tmp-*      a generation being written; removed by the next ingest
+
+No pickle: vectors are `.npy` (allow_pickle=False) and a FAISS file, records are SQLite rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+
+from verbatim.errors import IndexCorrupt, IndexMissing
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+SCHEMA = """
+CREATE TABLE documents (
+    id TEXT PRIMARY KEY, title TEXT NOT NULL, author TEXT, date TEXT, url TEXT, site TEXT,
+    source TEXT NOT NULL, content_hash TEXT NOT NULL, metadata TEXT NOT NULL, text TEXT NOT NULL
+);
+CREATE TABLE passages (
+    row INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, doc_id TEXT NOT NULL REFERENCES documents,
+    start INTEGER NOT NULL, "end" INTEGER NOT NULL, heading TEXT NOT NULL, role TEXT NOT NULL,
+    sent_lo INTEGER NOT NULL, sent_hi INTEGER NOT NULL
+);
+CREATE TABLE sentences (
+    row INTEGER PRIMARY KEY, passage_row INTEGER NOT NULL,
+    start INTEGER NOT NULL, "end" INTEGER NOT NULL
+);
+CREATE INDEX passages_doc ON passages(doc_id);
+"""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def generations_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "generations"
+
+
+def new_workspace(data_dir: Path) -> Path:
+    """A fresh temporary directory to write a generation into."""
+    root = generations_dir(data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f".tmp-{uuid.uuid4().hex[:12]}"
+    path.mkdir()
+    return path
+
+
+def create_db(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA)
+    return db
+
+
+def publish(workspace: Path, manifest: dict, data_dir: Path, keep: int = 2) -> str:
+    """Seal `workspace` as a generation and make it current, atomically.
+
+    Every file is hashed into the manifest and fsynced, the directory is renamed into place,
+    then the CURRENT pointer is replaced (write, fsync, rename). A crash at any point leaves
+    CURRENT naming the previous, complete generation.
+    """
+    files = {}
+    for path in sorted(p for p in workspace.rglob("*") if p.is_file()):
+        with open(path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        files[path.relative_to(workspace).as_posix()] = sha256_file(path)
+    for sub in (p for p in workspace.rglob("*") if p.is_dir()):
+        _fsync_dir(sub)
+    manifest = {**manifest, "format": FORMAT, "files": files}
+    manifest_path = workspace / MANIFEST
+    with open(manifest_path, "w", encoding="utf-8") as fh:
+        json.dump(manifest, fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    _fsync_dir(workspace)
+    name = time.strftime("%Y%m%dT%H%M%S") + f"-{uuid.uuid4().hex[:6]}"
+    root = generations_dir(data_dir)
+    os.rename(workspace, root / name)
+    _fsync_dir(root)
+    pointer = Path(data_dir) / "CURRENT"
+    tmp = pointer.with_suffix(f".tmp-{uuid.uuid4().hex[:6]}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(name + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, pointer)
+    _fsync_dir(Path(data_dir))
+    prune(data_dir, keep=keep)
+    return name
+
+
+def prune(data_dir: Path, keep: int = 2) -> None:
+    """Remove abandoned workspaces and all but the newest `keep` generations (current kept)."""
+    root = generations_dir(data_dir)
+    if not root.exists():
+        return
+    current = current_name(data_dir)
+    for path in root.glob(".tmp-*"):
+        shutil.rmtree(path, ignore_errors=True)
+    for path in Path(data_dir).glob("CURRENT.tmp-*"):
+        path.unlink(missing_ok=True)
+    done = sorted((p for p in root.iterdir() if not p.name.startswith(".")), reverse=True)
+    for path in [p for p in done if p.name != current][max(keep - 1, 0) :]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def current_name(data_dir: Path) -> str | None:
+    pointer = Path(data_dir) / "CURRENT"
+    try:
+        return pointer.read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def candidates(data_dir: Path) -> list[Path]:
+    """Generations to try loading: the current one first, then older complete ones."""
+    root = generations_dir(data_dir)
+    current = current_name(data_dir)
+    if current is None or not root.exists():
+        raise IndexMissing(
+            f"no index in {data_dir}; run `verbatim ingest` (or set VERBATIM_DATA_DIR)"
+        )
+    older = sorted(
+        (p for p in root.iterdir() if not p.name.startswith(".") and p.name != current),
+        reverse=True,
+    )
+    return [root / current, *older]
+
+
+def verify(generation: Path) -> dict:
+    """The generation's manifest, after checking every file's hash against it.
+
+    Raises:
+        IndexCorrupt: naming the file that is missing, truncated or changed.
+    """
+    try:
+        manifest = json.loads((generation / MANIFEST).read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise IndexCorrupt(
+            f"{generation / MANIFEST} is unreadable ({exc}); run `verbatim ingest` again"
+        ) from None
+    if manifest.get("format") != FORMAT:
+        raise IndexCorrupt(f"{generation} has index format {manifest.get('format')}; re-ingest")
+    for name, expected in files.items():
+        path = generation / name
+        if not path.exists() or sha256_file(path) != expected:
+            raise IndexCorrupt(
+                f"{path} does not match its manifest hash (truncated or changed); "
+                "run `verbatim ingest` again"
+            )
+    return manifest

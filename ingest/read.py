@@ -1,0 +1,212 @@
+"""Read one file into clean text with sections and paragraph offsets."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import unicodedata
+from pathlib import Path
+
+from verbatim.records import Document, Section
+
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+_SPACES = dict.fromkeys(map(ord, "\u00a0\u2007\u202f\t"), " ")
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+_IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
+_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+_EMPHASIS = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
+_BULLET = re.compile(r"^\s*[-*+]\s+")
+
+
+class UnreadableFile(Exception):
+    """Raised for a file that cannot become a document; the message is the reason."""
+
+
+def normalize(text: str) -> str:
+    """NFC, one kind of line break and space, no invisible characters, no trailing blanks."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = text.translate(_INVISIBLE).translate(_SPACES)
+    return "\n".join(line.rstrip() for line in text.split("\n"))
+
+
+def _strip_inline(line: str) -> str:
+    line = _IMAGE.sub("", line)
+    line = _LINK.sub(r"\1", line)
+    line = _EMPHASIS.sub(r"\2", line)
+    return _BULLET.sub("", line).strip()
+
+
+def build_text(
+    body: str, *, markdown: bool, roles: dict[str, str] | None = None, role: str = "article"
+) -> tuple[str, tuple[Section, ...]]:
+    """Turn a body of blank-line-separated blocks into clean text and sections.
+
+    With `markdown`, `#` lines open a new section (its `role` looked up in `roles`), inline
+    markup is dropped and soft-wrapped lines are joined. Headings stay in the clean text, so a
+    document reads whole, but belong to no paragraph and so are never quoted.
+    """
+    roles = roles or {}
+    parts: list[str] = []
+    pos = 0
+    sections: list[Section] = []
+    heading, sec_role, sec_start, paragraphs = "", role, 0, []
+
+    def close(end: int) -> None:
+        if paragraphs:
+            sections.append(Section(sec_start, end, heading, sec_role, tuple(paragraphs)))
+
+    for block in re.split(r"\n\s*\n", normalize(body)):
+        lines = [ln.strip() for ln in block.split("\n") if ln.strip()]
+        if not lines:
+            continue
+        match = _HEADING.match(lines[0]) if markdown and len(lines) == 1 else None
+        if markdown and not match:
+            listy = all(_BULLET.match(ln) or re.match(r"^\d+[.)]\s", ln) for ln in lines)
+            lines = [_strip_inline(ln) for ln in lines]
+            lines = [ln for ln in lines if ln]
+            if not lines:
+                continue
+            chunk = "\n".join(lines) if listy else " ".join(lines)
+        else:
+            chunk = "\n".join(lines)
+        if parts:
+            pos += 2
+        start = pos
+        if match:
+            close(start)
+            heading = _strip_inline(match.group(2))
+            sec_role = roles.get(heading, role)
+            chunk = heading
+            paragraphs = []
+            sec_start = start
+        else:
+            paragraphs.append((start, start + len(chunk)))
+        parts.append(chunk)
+        pos = start + len(chunk)
+    close(pos)
+    return "\n\n".join(parts), tuple(sections)
+
+
+def _text(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    return str(value).strip() or None
+
+
+def make_document(
+    doc_id: str, source: str, text: str, sections: tuple[Section, ...], meta: dict
+) -> Document:
+    known = {"title", "author", "date", "url", "site", "roles", "role", "id", "text"}
+    return Document(
+        id=doc_id,
+        title=_text(meta.get("title")) or doc_id,
+        text=text,
+        content_hash=hashlib.sha256(text.encode()).hexdigest(),
+        source=source,
+        sections=sections,
+        author=_text(meta.get("author")),
+        date=_text(meta.get("date")),
+        url=_text(meta.get("url")),
+        site=_text(meta.get("site")),
+        metadata={k: _text(v) for k, v in meta.items() if k not in known and _text(v)},
+    )
+
+
+def decode(raw: bytes) -> str:
+    """Decode UTF-8 (with or without BOM); anything else is refused rather than guessed."""
+    if b"\x00" in raw[:8192]:
+        raise UnreadableFile("binary file (contains NUL bytes)")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UnreadableFile(f"not UTF-8 text (byte {exc.start}); convert it to UTF-8") from None
+
+
+def read_markdown(raw: bytes) -> tuple[str, tuple[Section, ...], dict]:
+    import frontmatter
+
+    try:
+        post = frontmatter.loads(decode(raw))
+    except UnreadableFile:
+        raise
+    except Exception as exc:  # yaml errors come in many classes
+        raise UnreadableFile(f"front matter is not valid YAML: {exc}") from None
+    meta = dict(post.metadata)
+    roles = meta.get("roles") if isinstance(meta.get("roles"), dict) else {}
+    text, sections = build_text(
+        post.content, markdown=True, roles=roles, role=str(meta.get("role", "article"))
+    )
+    return text, sections, meta
+
+
+def read_text(raw: bytes) -> tuple[str, tuple[Section, ...], dict]:
+    body = normalize(decode(raw)).strip()
+    meta: dict = {}
+    first, _, rest = body.partition("\n")
+    if rest.strip() and len(first) <= 120 and not first.rstrip().endswith((".", ",", ";", ":")):
+        meta["title"] = first.strip()
+        body = rest
+    text, sections = build_text(body, markdown=False)
+    return text, sections, meta
+
+
+def read_html(raw: bytes) -> tuple[str, tuple[Section, ...], dict]:
+    import trafilatura
+
+    html = decode(raw)
+    result = trafilatura.bare_extraction(
+        html, with_metadata=True, include_formatting=True, include_comments=False,
+        include_images=False, include_tables=False, output_format="python",
+    )
+    if result is None or not getattr(result, "text", None):
+        raise UnreadableFile("no main text found in the HTML")
+    meta = {
+        "title": result.title,
+        "author": result.author,
+        "date": result.date,
+        "url": result.url,
+        "site": result.sitename,
+    }
+    text, sections = build_text(result.text, markdown=True)
+    return text, sections, meta
+
+
+def read_jsonl(raw: bytes, source: str) -> list[Document]:
+    """One document per line: `{"id", "title", "text", "author"?, "url"?, "metadata"?}`."""
+    docs = []
+    for lineno, line in enumerate(decode(raw).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            doc_id, body = str(row["id"]), str(row["text"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise UnreadableFile(f"line {lineno} is not a corpus record ({exc})") from None
+        meta = {k: v for k, v in row.items() if k not in ("metadata", "text")}
+        if isinstance(row.get("metadata"), dict):
+            meta = {**row["metadata"], **meta}
+        text, sections = build_text(body, markdown=False)
+        if text:
+            docs.append(make_document(doc_id, f"{source}#{lineno}", text, sections, meta))
+    return docs
+
+
+READERS = {".md": read_markdown, ".markdown": read_markdown, ".txt": read_text,
+           ".html": read_html, ".htm": read_html}
+SUFFIXES = frozenset(READERS) | {".jsonl"}
+
+
+def read_file(path: Path, doc_id: str, raw: bytes) -> list[Document]:
+    """Documents in one file (a `.jsonl` may hold many)."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return read_jsonl(raw, str(path))
+    text, sections, meta = READERS[suffix](raw)
+    if not text.strip() or not sections:
+        raise UnreadableFile("no text to index")
+    meta.setdefault("title", path.stem.replace("-", " ").replace("_", " ").strip())
+    return [make_document(doc_id, str(path), text, sections, meta)]

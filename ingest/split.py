@@ -1,0 +1,133 @@
+"""Split clean text into sentences and passages, keeping exact `[start, end)` offsets."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from verbatim.records import Document, Passage, Sentence
+
+# Words after which a full stop does not end a sentence.
+ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof sr jr st vs e.g i.e cf fig no al approx dept est inc ltd co mt".split()
+)
+_TERMINAL = re.compile(r"[.!?…]+[\"'”’)\]]*")
+_WORD_BEFORE = re.compile(r"([A-Za-z][A-Za-z.]*)$")
+
+
+def _is_boundary(text: str, end: int, next_pos: int, glued: bool) -> bool:
+    """Whether a sentence ends at `end`, the next one starting at `next_pos`."""
+    if next_pos >= len(text):
+        return True
+    nxt = text[next_pos]
+    word = _WORD_BEFORE.search(text, 0, end)
+    prev_word = word.group(1).rstrip(".").lower() if word else ""
+    if text[end - 1] == "." or text[end - 1] in "\"'”’)]":
+        if prev_word in ABBREVIATIONS or (len(prev_word) == 1 and prev_word.isalpha()):
+            return False
+    if glued:
+        # "...hang out with.Seriously, the..." -- web text that lost its space.
+        following = text[next_pos : next_pos + 2]
+        return (
+            len(prev_word) >= 2
+            and prev_word.isalpha()
+            and len(following) == 2
+            and following[0].isupper()
+            and following[1].islower()
+        )
+    return nxt.isupper() or nxt.isdigit() or nxt in "\"'“‘([¿¡*-–—"
+
+
+def split_sentences(text: str, start: int, end: int) -> list[Sentence]:
+    """Sentences of `text[start:end]`, trimmed of surrounding white space."""
+    spans: list[tuple[int, int]] = []
+    cursor = start
+    pos = start
+    while pos < end:
+        if text[pos] == "\n":
+            spans.append((cursor, pos))
+            cursor = pos + 1
+            pos += 1
+            continue
+        m = _TERMINAL.match(text, pos, end)
+        if not m:
+            pos += 1
+            continue
+        stop = m.end()
+        nxt = stop
+        while nxt < end and text[nxt] in " \t":
+            nxt += 1
+        glued = nxt == stop
+        if nxt >= end or _is_boundary(text, stop, nxt, glued):
+            spans.append((cursor, stop))
+            cursor = stop
+        pos = stop
+    spans.append((cursor, end))
+    sentences = []
+    for s, e in spans:
+        while s < e and text[s].isspace():
+            s += 1
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        if e > s:
+            sentences.append(Sentence(s, e))
+    return sentences
+
+
+def _cap(text: str, sentences: list[Sentence], limit: int) -> list[Sentence]:
+    """Break sentences longer than `limit` at white space, so no unit outgrows a passage."""
+    out = []
+    for s in sentences:
+        start = s.start
+        while s.end - start > limit:
+            cut = text.rfind(" ", start + 1, start + limit)
+            cut = cut if cut > start else start + limit
+            out.append(Sentence(start, cut))
+            start = cut
+            while start < s.end and text[start].isspace():
+                start += 1
+        out.append(Sentence(start, s.end))
+    return out
+
+
+def split_passages(doc: Document, max_chars: int) -> list[Passage]:
+    """Paragraph-based passages of at most `max_chars`, never crossing a section boundary.
+
+    Consecutive short paragraphs are merged; a paragraph longer than the limit is split between
+    sentences. Ids hash the document id and the passage text, so they survive re-ingest.
+    """
+    text = doc.text
+    passages: list[Passage] = []
+    seen: dict[str, int] = {}
+    for section in doc.sections:
+        units: list[list[Sentence]] = []
+        for p_start, p_end in section.paragraphs:
+            sentences = _cap(text, split_sentences(text, p_start, p_end), max_chars)
+            group: list[Sentence] = []
+            for s in sentences:
+                if group and s.end - group[0].start > max_chars:
+                    units.append(group)
+                    group = []
+                group.append(s)
+            if group:
+                units.append(group)
+        current: list[Sentence] = []
+        for unit in units:
+            if current and unit[-1].end - current[0].start > max_chars:
+                passages.append(_passage(doc, section.heading, section.role, current, seen))
+                current = []
+            current = current + unit
+        if current:
+            passages.append(_passage(doc, section.heading, section.role, current, seen))
+    return passages
+
+
+def _passage(
+    doc: Document, heading: str, role: str, sentences: list[Sentence], seen: dict[str, int]
+) -> Passage:
+    start, end = sentences[0].start, sentences[-1].end
+    body = doc.text[start:end]
+    digest = hashlib.sha256(f"{doc.id}\0{body}".encode()).hexdigest()[:16]
+    seen[digest] = seen.get(digest, 0) + 1
+    pid = digest if seen[digest] == 1 else f"{digest}-{seen[digest]}"
+    return Passage(pid, doc.id, start, end, body, heading, role, tuple(sentences))

@@ -1,0 +1,3 @@
+from verbatim.cli import cli
+
+cli()

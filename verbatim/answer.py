@@ -1,0 +1,230 @@
+"""Question -> verbatim quotes. The one function behind the CLI, the server and the evaluation."""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from dataclasses import dataclass
+from urllib.parse import quote as urlquote
+
+import numpy as np
+
+from verbatim.errors import InvalidQuestion
+from verbatim.records import Answer, Quote
+from verbatim.settings import Settings
+
+CANDIDATES = 50  # passages considered before quote selection
+MAX_WINDOW = 3  # sentences in one quote at most
+DEFAULT_THRESHOLD = 0.30
+
+
+def clean_question(question: str, settings: Settings) -> str:
+    """The question after Unicode NFKC and trimming.
+
+    Raises:
+        InvalidQuestion: empty, or longer than `settings.max_question_chars`.
+    """
+    if not isinstance(question, str):
+        raise InvalidQuestion("the question must be text")
+    text = " ".join(unicodedata.normalize("NFKC", question).split())
+    if not text:
+        raise InvalidQuestion("the question is empty; type a question, e.g. 'How do I start?'")
+    if len(text) > settings.max_question_chars:
+        raise InvalidQuestion(
+            f"the question is {len(text)} characters long; the limit is "
+            f"{settings.max_question_chars} (VERBATIM_MAX_QUESTION_CHARS); shorten it"
+        )
+    return text
+
+
+def text_fragment_link(url: str | None, quote: str) -> str | None:
+    """The source URL with a Text Fragment (`#:~:text=`) that scrolls to and highlights `quote`."""
+    if not url or not url.lower().startswith(("http://", "https://")):
+        return None
+    words = quote.split()
+
+    def enc(part: list[str]) -> str:
+        return urlquote(" ".join(part), safe="").replace("-", "%2D")
+
+    if len(words) <= 8:
+        fragment = enc(words)
+    else:
+        fragment = f"{enc(words[:4])},{enc(words[-4:])}"
+    return f"{url.split('#', 1)[0]}#:~:text={fragment}"
+
+
+@dataclass
+class _Candidate:
+    row: int
+    score: float  # relevance of the passage
+    dense: float  # cosine of question and passage
+    window: tuple[int, int]  # sentence rows [lo, hi)
+    window_score: float
+
+
+def _minmax(values: np.ndarray) -> np.ndarray:
+    lo, hi = float(values.min()), float(values.max())
+    return np.zeros_like(values) if hi - lo < 1e-9 else (values - lo) / (hi - lo)
+
+
+def _best_window(index, row: int, qvec: np.ndarray, terms: set[str], stem) -> tuple:
+    """The run of 1-3 consecutive sentences of passage `row` that best answers the question."""
+    lo, hi = int(index.sent_lo[row]), int(index.sent_hi[row])
+    vecs = np.asarray(index.sentence_vectors[lo:hi], dtype=np.float32)
+    text = index.text(index.passage_doc[row])
+    sims = vecs @ qvec
+    overlap = []
+    for s in range(lo, hi):
+        words = text[index.sent_start[s] : index.sent_end[s]].lower()
+        tokens = set(stem(_WORD.findall(words))) if terms else set()
+        overlap.append(tokens & terms)
+    best = (lo, lo + 1, -1.0)
+    for i in range(hi - lo):
+        for width in range(1, MAX_WINDOW + 1):
+            j = i + width
+            if j > hi - lo:
+                break
+            mean = vecs[i:j].sum(axis=0)
+            cos = float(mean @ qvec / (np.linalg.norm(mean) + 1e-9))
+            covered = set().union(*overlap[i:j])
+            lexical = len(covered) / len(terms) if terms else 0.0
+            # Each extra sentence must earn its place: prefer the minimal span that answers.
+            score = max(cos, float(sims[i:j].max())) + 0.15 * lexical - 0.04 * (width - 1)
+            if score > best[2]:
+                best = (lo + i, lo + j, score)
+    return best
+
+
+import re  # noqa: E402  (kept beside its one use)
+
+_WORD = re.compile(r"(?u)\b\w\w+\b")
+
+
+def answer(
+    question: str, index, embedder, settings: Settings, k: int | None = None
+) -> Answer:
+    """Answer `question` with verbatim quotes from `index`.
+
+    Args:
+        k: how many quotes at most (default `settings.default_k`).
+
+    Returns:
+        An `Answer`; when the best evidence is below the index's threshold it is abstained, with
+        the closest passages as `near_misses`.
+    """
+    began = time.perf_counter()
+    text = clean_question(question, settings)
+    k = k or settings.default_k
+    qvec = embedder.encode([text], progress=False)[0]
+    n = min(CANDIDATES, index.faiss.ntotal)
+    rows, dense = index.search(qvec, n)
+    lex = index.lexical.scores(text)
+    lex_rows = np.argsort(-lex)[:n]
+    lex_rows = lex_rows[lex[lex_rows] > 0]
+    pool = np.unique(np.concatenate([rows, lex_rows])).astype(np.int64)
+    pvecs = index.passage_vectors()
+    dense_all = np.asarray(pvecs[pool], dtype=np.float32) @ qvec
+    lex_pool = lex[pool]
+    lex_norm = lex_pool / lex_pool.max() if lex_pool.max() > 0 else np.zeros_like(lex_pool)
+    fused = dense_all + 0.2 * lex_norm
+    order = np.argsort(-fused)
+
+    terms = set(index.lexical.terms(text))
+    stem = index.lexical._stem
+    candidates = []
+    for pos in order[: max(3 * k, 10)]:
+        row = int(pool[pos])
+        lo, hi, wscore = _best_window(index, row, qvec, terms, stem)
+        candidates.append(_Candidate(row, float(fused[pos]), float(dense_all[pos]), (lo, hi), wscore))
+
+    threshold = settings.min_score if settings.min_score is not None else (
+        index.threshold if index.threshold is not None else DEFAULT_THRESHOLD
+    )
+    evidence = max((c.dense for c in candidates), default=0.0)
+    quotes = _select(index, candidates, pvecs, k)
+    abstained = evidence < threshold or not quotes
+    reason = None
+    near = []
+    if abstained:
+        reason = (
+            "These documents don't address that: the closest passage scores "
+            f"{evidence:.2f}, below the threshold {threshold:.2f}."
+        )
+        near, quotes = quotes[:3], []
+    return Answer(
+        question=text,
+        quotes=quotes,
+        abstained=abstained,
+        reason=reason,
+        near_misses=near,
+        threshold=float(threshold),
+        timing_ms=(time.perf_counter() - began) * 1000,
+        generation=index.generation,
+    )
+
+
+def _select(index, candidates: list[_Candidate], pvecs, k: int) -> list[Quote]:
+    """Pick up to `k` quotes by maximal marginal relevance across passages and documents.
+
+    A reader's letter is never quoted as an answer. Near-duplicate passages (the same answer
+    syndicated or repeated) collapse into one quote listing the other sources.
+    """
+    pool = [c for c in candidates if index.passage_role[c.row] != "letter"]
+    chosen: list[tuple[_Candidate, Quote]] = []
+    while pool and len(chosen) < k:
+        best, best_utility = None, -np.inf
+        for c in pool:
+            utility = c.score + 0.5 * c.window_score
+            if chosen:
+                sims = [float(pvecs[c.row] @ pvecs[q.row]) for q, _ in chosen]
+                utility -= 0.3 * max(sims)
+                if any(index.passage_doc[c.row] == index.passage_doc[q.row] for q, _ in chosen):
+                    utility -= 0.05
+            if utility > best_utility:
+                best, best_utility = c, utility
+        pool.remove(best)
+        quote = _quote(index, best)
+        duplicate = next(
+            (q for q, existing in chosen if float(pvecs[best.row] @ pvecs[q.row]) > 0.97
+             or existing.text.strip().lower() == quote.text.strip().lower()), None
+        )
+        if duplicate is not None:
+            for q, existing in chosen:
+                if q is duplicate and quote.doc_id not in existing.also_in:
+                    existing.also_in.append(quote.doc_id)
+            continue
+        chosen.append((best, quote))
+    return [q for _, q in chosen]
+
+
+def _quote(index, c: _Candidate) -> Quote:
+    doc_id = index.passage_doc[c.row]
+    doc = index.documents[doc_id]
+    text = index.text(doc_id)
+    start, end = int(index.sent_start[c.window[0]]), int(index.sent_end[c.window[1] - 1])
+    body = text[start:end]
+    metadata_section = ""
+    heading = index.passage_heading[c.row]
+    if not heading:
+        import json
+
+        metadata_section = json.loads(doc[8])["metadata"].get("section") or ""
+    return Quote(
+        text=body,
+        doc_id=doc_id,
+        title=doc[1],
+        author=doc[2],
+        date=doc[3],
+        url=doc[4],
+        site=doc[5],
+        section=heading or metadata_section,
+        role=index.passage_role[c.row],
+        passage_id=index.passage_ids[c.row],
+        passage_start=int(index.passage_start[c.row]),
+        passage_end=int(index.passage_end[c.row]),
+        start=start,
+        end=end,
+        content_hash=doc[7],
+        score=round(c.score, 4),
+        link=text_fragment_link(doc[4], body),
+    )

@@ -1,0 +1,130 @@
+"""The `verbatim` command: a thin layer over the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from verbatim.errors import VerbatimError
+from verbatim.settings import Settings
+
+
+def _settings(data_dir: Path | None, **extra) -> Settings:
+    values = {k: v for k, v in extra.items() if v is not None}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    return Settings(**values)
+
+
+class _Command(click.Command):
+    """Shows library errors as clean messages (exit 1), never as tracebacks."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except VerbatimError as exc:
+            raise click.ClickException(exc.message) from None
+
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="VERBATIM_DATA_DIR",
+    help="Where the index lives [env: VERBATIM_DATA_DIR; default: the user data directory].",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="verbatim")
+def cli() -> None:
+    """Verbatim answers questions only with verbatim, attributed quotes from your documents."""
+
+
+@cli.command(cls=_Command)
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@data_dir_option
+def ingest(paths: tuple[Path, ...], data_dir: Path | None) -> None:
+    """Index PATHS (folders or files: .md .txt .html .jsonl); default: the bundled corpus.
+
+    Writes a new index generation and switches to it only once it is complete; unchanged
+    passages reuse their stored vectors.
+    """
+    from verbatim.engine import ingest_paths
+
+    settings = _settings(data_dir)
+    report, skipped = ingest_paths(list(paths) or [settings.corpus_dir], settings)
+    for s in skipped:
+        click.echo(f"skipped {s.path}: {s.reason}", err=True)
+    click.echo(
+        f"Indexed {report.documents} documents, {report.passages} passages, "
+        f"{report.sentences} sentences in {report.seconds:.1f}s "
+        f"({report.embedded} texts embedded, {report.reused} passages reused).\n"
+        f"Generation {report.generation} in {settings.data_dir}"
+    )
+
+
+def _print_quote(q, n: int) -> None:
+    body = textwrap.fill(q.text, width=88, initial_indent="  “", subsequent_indent="   ")
+    click.echo(body + "”")
+    who = ", ".join(x for x in (q.author, q.site, q.date) if x)
+    role = " (the reader's letter, not advice)" if q.role == "letter" else ""
+    click.echo(f"  — {q.title}" + (f", {who}" if who else "") + (f" · {q.section}" if q.section else "") + role)
+    click.echo(f"    {q.link or q.doc_id} [{q.start}:{q.end}] score {q.score:.2f}")
+    if q.also_in:
+        click.echo(f"    also in: {', '.join(q.also_in)}")
+
+
+@cli.command(cls=_Command)
+@click.argument("question")
+@click.option("-k", type=click.IntRange(1, 20), default=None, help="Quotes to return (1-20).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@data_dir_option
+def ask(question: str, k: int | None, as_json: bool, data_dir: Path | None) -> None:
+    """Answer QUESTION with verbatim quotes from the index."""
+    from verbatim.engine import open_engine
+
+    settings = _settings(data_dir, progress=False)
+    engine = open_engine(settings)
+    result = engine.ask(question, k=k)
+    if as_json:
+        click.echo(json.dumps(asdict(result), ensure_ascii=False, indent=2))
+        return
+    if result.abstained:
+        click.echo(result.reason)
+        if result.near_misses:
+            click.echo("\nWeaker matches (not an answer):")
+            for n, q in enumerate(result.near_misses, 1):
+                _print_quote(q, n)
+        return
+    for n, q in enumerate(result.quotes, 1):
+        _print_quote(q, n)
+        click.echo()
+
+
+@cli.command(cls=_Command)
+@click.option("--host", default=None, help="Interface to listen on [default: 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [default: 8000].")
+@data_dir_option
+def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
+    """Serve the web form and JSON API, indexing the bundled corpus on first run."""
+    import uvicorn
+
+    from server import create_app
+
+    settings = _settings(data_dir, host=host, port=port)
+    app = create_app(settings)
+    click.echo(f"Verbatim at http://{settings.host}:{settings.port}", err=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+def main() -> None:  # pragma: no cover
+    cli(prog_name="verbatim")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Wiring: read -> index -> answer, shared by the CLI, the server and the evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from verbatim.errors import IndexMissing
+from verbatim.records import Answer, Skipped
+from verbatim.settings import Settings
+
+
+@dataclass
+class Engine:
+    """A loaded index with its embedder: what answering needs."""
+
+    settings: Settings
+    index: object
+    embedder: object
+
+    def ask(self, question: str, k: int | None = None) -> Answer:
+        from verbatim.answer import answer
+
+        return answer(question, self.index, self.embedder, self.settings, k)
+
+    def close(self) -> None:
+        self.index.close()
+
+
+def make_embedder(settings: Settings):
+    from index import Embedder
+
+    return Embedder(settings.model, settings.batch_size, progress=settings.progress)
+
+
+def ingest_paths(paths: list[Path], settings: Settings, embedder=None):
+    """Read, embed, calibrate and publish `paths` as the new index generation.
+
+    Returns:
+        The `IngestReport` and the list of skipped files.
+    """
+    from index import build_index
+    from ingest import read_documents
+    from verbatim.calibrate import calibrate
+
+    corpus = read_documents(paths, settings)
+    embedder = embedder or make_embedder(settings)
+    report = build_index(
+        corpus, settings, embedder, calibrate=lambda index: calibrate(index, embedder, settings)
+    )
+    return report, corpus.skipped
+
+
+def open_engine(settings: Settings, embedder=None, build_if_missing: bool = False) -> Engine:
+    """The current index, ready to answer. Optionally index `settings.corpus_dir` first."""
+    from index import load_index
+
+    embedder = embedder or make_embedder(settings)
+    try:
+        index = load_index(settings)
+    except IndexMissing:
+        if not build_if_missing:
+            raise
+        ingest_paths([settings.corpus_dir], settings, embedder)
+        index = load_index(settings)
+    return Engine(settings, index, embedder)
+
+
+__all__ = ["Engine", "Skipped", "ingest_paths", "make_embedder", "open_engine"]

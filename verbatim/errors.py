@@ -1,0 +1,42 @@
+"""Errors Verbatim shows to people. Each message says what to do about it."""
+
+
+class VerbatimError(Exception):
+    """Base class: the message is shown as is, without a traceback."""
+
+    status = 400
+    code = "error"
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.code
+
+
+class InvalidQuestion(VerbatimError):
+    status = 422
+    code = "invalid_question"
+
+
+class NoDocuments(VerbatimError):
+    status = 400
+    code = "no_documents"
+
+
+class IndexMissing(VerbatimError):
+    status = 503
+    code = "index_missing"
+
+
+class IndexCorrupt(VerbatimError):
+    status = 503
+    code = "index_corrupt"
+
+
+class ModelMismatch(VerbatimError):
+    status = 503
+    code = "model_mismatch"
+
+
+class NotFound(VerbatimError):
+    status = 404
+    code = "not_found"

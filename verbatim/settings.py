@@ -1,0 +1,42 @@
+"""One settings object, read from `VERBATIM_*` environment variables and passed explicitly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Everything Verbatim can be told. Each field is also `VERBATIM_<NAME>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="VERBATIM_", frozen=True)
+
+    data_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("verbatim")),
+        description="Where indexes live (never inside the source tree).",
+    )
+    corpus_dir: Path = Field(
+        default=SOURCE_ROOT / "corpus", description="Documents indexed when no path is given."
+    )
+    model: str = Field(
+        default="all-MiniLM-L6-v2",
+        description="Sentence-transformers model: a local folder, or all-MiniLM-L6-v2 (bundled).",
+    )
+    batch_size: int = Field(default=64, ge=1, description="Texts per embedding batch.")
+    passage_chars: int = Field(default=900, ge=200, description="Longest passage, in characters.")
+    max_file_bytes: int = Field(default=20_000_000, ge=1, description="Larger files are skipped.")
+    max_question_chars: int = Field(default=1000, ge=1)
+    default_k: int = Field(default=5, ge=1, le=20, description="Quotes returned by default.")
+    min_score: float | None = Field(
+        default=None,
+        description="Abstain below this evidence score; unset uses the index's calibrated value.",
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_concurrent: int = Field(default=8, ge=1, description="Answers computed at once.")
+    progress: bool = Field(default=True, description="Show progress bars on the terminal.")
