@@ -104,8 +104,10 @@ def build_index(
     texts = [_passage_text(*passages[i]) for i in todo_p]
     texts += [passages[i][0].text[s.start : s.end] for i, s in todo_s]
     fresh = embedder.encode(texts)
-    dim = embedder.dim if not len(fresh) and not old_passages else (
-        fresh.shape[1] if len(fresh) else len(next(iter(old_passages.values())))
+    dim = (
+        embedder.dim
+        if not len(fresh) and not old_passages
+        else (fresh.shape[1] if len(fresh) else len(next(iter(old_passages.values()))))
     )
     fresh_p = dict(zip(todo_p, fresh[: len(todo_p)], strict=True))
     fresh_s: dict[int, list[np.ndarray]] = {}
@@ -118,9 +120,20 @@ def build_index(
         db.executemany(
             "INSERT INTO documents VALUES (?,?,?,?,?,?,?,?,?,?)",
             [
-                (d.id, d.title, d.author, d.date, d.url, d.site, d.source, d.content_hash,
-                 json.dumps({"metadata": d.metadata, "sections": [asdict(s) for s in d.sections]}),
-                 d.text)
+                (
+                    d.id,
+                    d.title,
+                    d.author,
+                    d.date,
+                    d.url,
+                    d.site,
+                    d.source,
+                    d.content_hash,
+                    json.dumps(
+                        {"metadata": d.metadata, "sections": [asdict(s) for s in d.sections]}
+                    ),
+                    d.text,
+                )
                 for d in docs
             ],
         )
@@ -128,13 +141,22 @@ def build_index(
         svecs: list[np.ndarray] = []
         prows, srows = [], []
         n_sent = 0
-        for row, (doc, p) in enumerate(passages):
+        for row, (_doc, p) in enumerate(passages):
             pvecs[row] = fresh_p[row] if row in fresh_p else old_passages[p.id]
             vecs = fresh_s.get(row) or old_sentences[p.id]
             svecs.extend(vecs)
             prows.append(
-                (row, p.id, p.doc_id, p.start, p.end, p.heading, p.role, n_sent,
-                 n_sent + len(p.sentences))
+                (
+                    row,
+                    p.id,
+                    p.doc_id,
+                    p.start,
+                    p.end,
+                    p.heading,
+                    p.role,
+                    n_sent,
+                    n_sent + len(p.sentences),
+                )
             )
             srows.extend((n_sent + j, row, s.start, s.end) for j, s in enumerate(p.sentences))
             n_sent += len(p.sentences)
@@ -161,8 +183,12 @@ def build_index(
             manifest["calibration"] = calibrate(fresh_index)
     name = store.publish(workspace, manifest, settings.data_dir)
     return IngestReport(
-        generation=name, documents=len(docs), passages=len(passages), sentences=n_sent,
-        embedded=len(texts), reused=len(passages) - len(todo_p),
+        generation=name,
+        documents=len(docs),
+        passages=len(passages),
+        sentences=n_sent,
+        embedded=len(texts),
+        reused=len(passages) - len(todo_p),
         seconds=time.perf_counter() - began,
     )
 
@@ -188,8 +214,9 @@ class Index:
         self.faiss = faiss.read_index(str(path / "passages.faiss"))
         self.sentence_vectors = np.load(path / "sentences.npy", mmap_mode="r", allow_pickle=False)
         self.lexical = Lexical.load(path / "bm25")
-        self._db = sqlite3.connect(f"file:{path / 'store.sqlite'}?mode=ro", uri=True,
-                                   check_same_thread=False)
+        self._db = sqlite3.connect(
+            f"file:{path / 'store.sqlite'}?mode=ro", uri=True, check_same_thread=False
+        )
         rows = self._db.execute(
             'SELECT id, doc_id, start, "end", heading, role, sent_lo, sent_hi FROM passages '
             "ORDER BY row"
@@ -207,7 +234,8 @@ class Index:
         self.sent_end = np.array([s[1] for s in sents], dtype=np.int64)
         self.passage_row = {pid: i for i, pid in enumerate(self.passage_ids)}
         self.documents = {
-            r[0]: r for r in self._db.execute(
+            r[0]: r
+            for r in self._db.execute(
                 "SELECT id, title, author, date, url, site, source, content_hash, metadata "
                 "FROM documents ORDER BY id"
             )
@@ -250,11 +278,24 @@ class Index:
         r = self.documents[doc_id]
         extra = json.loads(r[8])
         return Document(
-            id=r[0], title=r[1], author=r[2], date=r[3], url=r[4], site=r[5], source=r[6],
-            content_hash=r[7], text=self.text(doc_id), metadata=extra["metadata"],
+            id=r[0],
+            title=r[1],
+            author=r[2],
+            date=r[3],
+            url=r[4],
+            site=r[5],
+            source=r[6],
+            content_hash=r[7],
+            text=self.text(doc_id),
+            metadata=extra["metadata"],
             sections=tuple(
-                Section(s["start"], s["end"], s["heading"], s["role"],
-                        tuple(tuple(p) for p in s["paragraphs"]))
+                Section(
+                    s["start"],
+                    s["end"],
+                    s["heading"],
+                    s["role"],
+                    tuple(tuple(p) for p in s["paragraphs"]),
+                )
                 for s in extra["sections"]
             ),
         )

@@ -61,9 +61,7 @@ def read_documents(paths: list[Path], settings: Settings) -> Corpus:
                 continue
             size = path.stat().st_size
             if size > settings.max_file_bytes:
-                skipped.append(
-                    Skipped(str(path), f"{size} bytes is over VERBATIM_MAX_FILE_BYTES")
-                )
+                skipped.append(Skipped(str(path), f"{size} bytes is over VERBATIM_MAX_FILE_BYTES"))
                 continue
             rel = path.relative_to(root) if root.is_dir() else Path(path.name)
             try:

@@ -159,8 +159,13 @@ def read_html(raw: bytes) -> tuple[str, tuple[Section, ...], dict]:
 
     html = decode(raw)
     result = trafilatura.bare_extraction(
-        html, with_metadata=True, include_formatting=True, include_comments=False,
-        include_images=False, include_tables=False, output_format="python",
+        html,
+        with_metadata=True,
+        include_formatting=True,
+        include_comments=False,
+        include_images=False,
+        include_tables=False,
+        output_format="python",
     )
     if result is None or not getattr(result, "text", None):
         raise UnreadableFile("no main text found in the HTML")
@@ -195,8 +200,13 @@ def read_jsonl(raw: bytes, source: str) -> list[Document]:
     return docs
 
 
-READERS = {".md": read_markdown, ".markdown": read_markdown, ".txt": read_text,
-           ".html": read_html, ".htm": read_html}
+READERS = {
+    ".md": read_markdown,
+    ".markdown": read_markdown,
+    ".txt": read_text,
+    ".html": read_html,
+    ".htm": read_html,
+}
 SUFFIXES = frozenset(READERS) | {".jsonl"}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from verbatim.settings import Settings
 CANDIDATES = 50  # passages considered before quote selection
 MAX_WINDOW = 3  # sentences in one quote at most
 DEFAULT_THRESHOLD = 0.30
+_WORD = re.compile(r"(?u)\b\w\w+\b")
 
 
 def clean_question(question: str, settings: Settings) -> str:
@@ -95,14 +98,7 @@ def _best_window(index, row: int, qvec: np.ndarray, terms: set[str], stem) -> tu
     return best
 
 
-import re  # noqa: E402  (kept beside its one use)
-
-_WORD = re.compile(r"(?u)\b\w\w+\b")
-
-
-def answer(
-    question: str, index, embedder, settings: Settings, k: int | None = None
-) -> Answer:
+def answer(question: str, index, embedder, settings: Settings, k: int | None = None) -> Answer:
     """Answer `question` with verbatim quotes from `index`.
 
     Args:
@@ -135,10 +131,14 @@ def answer(
     for pos in order[: max(3 * k, 10)]:
         row = int(pool[pos])
         lo, hi, wscore = _best_window(index, row, qvec, terms, stem)
-        candidates.append(_Candidate(row, float(fused[pos]), float(dense_all[pos]), (lo, hi), wscore))
+        candidates.append(
+            _Candidate(row, float(fused[pos]), float(dense_all[pos]), (lo, hi), wscore)
+        )
 
-    threshold = settings.min_score if settings.min_score is not None else (
-        index.threshold if index.threshold is not None else DEFAULT_THRESHOLD
+    threshold = (
+        settings.min_score
+        if settings.min_score is not None
+        else (index.threshold if index.threshold is not None else DEFAULT_THRESHOLD)
     )
     evidence = max((c.dense for c in candidates), default=0.0)
     quotes = _select(index, candidates, pvecs, k)
@@ -185,8 +185,13 @@ def _select(index, candidates: list[_Candidate], pvecs, k: int) -> list[Quote]:
         pool.remove(best)
         quote = _quote(index, best)
         duplicate = next(
-            (q for q, existing in chosen if float(pvecs[best.row] @ pvecs[q.row]) > 0.97
-             or existing.text.strip().lower() == quote.text.strip().lower()), None
+            (
+                q
+                for q, existing in chosen
+                if float(pvecs[best.row] @ pvecs[q.row]) > 0.97
+                or existing.text.strip().lower() == quote.text.strip().lower()
+            ),
+            None,
         )
         if duplicate is not None:
             for q, existing in chosen:
@@ -206,8 +211,6 @@ def _quote(index, c: _Candidate) -> Quote:
     metadata_section = ""
     heading = index.passage_heading[c.row]
     if not heading:
-        import json
-
         metadata_section = json.loads(doc[8])["metadata"].get("section") or ""
     return Quote(
         text=body,

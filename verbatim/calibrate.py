@@ -54,6 +54,9 @@ def calibrate(index, embedder, settings: Settings) -> dict:
         "threshold": round(max(best, floor), 4),
         "method": "max balanced accuracy, floored at off-topic q95",
         "offtopic": {"n": len(off), "q50": float(np.median(off)), "q95": floor},
-        "in_domain": {"n": len(inside), "q05": float(np.quantile(inside, 0.05)),
-                      "q50": float(np.median(inside))},
+        "in_domain": {
+            "n": len(inside),
+            "q05": float(np.quantile(inside, 0.05)),
+            "q50": float(np.median(inside)),
+        },
     }

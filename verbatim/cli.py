@@ -73,7 +73,12 @@ def _print_quote(q, n: int) -> None:
     click.echo(body + "”")
     who = ", ".join(x for x in (q.author, q.site, q.date) if x)
     role = " (the reader's letter, not advice)" if q.role == "letter" else ""
-    click.echo(f"  — {q.title}" + (f", {who}" if who else "") + (f" · {q.section}" if q.section else "") + role)
+    click.echo(
+        f"  — {q.title}"
+        + (f", {who}" if who else "")
+        + (f" · {q.section}" if q.section else "")
+        + role
+    )
     click.echo(f"    {q.link or q.doc_id} [{q.start}:{q.end}] score {q.score:.2f}")
     if q.also_in:
         click.echo(f"    also in: {', '.join(q.also_in)}")
@@ -86,9 +91,11 @@ def _print_quote(q, n: int) -> None:
 @data_dir_option
 def ask(question: str, k: int | None, as_json: bool, data_dir: Path | None) -> None:
     """Answer QUESTION with verbatim quotes from the index."""
+    from verbatim.answer import clean_question
     from verbatim.engine import open_engine
 
     settings = _settings(data_dir, progress=False)
+    clean_question(question, settings)  # refuse bad input before loading anything
     engine = open_engine(settings)
     result = engine.ask(question, k=k)
     if as_json:

@@ -1,0 +1,45 @@
+# The README's two commands: `make run` and `make test`. Each installs what it needs first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint fix eval bench browser clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# The CPU build of torch must come first; otherwise a dependency pulls a CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/verbatim serve
+
+browser:
+	bash scripts/install-browser.sh
+
+test: install browser
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest
+	$(VENV)/bin/verbatim eval eval/seeds.jsonl --gate
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+fix: install
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+eval: install
+	$(VENV)/bin/verbatim eval ../shared/benchmarks/counselchat/questions.dev.jsonl \
+		--corpus ../shared/benchmarks/counselchat/corpus.jsonl --json eval/reports/counselchat.json
+	$(VENV)/bin/verbatim eval ../shared/benchmarks/squad2/questions.dev.jsonl \
+		--corpus ../shared/benchmarks/squad2/corpus.jsonl --json eval/reports/squad2.json
+	$(PY) -m eval.crossdomain ../shared/benchmarks --json eval/reports/crossdomain.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

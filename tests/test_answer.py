@@ -1,0 +1,98 @@
+"""The real model on the bundled corpus: grounding, attribution, roles, abstention."""
+
+import pytest
+
+from verbatim.answer import clean_question, text_fragment_link
+from verbatim.errors import InvalidQuestion
+from verbatim.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = [
+    "How can I get my partner to go to therapy?",
+    "What if my husband refuses couples therapy?",
+    "Will insurance pay for couples counselling?",
+    "Should I threaten to leave if he won't go?",
+    "Why are men reluctant to see a therapist?",
+    "Is individual therapy enough to fix our relationship?",
+    "What should I do if arguing about therapy makes it worse?",
+    "How do I find a therapist for my partner?",
+    "What if he had a bad experience with a therapist before?",
+    "Should my partner contact the therapist first?",
+]
+
+
+def check_grounded(engine, quote):
+    doc = engine.index.document(quote.doc_id)
+    assert quote.text == doc.text[quote.start : quote.end]
+    assert quote.passage_start <= quote.start < quote.end <= quote.passage_end
+    assert quote.content_hash == doc.content_hash
+    assert quote.title == doc.title and quote.author == doc.author and quote.url == doc.url
+
+
+@pytest.mark.parametrize("question", QUESTIONS)
+def test_every_quote_is_exact_and_attributed(default_engine, question):
+    result = default_engine.ask(question, k=5)
+    assert not result.abstained, result.reason
+    assert result.quotes
+    for quote in result.quotes + result.near_misses:
+        check_grounded(default_engine, quote)
+        assert quote.role != "letter"
+
+
+def test_partner_question_quotes_both_articles_and_the_reply(default_engine):
+    result = default_engine.ask("How can I get my partner to go to therapy?")
+    docs = {q.doc_id for q in result.quotes}
+    assert docs == {"rewire-convince-partner-therapy", "husband-wont-go-to-therapy"}
+    column = [q for q in result.quotes if q.doc_id == "rewire-convince-partner-therapy"]
+    assert all(q.role == "reply" for q in column)
+    assert all("Dear Ask Me Instead" not in q.text for q in result.quotes)
+
+
+def test_quotes_link_to_the_source_with_a_text_fragment(default_engine):
+    result = default_engine.ask("How can I get my partner to go to therapy?")
+    column = next(q for q in result.quotes if q.url)
+    assert column.link.startswith("https://www.rewire.org/therapy-partner-ask-me-instead/#:~:text=")
+    assert all(q.link is None for q in result.quotes if not q.url)
+
+
+def test_no_three_quotes_from_one_passage(default_engine):
+    for question in QUESTIONS:
+        passages = [q.passage_id for q in default_engine.ask(question, k=10).quotes]
+        assert len(passages) == len(set(passages))
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "How long should I roast a chicken?",
+        "What is the capital gains tax rate?",
+        "Who won the Super Bowl?",
+        "How do I sort a dictionary in Python?",
+    ],
+)
+def test_off_topic_questions_are_abstained_with_near_misses(default_engine, question):
+    result = default_engine.ask(question)
+    assert result.abstained and result.quotes == []
+    assert "don't address" in result.reason
+    assert result.near_misses
+    for quote in result.near_misses:
+        check_grounded(default_engine, quote)
+
+
+@pytest.mark.parametrize("bad", ["", "   \n\t ", "x" * 100_000])
+def test_bad_questions_are_refused(bad):
+    with pytest.raises(InvalidQuestion):
+        clean_question(bad, Settings())
+
+
+def test_question_is_normalised():
+    assert clean_question("  ｈｅｌｌｏ\n  there ", Settings()) == "hello there"
+
+
+def test_text_fragment_link_encoding():
+    link = text_fragment_link("https://a.org/x#old", "One-two, three & four.")
+    assert link == "https://a.org/x#:~:text=One%2Dtwo%2C%20three%20%26%20four."
+    assert text_fragment_link("javascript:alert(1)", "x") is None
+    long = text_fragment_link("https://a.org/", "a b c d e f g h i j")
+    assert long.endswith("#:~:text=a%20b%20c%20d,g%20h%20i%20j")

@@ -1,0 +1,105 @@
+import json
+
+import numpy as np
+import pytest
+
+from index import build_index, load_index, store
+from ingest import read_documents
+from verbatim.errors import IndexCorrupt, IndexMissing, ModelMismatch
+
+
+def build(folder, settings, embedder):
+    return build_index(read_documents([folder], settings), settings, embedder)
+
+
+def test_build_and_load_round_trip(tiny_corpus, settings, fake_embedder):
+    report = build(tiny_corpus, settings, fake_embedder)
+    with load_index(settings) as index:
+        assert index.generation == report.generation
+        assert index.faiss.ntotal == report.passages == len(index.passage_ids)
+        assert len(index.sentence_vectors) == report.sentences
+        for row, _pid in enumerate(index.passage_ids):
+            text = index.text(index.passage_doc[row])
+            lo, hi = index.sent_lo[row], index.sent_hi[row]
+            assert index.sent_start[lo] == index.passage_start[row]
+            assert index.sent_end[hi - 1] == index.passage_end[row]
+            assert text[index.passage_start[row] : index.passage_end[row]].strip()
+        doc = index.document("gardening")
+        assert doc.author == "Ada Gardener" and [s.heading for s in doc.sections] == ["", "Pests"]
+
+
+def test_reingest_unchanged_reuses_everything_and_keeps_ids(tiny_corpus, settings, fake_embedder):
+    first = build(tiny_corpus, settings, fake_embedder)
+    with load_index(settings) as index:
+        ids = list(index.passage_ids)
+        vectors = np.array(index.sentence_vectors)
+    fake_embedder.texts = 0
+    second = build(tiny_corpus, settings, fake_embedder)
+    assert second.generation != first.generation
+    assert fake_embedder.texts == 0 and second.reused == second.passages
+    with load_index(settings) as index:
+        assert list(index.passage_ids) == ids
+        assert np.array_equal(np.array(index.sentence_vectors), vectors)
+    (tiny_corpus / "bread.txt").write_text("Baking Bread at Home\n\nOnly one new sentence.\n")
+    third = build(tiny_corpus, settings, fake_embedder)
+    assert third.embedded == 2 and third.reused == third.passages - 1
+
+
+def test_crash_during_ingest_leaves_previous_generation(tiny_corpus, settings, fake_embedder):
+    build(tiny_corpus, settings, fake_embedder)
+    before = store.current_name(settings.data_dir)
+    (tiny_corpus / "new.md").write_text("A brand new document about kites.")
+
+    class Exploding(type(fake_embedder)):
+        def encode(self, texts, progress=None):
+            raise RuntimeError("killed halfway")
+
+    with pytest.raises(RuntimeError):
+        build(tiny_corpus, settings, Exploding())
+    assert store.current_name(settings.data_dir) == before
+    with load_index(settings) as index:
+        assert "new" not in index.documents and "gardening" in index.documents
+    build(tiny_corpus, settings, fake_embedder)  # the next run cleans up
+    assert not list(store.generations_dir(settings.data_dir).glob(".tmp-*"))
+
+
+def test_missing_index_names_the_fix(settings):
+    with pytest.raises(IndexMissing, match="verbatim ingest"):
+        load_index(settings)
+
+
+def test_model_mismatch_is_a_clear_error(tiny_corpus, settings, fake_embedder):
+    build(tiny_corpus, settings, fake_embedder)
+    with pytest.raises(ModelMismatch, match="VERBATIM_MODEL"):
+        load_index(settings.model_copy(update={"model": "other-model"}))
+
+
+@pytest.mark.parametrize("victim", ["store.sqlite", "sentences.npy", "passages.faiss"])
+def test_corruption_falls_back_to_previous_generation(tiny_corpus, settings, fake_embedder, victim):
+    first = build(tiny_corpus, settings, fake_embedder).generation
+    (tiny_corpus / "bread.txt").unlink()
+    second = build(tiny_corpus, settings, fake_embedder).generation
+    path = store.generations_dir(settings.data_dir) / second / victim
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with load_index(settings) as index:
+        assert index.generation == first
+    path = store.generations_dir(settings.data_dir) / first / victim
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(IndexCorrupt, match=victim):
+        load_index(settings)
+
+
+def test_manifest_records_model_counts_and_hashes(tiny_corpus, settings, fake_embedder):
+    report = build(tiny_corpus, settings, fake_embedder)
+    manifest = json.loads(
+        (store.generations_dir(settings.data_dir) / report.generation / "manifest.json").read_text()
+    )
+    assert manifest["model"] == "fake" and manifest["dim"] == 64
+    assert manifest["counts"] == {
+        "documents": 3,
+        "passages": report.passages,
+        "sentences": report.sentences,
+    }
+    assert set(manifest["files"]) >= {"store.sqlite", "sentences.npy", "passages.faiss"}
