@@ -188,10 +188,11 @@ def read_jsonl(raw: bytes, source: str) -> list[Document]:
             continue
         try:
             row = json.loads(line)
-            doc_id, body = str(row["id"]), str(row["text"])
+            doc_id = str(row["id"] if "id" in row else row["_id"])  # "_id": BEIR layout
+            body = str(row["text"])
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise UnreadableFile(f"line {lineno} is not a corpus record ({exc})") from None
-        meta = {k: v for k, v in row.items() if k not in ("metadata", "text")}
+        meta = {k: v for k, v in row.items() if k not in ("metadata", "text", "_id")}
         if isinstance(row.get("metadata"), dict):
             meta = {**row["metadata"], **meta}
         text, sections = build_text(body, markdown=False)

@@ -98,6 +98,90 @@ def _best_window(index, row: int, qvec: np.ndarray, terms: set[str], stem) -> tu
     return best
 
 
+@dataclass
+class Retrieval:
+    """Passages ranked for a question, best first, before any quote is chosen."""
+
+    question: str
+    vector: np.ndarray
+    rows: np.ndarray  # passage rows
+    scores: np.ndarray  # fused relevance, descending
+    dense: np.ndarray  # cosine of question and passage, same order
+    began: float
+
+    @property
+    def evidence(self) -> float:
+        """How strongly the corpus speaks to the question: the best passage cosine."""
+        return float(self.dense.max()) if len(self.dense) else 0.0
+
+    def documents(self, index, n: int = 10) -> list[str]:
+        """Document ids in rank order (each at its best passage), at most `n`."""
+        seen: dict[str, None] = {}
+        for row in self.rows:
+            seen.setdefault(index.passage_doc[int(row)], None)
+            if len(seen) == n:
+                break
+        return list(seen)
+
+
+def retrieve(question: str, index, embedder, settings: Settings) -> Retrieval:
+    """Rank passages for `question` by dense and BM25 evidence together.
+
+    Raises:
+        InvalidQuestion: see `clean_question`.
+    """
+    began = time.perf_counter()
+    text = clean_question(question, settings)
+    qvec = embedder.encode([text], progress=False)[0]
+    n = min(CANDIDATES, index.faiss.ntotal)
+    rows, _ = index.search(qvec, n)
+    lex = index.lexical.scores(text)
+    lex_rows = np.argsort(-lex)[:n]
+    lex_rows = lex_rows[lex[lex_rows] > 0]
+    pool = np.unique(np.concatenate([rows, lex_rows])).astype(np.int64)
+    dense = np.asarray(index.passage_vectors()[pool], dtype=np.float32) @ qvec
+    lex_pool = lex[pool]
+    lex_norm = lex_pool / lex_pool.max() if lex_pool.max() > 0 else np.zeros_like(lex_pool)
+    fused = dense + 0.2 * lex_norm
+    order = np.argsort(-fused, kind="stable")
+    return Retrieval(text, qvec, pool[order], fused[order], dense[order], began)
+
+
+def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -> Answer:
+    """Choose the quotes for a retrieval, or abstain when the evidence is weak."""
+    k = k or settings.default_k
+    terms = set(index.lexical.terms(found.question))
+    stem = index.lexical._stem
+    candidates = []
+    for row, score, dense in list(zip(found.rows, found.scores, found.dense))[: max(3 * k, 10)]:
+        lo, hi, wscore = _best_window(index, int(row), found.vector, terms, stem)
+        candidates.append(_Candidate(int(row), float(score), float(dense), (lo, hi), wscore))
+    threshold = settings.min_score
+    if threshold is None:
+        threshold = index.threshold if index.threshold is not None else DEFAULT_THRESHOLD
+    evidence = found.evidence
+    quotes = _select(index, candidates, index.passage_vectors(), k)
+    abstained = evidence < threshold or not quotes
+    reason = None
+    near: list[Quote] = []
+    if abstained:
+        reason = (
+            "These documents don't address that: the closest passage scores "
+            f"{evidence:.2f}, below the threshold {threshold:.2f}."
+        )
+        near, quotes = quotes[:3], []
+    return Answer(
+        question=found.question,
+        quotes=quotes,
+        abstained=abstained,
+        reason=reason,
+        near_misses=near,
+        threshold=float(threshold),
+        timing_ms=(time.perf_counter() - found.began) * 1000,
+        generation=index.generation,
+    )
+
+
 def answer(question: str, index, embedder, settings: Settings, k: int | None = None) -> Answer:
     """Answer `question` with verbatim quotes from `index`.
 
@@ -108,59 +192,7 @@ def answer(question: str, index, embedder, settings: Settings, k: int | None = N
         An `Answer`; when the best evidence is below the index's threshold it is abstained, with
         the closest passages as `near_misses`.
     """
-    began = time.perf_counter()
-    text = clean_question(question, settings)
-    k = k or settings.default_k
-    qvec = embedder.encode([text], progress=False)[0]
-    n = min(CANDIDATES, index.faiss.ntotal)
-    rows, dense = index.search(qvec, n)
-    lex = index.lexical.scores(text)
-    lex_rows = np.argsort(-lex)[:n]
-    lex_rows = lex_rows[lex[lex_rows] > 0]
-    pool = np.unique(np.concatenate([rows, lex_rows])).astype(np.int64)
-    pvecs = index.passage_vectors()
-    dense_all = np.asarray(pvecs[pool], dtype=np.float32) @ qvec
-    lex_pool = lex[pool]
-    lex_norm = lex_pool / lex_pool.max() if lex_pool.max() > 0 else np.zeros_like(lex_pool)
-    fused = dense_all + 0.2 * lex_norm
-    order = np.argsort(-fused)
-
-    terms = set(index.lexical.terms(text))
-    stem = index.lexical._stem
-    candidates = []
-    for pos in order[: max(3 * k, 10)]:
-        row = int(pool[pos])
-        lo, hi, wscore = _best_window(index, row, qvec, terms, stem)
-        candidates.append(
-            _Candidate(row, float(fused[pos]), float(dense_all[pos]), (lo, hi), wscore)
-        )
-
-    threshold = (
-        settings.min_score
-        if settings.min_score is not None
-        else (index.threshold if index.threshold is not None else DEFAULT_THRESHOLD)
-    )
-    evidence = max((c.dense for c in candidates), default=0.0)
-    quotes = _select(index, candidates, pvecs, k)
-    abstained = evidence < threshold or not quotes
-    reason = None
-    near = []
-    if abstained:
-        reason = (
-            "These documents don't address that: the closest passage scores "
-            f"{evidence:.2f}, below the threshold {threshold:.2f}."
-        )
-        near, quotes = quotes[:3], []
-    return Answer(
-        question=text,
-        quotes=quotes,
-        abstained=abstained,
-        reason=reason,
-        near_misses=near,
-        threshold=float(threshold),
-        timing_ms=(time.perf_counter() - began) * 1000,
-        generation=index.generation,
-    )
+    return compose(retrieve(question, index, embedder, settings), index, settings, k)
 
 
 def _select(index, candidates: list[_Candidate], pvecs, k: int) -> list[Quote]:

@@ -129,6 +129,66 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 
 
+@cli.command("eval", cls=_Command)
+@click.argument("questions", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--corpus",
+    type=click.Path(exists=True, path_type=Path),
+    help="Corpus to index for this run (a corpus.jsonl or a folder); cached by content. "
+    "Default: the installed index, or corpus.jsonl of a BEIR folder.",
+)
+@click.option(
+    "--offtopic",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    multiple=True,
+    help="Questions that must all be abstained on (eval format). Repeatable.",
+)
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write every figure and per-question results here (and a .png curve).",
+)
+@click.option("--gate", is_flag=True, help="Exit 1 unless the CI quality gate is met.")
+@data_dir_option
+def eval_command(
+    questions: Path,
+    corpus: Path | None,
+    offtopic: tuple[Path, ...],
+    json_out: Path | None,
+    gate: bool,
+    data_dir: Path | None,
+) -> None:
+    """Measure grounding, quotes, retrieval and abstention on QUESTIONS.
+
+    QUESTIONS is a file in Verbatim's eval format (one JSON object a line) or a BEIR folder
+    (corpus.jsonl, queries.jsonl, qrels/*.tsv).
+    """
+    from eval import corpus_engine, evaluate, load_questions, read_questions
+    from eval.report import gate as check_gate
+    from eval.report import plot, table
+    from verbatim.engine import open_engine
+
+    settings = _settings(data_dir)
+    items, beir_corpus = load_questions(questions)
+    corpus = corpus or beir_corpus
+    engine = corpus_engine(corpus, settings) if corpus else open_engine(settings)
+    extra = [q for path in offtopic for q in read_questions(path)]
+    report = evaluate(items, engine, extra, progress=settings.progress)
+    title = f"{questions}" + (f" on {corpus}" if corpus else "")
+    click.echo(table(report, title))
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_json(), indent=1, ensure_ascii=False))
+        plot(report, json_out.with_suffix(".png"), title=questions.name)
+        click.echo(f"wrote {json_out} and {json_out.with_suffix('.png')}")
+    if gate:
+        failures = check_gate(report)
+        if failures:
+            raise click.ClickException("quality gate failed:\n  " + "\n  ".join(failures))
+        click.echo("quality gate passed")
+
+
 def main() -> None:  # pragma: no cover
     cli(prog_name="verbatim")
 
