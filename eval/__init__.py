@@ -25,7 +25,8 @@ from eval.metrics import (
 from verbatim.errors import VerbatimError
 from verbatim.settings import Settings
 
-PIPELINE = ("ingest", "index", "verbatim")  # their source is part of an eval index's cache key
+# What an index depends on: a change to any of these invalidates cached eval indexes.
+PIPELINE = ("ingest/*.py", "index/*.py", "verbatim/calibrate.py", "verbatim/offtopic.txt")
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,8 @@ def _cache_key(corpus: Path, settings: Settings) -> str:
     digest = hashlib.sha256(f"{settings.model}\0{settings.passage_chars}".encode())
     files = [corpus] if corpus.is_file() else sorted(p for p in corpus.rglob("*") if p.is_file())
     root = Path(__file__).resolve().parent.parent
-    for package in PIPELINE:
-        files += sorted((root / package).glob("*.py"))
+    for pattern in PIPELINE:
+        files += sorted(root.glob(pattern))
     for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:20]

@@ -124,8 +124,26 @@ class Retrieval:
         return list(seen)
 
 
-def retrieve(question: str, index, embedder, settings: Settings) -> Retrieval:
+def _allowed_rows(index, filters: dict) -> np.ndarray:
+    """Passage rows of the documents matching every filter (documents, author, site)."""
+    wanted = set(filters.get("documents") or index.documents)
+    docs = {
+        d
+        for d in wanted
+        if d in index.documents
+        and filters.get("author") in (None, index.documents[d][2])
+        and filters.get("site") in (None, index.documents[d][5])
+    }
+    return np.array([r for r, d in enumerate(index.passage_doc) if d in docs], dtype=np.int64)
+
+
+def retrieve(
+    question: str, index, embedder, settings: Settings, filters: dict | None = None
+) -> Retrieval:
     """Rank passages for `question` by dense and BM25 evidence together.
+
+    Args:
+        filters: optional `documents` (ids), `author`, `site`: only matching documents count.
 
     Raises:
         InvalidQuestion: see `clean_question`.
@@ -139,6 +157,11 @@ def retrieve(question: str, index, embedder, settings: Settings) -> Retrieval:
     lex_rows = np.argsort(-lex)[:n]
     lex_rows = lex_rows[lex[lex_rows] > 0]
     pool = np.unique(np.concatenate([rows, lex_rows])).astype(np.int64)
+    if filters:
+        pool = _allowed_rows(index, filters)
+    if not len(pool):
+        empty = np.zeros(0, dtype=np.float32)
+        return Retrieval(text, qvec, pool, empty, empty, began)
     dense = np.asarray(index.passage_vectors()[pool], dtype=np.float32) @ qvec
     lex_pool = lex[pool]
     lex_norm = lex_pool / lex_pool.max() if lex_pool.max() > 0 else np.zeros_like(lex_pool)
@@ -153,7 +176,7 @@ def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -
     terms = set(index.lexical.terms(found.question))
     stem = index.lexical._stem
     candidates = []
-    for row, score, dense in list(zip(found.rows, found.scores, found.dense))[: max(3 * k, 10)]:
+    for row, score, dense in list(zip(found.rows, found.scores, found.dense, strict=False))[: max(3 * k, 10)]:
         lo, hi, wscore = _best_window(index, int(row), found.vector, terms, stem)
         candidates.append(_Candidate(int(row), float(score), float(dense), (lo, hi), wscore))
     threshold = settings.min_score
@@ -182,17 +205,25 @@ def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -
     )
 
 
-def answer(question: str, index, embedder, settings: Settings, k: int | None = None) -> Answer:
+def answer(
+    question: str,
+    index,
+    embedder,
+    settings: Settings,
+    k: int | None = None,
+    filters: dict | None = None,
+) -> Answer:
     """Answer `question` with verbatim quotes from `index`.
 
     Args:
         k: how many quotes at most (default `settings.default_k`).
+        filters: see `retrieve`.
 
     Returns:
         An `Answer`; when the best evidence is below the index's threshold it is abstained, with
         the closest passages as `near_misses`.
     """
-    return compose(retrieve(question, index, embedder, settings), index, settings, k)
+    return compose(retrieve(question, index, embedder, settings, filters), index, settings, k)
 
 
 def _select(index, candidates: list[_Candidate], pvecs, k: int) -> list[Quote]:

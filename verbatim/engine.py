@@ -18,10 +18,10 @@ class Engine:
     index: object
     embedder: object
 
-    def ask(self, question: str, k: int | None = None) -> Answer:
+    def ask(self, question: str, k: int | None = None, filters: dict | None = None) -> Answer:
         from verbatim.answer import answer
 
-        return answer(question, self.index, self.embedder, self.settings, k)
+        return answer(question, self.index, self.embedder, self.settings, k, filters)
 
     def close(self) -> None:
         self.index.close()

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
         default=None,
         description="Abstain below this evidence score; unset uses the index's calibrated value.",
     )
+    examples: list[str] = Field(
+        default_factory=list,
+        description="Example questions on the web form (JSON list); default: question titles.",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     max_concurrent: int = Field(default=8, ge=1, description="Answers computed at once.")

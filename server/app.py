@@ -1,0 +1,406 @@
+"""The web form and JSON API over the same `answer()` as the CLI."""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from verbatim.errors import NotFound, VerbatimError
+from verbatim.records import Answer
+from verbatim.settings import Settings
+
+HERE = Path(__file__).resolve().parent
+MAX_BODY = 16 * 1024
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+EXAMPLE = "What if my husband refuses couples therapy?"
+
+
+class AskRequest(BaseModel):
+    """A question, and how many quotes to return."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    question: str = Field(description="The question, 1 to 1,000 characters.", examples=[EXAMPLE])
+    k: int | None = Field(default=None, ge=1, le=20, description="Quotes to return (1-20).")
+    filters: Filters | None = None
+
+
+class Filters(BaseModel):
+    """Restrict the answer to some documents."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    documents: list[str] | None = Field(default=None, description="Document ids to search.")
+    author: str | None = None
+    site: str | None = None
+
+
+AskRequest.model_rebuild()
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    status: int
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class DocumentSummary(BaseModel):
+    id: str
+    title: str
+    author: str | None
+    date: str | None
+    url: str | None
+    site: str | None
+
+
+class DocumentPage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    documents: list[DocumentSummary]
+
+
+class DocumentOut(DocumentSummary):
+    content_hash: str
+    text: str
+    metadata: dict[str, Any]
+    sections: list[dict[str, Any]]
+
+
+class Health(BaseModel):
+    status: str
+    generation: str
+    model: str
+    documents: int
+    passages: int
+    sentences: int
+    threshold: float | None
+    uptime_s: float
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorResponse} for s in (404, 413, 415, 422, 503)
+}
+
+
+def error_response(status: int, code: str, message: str, headers=None) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "status": status}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class Busy(Exception):
+    """Every answer slot is taken."""
+
+
+class State:
+    """What requests share: the engine (read-only) and the slots bounding concurrent answers."""
+
+    def __init__(self, settings: Settings, engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.started = time.time()
+        self.slots = threading.BoundedSemaphore(settings.max_concurrent)
+
+    def ask(self, question: str, k: int | None, filters: dict | None = None) -> Answer:
+        if not self.slots.acquire(timeout=1.0):
+            raise Busy()
+        try:
+            return self.engine.ask(question, k=k, filters=filters)
+        finally:
+            self.slots.release()
+
+
+def create_app(settings: Settings, engine=None) -> FastAPI:
+    """The application. The index is loaded at start-up (built from the corpus on first run).
+
+    Args:
+        engine: an already open `Engine` (tests); by default one is opened from `settings`.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from verbatim.engine import open_engine
+
+        own = engine is None
+        app.state.verbatim = State(settings, engine or open_engine(settings, build_if_missing=True))
+        app.state.verbatim.engine.embedder.encode(["warm up"], progress=False)
+        yield
+        if own:
+            app.state.verbatim.engine.close()
+
+    app = FastAPI(
+        title="Verbatim",
+        summary="Answers questions only with verbatim, attributed quotes from its documents.",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    templates = Jinja2Templates(directory=HERE / "templates")
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    _mount_swagger(app)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        length = request.headers.get("content-length")
+        kind = request.headers.get("content-type", "")
+        if length and (not length.isdigit() or int(length) > MAX_BODY):
+            response = error_response(413, "body_too_large", "request body is over 16 KiB")
+        elif request.method == "POST" and "application/json" not in kind:
+            response = error_response(
+                415,
+                "unsupported_media_type",
+                "send the question as JSON (Content-Type: application/json)",
+            )
+        else:
+            response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        if request.url.path.startswith("/api/"):
+            return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+        return _page_error(templates, request, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        message = f"{where}: {first.get('msg', 'invalid input')}" if where else "invalid input"
+        return error_response(422, "invalid_request", message)
+
+    @app.exception_handler(VerbatimError)
+    async def library_error(request: Request, exc: VerbatimError):
+        if request.url.path.startswith("/api/"):
+            return error_response(exc.status, exc.code, exc.message)
+        return _page_error(templates, request, exc.status, exc.message)
+
+    @app.exception_handler(Busy)
+    async def busy(request: Request, exc: Busy):
+        headers = {"Retry-After": "1"}
+        if request.url.path.startswith("/api/"):
+            return error_response(503, "busy", "too many questions at once; retry", headers)
+        return _page_error(templates, request, 503, "Too many questions at once; retry.", headers)
+
+    def state(request: Request) -> State:
+        return request.app.state.verbatim
+
+    @app.post("/api/ask", response_model=Answer, responses=ERRORS, tags=["api"])
+    def ask_post(request: Request, body: Annotated[AskRequest, Body()]) -> Answer:
+        """Answer a question with verbatim, attributed quotes (or abstain)."""
+        filters = body.filters.model_dump(exclude_none=True) if body.filters else None
+        return state(request).ask(body.question, body.k, filters)
+
+    @app.get("/api/ask", response_model=Answer, responses=ERRORS, tags=["api"])
+    def ask_get(
+        request: Request,
+        q: Annotated[str, Query(description="The question.", examples=[EXAMPLE])],
+        k: Annotated[int | None, Query(ge=1, le=20)] = None,
+    ) -> Answer:
+        """The same as POST /api/ask, for links and curl."""
+        return state(request).ask(q, k)
+
+    @app.get("/api/documents", response_model=DocumentPage, tags=["api"])
+    def documents(
+        request: Request,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> DocumentPage:
+        """The indexed documents, a page at a time."""
+        index = state(request).engine.index
+        ids = list(index.documents)
+        page = [_summary(index.documents[i]) for i in ids[offset : offset + limit]]
+        return DocumentPage(total=len(ids), offset=offset, limit=limit, documents=page)
+
+    @app.get(
+        "/api/documents/{doc_id:path}", response_model=DocumentOut, responses=ERRORS, tags=["api"]
+    )
+    def document(request: Request, doc_id: str) -> DocumentOut:
+        """One document: metadata, sections and the clean text all offsets point into."""
+        doc = _document(state(request), doc_id)
+        return DocumentOut(
+            **_summary(state(request).engine.index.documents[doc_id]).model_dump(),
+            content_hash=doc.content_hash,
+            text=doc.text,
+            metadata=doc.metadata,
+            sections=[asdict(s) for s in doc.sections],
+        )
+
+    @app.get("/api/health", response_model=Health, tags=["api"])
+    def health(request: Request) -> Health:
+        """Which index generation is served, and how big it is."""
+        s = state(request)
+        index = s.engine.index
+        counts = index.manifest["counts"]
+        return Health(
+            status="ok",
+            generation=index.generation,
+            model=index.manifest["model"],
+            documents=counts["documents"],
+            passages=counts["passages"],
+            sentences=counts["sentences"],
+            threshold=index.threshold,
+            uptime_s=round(time.time() - s.started, 1),
+        )
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def home(request: Request, q: str | None = None, k: int | None = None):
+        s = state(request)
+        context: dict[str, Any] = {
+            "q": q or "",
+            "examples": _examples(s),
+            "answer": None,
+            "error": None,
+        }
+        status = 200
+        if q is not None:
+            try:
+                k = min(max(k or s.settings.default_k, 1), 20)
+                result = s.ask(q, k)
+                context["answer"] = result
+                context["cards"] = [_card(s, x) for x in result.quotes]
+                context["near"] = [_card(s, x) for x in result.near_misses]
+            except VerbatimError as exc:
+                context["error"], status = exc.message, exc.status
+        return templates.TemplateResponse(request, "index.html", context, status_code=status)
+
+    @app.get("/documents/{doc_id:path}", response_class=HTMLResponse, include_in_schema=False)
+    def show_document(
+        request: Request, doc_id: str, start: int | None = None, end: int | None = None
+    ):
+        doc = _document(state(request), doc_id)
+        mark = (
+            (start, end)
+            if start is not None and end is not None and (0 <= start < end <= len(doc.text))
+            else None
+        )
+        return templates.TemplateResponse(
+            request,
+            "document.html",
+            {
+                "doc": doc,
+                "blocks": _blocks(doc, mark),
+                "safe_url": _safe_url(doc.url),
+            },
+        )
+
+    return app
+
+
+def _page_error(templates, request, status: int, message: str, headers=None):
+    return templates.TemplateResponse(
+        request,
+        "error.html",
+        {"status": status, "message": message},
+        status_code=status,
+        headers=headers,
+    )
+
+
+def _summary(row) -> DocumentSummary:
+    return DocumentSummary(
+        id=row[0], title=row[1], author=row[2], date=row[3], url=row[4], site=row[5]
+    )
+
+
+def _document(state: State, doc_id: str):
+    if doc_id not in state.engine.index.documents:
+        raise NotFound(f"no document with id {doc_id!r}; GET /api/documents lists them")
+    return state.engine.index.document(doc_id)
+
+
+def _safe_url(url: str | None) -> str | None:
+    return url if url and url.lower().startswith(("http://", "https://")) else None
+
+
+def _examples(state: State) -> list[str]:
+    index = state.engine.index
+    titles = [row[1] for row in index.documents.values() if row[1].rstrip().endswith("?")]
+    return (list(state.settings.examples) or [EXAMPLE, *titles])[:4]
+
+
+def _card(state: State, quote) -> dict:
+    text = state.engine.index.text(quote.doc_id)
+    return {
+        "quote": quote,
+        "before": text[quote.passage_start : quote.start],
+        "after": text[quote.end : quote.passage_end],
+        "source": _safe_url(quote.link) or _safe_url(quote.url),
+    }
+
+
+def _blocks(doc, mark: tuple[int, int] | None) -> list[dict]:
+    """The document as paragraphs; the marked span split out so the template can <mark> it."""
+    spans = []
+    for section in doc.sections:
+        spans.append(
+            (section.start, section.start + len(section.heading), "heading")
+            if section.heading
+            else None
+        )
+        spans.extend((a, b, "p") for a, b in section.paragraphs)
+    blocks = []
+    for span in filter(None, spans):
+        a, b, kind = span
+        parts = [(doc.text[a:b], False)]
+        if mark and mark[0] < b and mark[1] > a:
+            s, e = max(a, mark[0]), min(b, mark[1])
+            parts = [(doc.text[a:s], False), (doc.text[s:e], True), (doc.text[e:b], False)]
+        role = next((x.role for x in doc.sections if x.start <= a < x.end), "article")
+        blocks.append(
+            {
+                "kind": kind,
+                "parts": parts,
+                "role": role,
+                "first_mark": bool(mark) and a <= mark[0] < b,
+            }
+        )
+    return blocks
+
+
+def _mount_swagger(app: FastAPI) -> None:
+    """OpenAPI docs at /docs from the locally installed Swagger UI (no CDN, CSP-clean)."""
+    import swagger_ui_bundle
+
+    app.mount(
+        "/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger"
+    )
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def docs() -> str:
+        return (
+            "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Verbatim API"
+            "</title><link rel='stylesheet' href='/static/swagger/swagger-ui.css'></head><body>"
+            "<div id='swagger-ui'></div><script src='/static/swagger/swagger-ui-bundle.js'>"
+            "</script><script src='/static/swagger-init.js'></script></body></html>"
+        )
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
