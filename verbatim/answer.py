@@ -176,7 +176,10 @@ def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -
     terms = set(index.lexical.terms(found.question))
     stem = index.lexical._stem
     candidates = []
-    for row, score, dense in list(zip(found.rows, found.scores, found.dense, strict=False))[: max(3 * k, 10)]:
+    top = max(3 * k, 10)
+    for row, score, dense in zip(
+        found.rows[:top], found.scores[:top], found.dense[:top], strict=True
+    ):
         lo, hi, wscore = _best_window(index, int(row), found.vector, terms, stem)
         candidates.append(_Candidate(int(row), float(score), float(dense), (lo, hi), wscore))
     threshold = settings.min_score
@@ -226,6 +229,13 @@ def answer(
     return compose(retrieve(question, index, embedder, settings, filters), index, settings, k)
 
 
+# Maximal marginal relevance: how much a quote loses for resembling one already chosen, and
+# for each quote already taken from the same document (so other sources get a say).
+REDUNDANCY = 0.3
+SAME_DOCUMENT = 0.08
+DUPLICATE = 0.97  # passage cosine above which two passages are the same text, repeated
+
+
 def _select(index, candidates: list[_Candidate], pvecs, k: int) -> list[Quote]:
     """Pick up to `k` quotes by maximal marginal relevance across passages and documents.
 
@@ -235,31 +245,30 @@ def _select(index, candidates: list[_Candidate], pvecs, k: int) -> list[Quote]:
     pool = [c for c in candidates if index.passage_role[c.row] != "letter"]
     chosen: list[tuple[_Candidate, Quote]] = []
     while pool and len(chosen) < k:
-        best, best_utility = None, -np.inf
-        for c in pool:
-            utility = c.score + 0.5 * c.window_score
+
+        def utility(c: _Candidate) -> float:
+            value = c.score + c.window_score
             if chosen:
-                sims = [float(pvecs[c.row] @ pvecs[q.row]) for q, _ in chosen]
-                utility -= 0.3 * max(sims)
-                if any(index.passage_doc[c.row] == index.passage_doc[q.row] for q, _ in chosen):
-                    utility -= 0.05
-            if utility > best_utility:
-                best, best_utility = c, utility
+                value -= REDUNDANCY * max(float(pvecs[c.row] @ pvecs[q.row]) for q, _ in chosen)
+                doc = index.passage_doc[c.row]
+                value -= SAME_DOCUMENT * sum(index.passage_doc[q.row] == doc for q, _ in chosen)
+            return value
+
+        best = max(pool, key=utility)
         pool.remove(best)
         quote = _quote(index, best)
-        duplicate = next(
+        twin = next(
             (
-                q
+                existing
                 for q, existing in chosen
-                if float(pvecs[best.row] @ pvecs[q.row]) > 0.97
-                or existing.text.strip().lower() == quote.text.strip().lower()
+                if float(pvecs[best.row] @ pvecs[q.row]) > DUPLICATE
+                or " ".join(existing.text.lower().split()) == " ".join(quote.text.lower().split())
             ),
             None,
         )
-        if duplicate is not None:
-            for q, existing in chosen:
-                if q is duplicate and quote.doc_id not in existing.also_in:
-                    existing.also_in.append(quote.doc_id)
+        if twin is not None:
+            if quote.doc_id != twin.doc_id and quote.doc_id not in twin.also_in:
+                twin.also_in.append(quote.doc_id)
             continue
         chosen.append((best, quote))
     return [q for _, q in chosen]

@@ -1,0 +1,171 @@
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from eval import _check, evaluate, load_questions, read_questions
+from eval.metrics import (
+    coverage_precision,
+    mrr_at,
+    ndcg_at,
+    normalize,
+    percentile,
+    quote_hit,
+    recall_at,
+)
+from eval.report import gate
+from index import build_index
+from ingest import read_documents
+from verbatim.engine import Engine
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quote_hit_normalises_case_space_and_quote_marks():
+    quotes = ["He said “don’t  GO”\nthere.", "Other text."]
+    assert quote_hit(quotes, ['said "don\'t go" there'], 1)
+    assert not quote_hit(quotes, ["other text"], 1)
+    assert quote_hit(quotes, ["other text"], 2)
+    assert not quote_hit([], ["x"], 3) and not quote_hit(quotes, [], 3)
+    assert normalize("  A\u00a0B ") == "a b"
+
+
+def test_ranking_metrics_by_hand():
+    ranked = ["a", "b", "c", "d"]
+    assert recall_at(ranked, {"b", "z"}, 1) == 0.0
+    assert recall_at(ranked, {"b", "z"}, 2) == 0.5
+    assert recall_at(ranked, set(), 5) == 0.0  # no relevant documents
+    assert recall_at([], {"a"}, 5) == 0.0  # empty results
+    assert mrr_at(ranked, {"c"}) == pytest.approx(1 / 3)
+    assert mrr_at(ranked, {"z"}) == 0.0
+    # relevant at ranks 2 and 4, two relevant: (1/log2(3) + 1/log2(5)) / (1 + 1/log2(3))
+    expected = (1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3))
+    assert ndcg_at(ranked, {"b", "d"}) == pytest.approx(expected)
+    assert ndcg_at(ranked, {"a"}) == 1.0
+    assert ndcg_at(ranked, set()) == 0.0
+    assert ndcg_at(["a", "a2"], {"a", "b"}, k=1) == 1.0  # ideal is cut at k too
+
+
+def test_percentile_and_curve_with_ties():
+    assert percentile([], 50) == 0.0
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([5, 5, 5], 95) == 5
+    rows = coverage_precision([0.5, 0.5, 0.9], [0.5, 0.1], [0.0, 0.5, 0.6, 1.0])
+    assert rows[0] == (0.0, 1.0, 0.6)  # everything answered: 3 right of 5
+    assert rows[1] == (0.5, 1.0, 0.75)  # ties at the threshold are answered
+    assert rows[2] == (0.6, pytest.approx(1 / 3), 1.0)
+    assert rows[3] == (1.0, 0.0, 1.0)  # nothing answered: precision defined as 1
+
+
+def test_seed_gold_answers_exist_in_the_corpus():
+    texts = [p.read_text(encoding="utf-8") for p in (ROOT / "corpus").glob("*.md")]
+    questions = read_questions(ROOT / "eval" / "seeds.jsonl")
+    answerable = [q for q in questions if q.answerable]
+    assert len(answerable) >= 30 and len(questions) - len(answerable) >= 15
+    for q in answerable:
+        assert q.answers and q.relevant
+        for gold in q.answers:
+            assert any(gold in text for text in texts), gold
+
+
+TINY = [
+    {"id": "d1", "title": "Oil", "text": "Change the engine oil every ten thousand kilometres."},
+    {"id": "d2", "title": "Tomatoes", "text": "Tomatoes need full sun. Water them daily."},
+    {"id": "d3", "title": "Bread", "text": "Knead the dough for ten minutes before baking."},
+]
+QUESTIONS = [
+    {
+        "id": "q1",
+        "question": "How often to change engine oil?",
+        "answers": ["ten thousand"],
+        "relevant": ["d1"],
+        "answerable": True,
+    },
+    {
+        "id": "q2",
+        "question": "Do tomatoes need sun?",
+        "answers": ["full sun"],
+        "relevant": ["d2"],
+        "answerable": True,
+    },
+    {
+        "id": "q3",
+        "question": "How long to knead dough?",
+        "answers": ["ten minutes"],
+        "relevant": ["d3"],
+        "answerable": True,
+    },
+]
+
+
+@pytest.fixture
+def tiny_engine(tmp_path, settings, fake_embedder):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in TINY))
+    build_index(read_documents([corpus], settings), settings, fake_embedder)
+    from index import load_index
+
+    engine = Engine(settings, load_index(settings), fake_embedder)
+    yield engine
+    engine.close()
+
+
+def test_evaluate_on_a_tiny_corpus(tiny_engine, tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
+    report = evaluate(read_questions(path), tiny_engine, progress=False)
+    m = report.metrics
+    assert m["questions"]["answerable"] == 3
+    assert m["grounding"]["exact"] == 1.0 and m["grounding"]["attribution_complete"] == 1.0
+    assert m["retrieval"]["recall@1"] == 1.0 and m["quotes"]["hit@1"] == 1.0
+    assert [r.ranked[0] for r in report.results] == ["d1", "d2", "d3"]
+
+
+def test_beir_reader_gives_the_same_figures(tiny_engine, tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text(
+        "".join(
+            json.dumps({"_id": d["id"], "title": d["title"], "text": d["text"]}) + "\n"
+            for d in TINY
+        )
+    )
+    (beir / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q["id"], "text": q["question"]}) + "\n" for q in QUESTIONS)
+    )
+    (beir / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n"
+        + "".join(f"{q['id']}\t{q['relevant'][0]}\t1\n" for q in QUESTIONS)
+    )
+    from_beir, corpus = load_questions(beir)
+    assert corpus == beir / "corpus.jsonl"
+    ours = evaluate(read_questions(path), tiny_engine, progress=False).metrics
+    theirs = evaluate(from_beir, tiny_engine, progress=False).metrics
+    assert ours["retrieval"] == theirs["retrieval"]
+    assert ours["grounding"] == theirs["grounding"]
+    assert ours["abstention"] == theirs["abstention"]
+
+
+def test_a_corrupted_quote_offset_is_caught(tiny_engine):
+    answer = tiny_engine.ask("How often to change engine oil?")
+    quote = (answer.quotes or answer.near_misses)[0]
+    assert _check(tiny_engine.index, quote) == (True, True)
+    quote.start += 1
+    grounded, _ = _check(tiny_engine.index, quote)
+    assert not grounded
+
+
+def test_gate_reports_each_failure():
+    class R:
+        metrics = {
+            "grounding": {"exact": 0.99},
+            "quotes": {"hit@3": 0.95},
+            "abstention": {"must_abstain": 0.5, "false_abstained": 0.2},
+        }
+
+    failures = gate(R())
+    assert len(failures) == 3
+    assert any("grounding" in f for f in failures) and any("false" in f for f in failures)
