@@ -170,6 +170,9 @@ def build_index(
 
     faiss.write_index(_faiss_index(pvecs), str(workspace / "passages.faiss"))
     Lexical.build([_passage_text(d, p) for d, p in passages]).save(workspace / "bm25")
+    Lexical.build([d.text[s.start : s.end] for d, p in passages for s in p.sentences]).save(
+        workspace / "bm25-sentences"
+    )
     manifest = {
         "model": settings.model,
         "dim": int(dim),
@@ -214,6 +217,7 @@ class Index:
         self.faiss = faiss.read_index(str(path / "passages.faiss"))
         self.sentence_vectors = np.load(path / "sentences.npy", mmap_mode="r", allow_pickle=False)
         self.lexical = Lexical.load(path / "bm25")
+        self.sentence_lexical = Lexical.load(path / "bm25-sentences")
         self._db = sqlite3.connect(
             f"file:{path / 'store.sqlite'}?mode=ro", uri=True, check_same_thread=False
         )
@@ -231,6 +235,7 @@ class Index:
         self.sent_hi = np.array([r[7] for r in rows], dtype=np.int64)
         sents = self._db.execute('SELECT start, "end" FROM sentences ORDER BY row').fetchall()
         self.sent_start = np.array([s[0] for s in sents], dtype=np.int64)
+        self.sent_passage = np.repeat(np.arange(len(rows)), self.sent_hi - self.sent_lo)
         self.sent_end = np.array([s[1] for s in sents], dtype=np.int64)
         self.passage_row = {pid: i for i, pid in enumerate(self.passage_ids)}
         self.documents = {

@@ -1,4 +1,9 @@
-"""BM25 over passages (bm25s), with English stemming and stop words."""
+"""BM25 over passages (bm25s), with English stemming and stop words.
+
+Besides BM25 scores it answers "which texts contain this term" (the postings of the index's
+sparse matrix) and each term's IDF, so callers can measure how much of a question's information
+a passage or a single sentence covers.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +19,16 @@ def _stemmer():
 
 
 class Lexical:
-    """BM25 scores of every passage for a query; saved as plain `.npy`/JSON files."""
+    """A bm25s index over a list of texts; saved as plain `.npy`/JSON files."""
 
     def __init__(self, retriever) -> None:
         self.retriever = retriever
         self._stem = _stemmer()
+        self._indptr = np.asarray(retriever.scores["indptr"])
+        self._indices = np.asarray(retriever.scores["indices"])
+        self.size = int(retriever.scores["num_docs"])
+        df = np.diff(self._indptr).astype(np.float64)
+        self._idf = np.log1p((self.size - df + 0.5) / (df + 0.5))
 
     @classmethod
     def build(cls, texts: list[str]) -> Lexical:
@@ -38,20 +48,44 @@ class Lexical:
     def save(self, path: Path) -> None:
         self.retriever.save(str(path), allow_pickle=False, show_progress=False)
 
-    def terms(self, text: str) -> list[str]:
-        """The query's indexed terms (stemmed, stop words dropped, unknown words dropped)."""
+    def tokenize(self, text: str) -> list[str]:
+        """Stemmed terms of `text`, stop words dropped (the index's own analysis)."""
         import bm25s
 
-        tokens = bm25s.tokenize(
+        return bm25s.tokenize(
             [text], stopwords="en", stemmer=self._stem, return_ids=False, show_progress=False
         )[0]
+
+    def terms(self, text: str) -> list[str]:
+        """The distinct indexed terms of `text`, in order of first use."""
         vocab = self.retriever.vocab_dict
-        return [t for t in tokens if t in vocab]
+        return list(dict.fromkeys(t for t in self.tokenize(text) if t in vocab))
+
+    def idf(self, term: str) -> float:
+        """Inverse document frequency (BM25's form); 0 for a term the index never saw."""
+        tid = self.retriever.vocab_dict.get(term)
+        return 0.0 if tid is None else float(self._idf[tid])
+
+    def postings(self, term: str) -> np.ndarray:
+        """Rows of the texts that contain `term`."""
+        tid = self.retriever.vocab_dict.get(term)
+        if tid is None:
+            return np.zeros(0, dtype=np.int64)
+        return self._indices[self._indptr[tid] : self._indptr[tid + 1]]
+
+    def contains(self, terms: list[str], rows: np.ndarray) -> np.ndarray:
+        """Boolean matrix (len(rows), len(terms)): whether each text holds each term."""
+        out = np.zeros((len(rows), len(terms)), dtype=bool)
+        for j, term in enumerate(terms):
+            post = self.postings(term)  # sorted row numbers
+            if len(post):
+                at = np.minimum(np.searchsorted(post, rows), len(post) - 1)
+                out[:, j] = post[at] == rows
+        return out
 
     def scores(self, text: str) -> np.ndarray:
-        """BM25 score of every passage, by row (zeros when no query term is indexed)."""
+        """BM25 score of every text, by row (zeros when no query term is indexed)."""
         terms = self.terms(text)
-        n = self.retriever.scores["num_docs"]
         if not terms:
-            return np.zeros(n, dtype=np.float32)
+            return np.zeros(self.size, dtype=np.float32)
         return self.retriever.get_scores(terms)

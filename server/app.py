@@ -147,7 +147,6 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
 
         own = engine is None
         app.state.verbatim = State(settings, engine or open_engine(settings, build_if_missing=True))
-        app.state.verbatim.engine.embedder.encode(["warm up"], progress=False)
         yield
         if own:
             app.state.verbatim.engine.close()

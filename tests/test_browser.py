@@ -15,8 +15,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 QUESTION = "What if my husband refuses couples therapy?"
 
@@ -45,7 +51,9 @@ def base_url(default_engine):
 def browser():
     if CHROMIUM is None:
         if os.environ.get("CI") == "true":
-            pytest.fail("chromium is not installed; `make test` installs it (apt-get install chromium)")
+            pytest.fail(
+                "chromium is not installed; `make test` installs it (apt-get install chromium)"
+            )
         pytest.skip("chromium is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
@@ -66,8 +74,9 @@ def in_viewport(page, selector: str) -> bool:
 
 @pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
 def test_ask_read_quotes_and_show_in_document(browser, base_url, javascript):
-    context = browser.new_context(java_script_enabled=javascript,
-                                  viewport={"width": 1000, "height": 800})
+    context = browser.new_context(
+        java_script_enabled=javascript, viewport={"width": 1000, "height": 800}
+    )
     page = context.new_page()
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))

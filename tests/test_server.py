@@ -154,7 +154,7 @@ def test_form_escapes_questions(client):
 
 def test_form_shows_abstention_and_errors(client):
     page = client.get("/", params={"q": "How do I bake sourdough bread?"}).text
-    assert "These documents don&#39;t address that." in page and "Weaker matches" in page
+    assert "These documents don't address that." in page and "Weaker matches" in page
     response = client.get("/", params={"q": "   "})
     assert response.status_code == 422 and "question is empty" in response.text
 

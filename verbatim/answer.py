@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ from verbatim.settings import Settings
 CANDIDATES = 50  # passages considered before quote selection
 MAX_WINDOW = 3  # sentences in one quote at most
 DEFAULT_THRESHOLD = 0.30
-_WORD = re.compile(r"(?u)\b\w\w+\b")
+EXTRA_SENTENCE = 0.05  # what each sentence beyond the first must add to a quote's score
+SPECIFIC_TERMS = 10  # questions with at most this many content terms lean on single sentences
 
 
 def clean_question(question: str, settings: Settings) -> str:
@@ -70,29 +70,33 @@ def _minmax(values: np.ndarray) -> np.ndarray:
     return np.zeros_like(values) if hi - lo < 1e-9 else (values - lo) / (hi - lo)
 
 
-def _best_window(index, row: int, qvec: np.ndarray, terms: set[str], stem) -> tuple:
-    """The run of 1-3 consecutive sentences of passage `row` that best answers the question."""
+def _term_weights(index, text: str) -> tuple[list[str], np.ndarray]:
+    """The question's indexed terms and their IDF weights, summing to 1."""
+    terms = index.lexical.terms(text)
+    weights = np.array([index.lexical.idf(t) for t in terms], dtype=np.float64)
+    return terms, (weights / weights.sum() if weights.sum() > 0 else weights)
+
+
+def _best_window(
+    index, row: int, qvec: np.ndarray, terms: list[str], weights: np.ndarray
+) -> tuple[int, int, float]:
+    """The run of 1-3 consecutive sentences of passage `row` that best answers the question.
+
+    A window scores the cosine of the question with its mean sentence vector plus half the
+    IDF-weighted share of question terms it contains; each extra sentence costs a little, so
+    the minimal span that answers wins and unrelated neighbours dilute the mean.
+    """
     lo, hi = int(index.sent_lo[row]), int(index.sent_hi[row])
     vecs = np.asarray(index.sentence_vectors[lo:hi], dtype=np.float32)
-    text = index.text(index.passage_doc[row])
-    sims = vecs @ qvec
-    overlap = []
-    for s in range(lo, hi):
-        words = text[index.sent_start[s] : index.sent_end[s]].lower()
-        tokens = set(stem(_WORD.findall(words))) if terms else set()
-        overlap.append(tokens & terms)
-    best = (lo, lo + 1, -1.0)
+    has = index.sentence_lexical.contains(terms, np.arange(lo, hi)) if terms else None
+    best = (lo, lo + 1, -np.inf)
     for i in range(hi - lo):
-        for width in range(1, MAX_WINDOW + 1):
-            j = i + width
-            if j > hi - lo:
-                break
+        for j in range(i + 1, min(i + MAX_WINDOW, hi - lo) + 1):
             mean = vecs[i:j].sum(axis=0)
-            cos = float(mean @ qvec / (np.linalg.norm(mean) + 1e-9))
-            covered = set().union(*overlap[i:j])
-            lexical = len(covered) / len(terms) if terms else 0.0
-            # Each extra sentence must earn its place: prefer the minimal span that answers.
-            score = max(cos, float(sims[i:j].max())) + 0.15 * lexical - 0.04 * (width - 1)
+            score = float(mean @ qvec / (np.linalg.norm(mean) + 1e-9))
+            if has is not None:
+                score += 0.5 * float(has[i:j].any(axis=0) @ weights)
+            score -= EXTRA_SENTENCE * (j - i - 1)
             if score > best[2]:
                 best = (lo + i, lo + j, score)
     return best
@@ -140,13 +144,20 @@ def _allowed_rows(index, filters: dict) -> np.ndarray:
 def retrieve(
     question: str, index, embedder, settings: Settings, filters: dict | None = None
 ) -> Retrieval:
-    """Rank passages for `question` by dense and BM25 evidence together.
+    """Rank passages for `question` by dense and lexical evidence together.
+
+    Candidates are the nearest passages by embedding and the best by BM25. Each is scored on
+    absolute scales, so no per-query normalisation (z-scores, min-max) can blow up the noise of
+    a flat score distribution, as it does for long questions:
+      passage cosine
+      + 0.4 x IDF-weighted share of the question's terms in the passage and in its best sentence
+      + w x best sentence cosine, w = min(1, 10 / content terms): a short, specific question is
+        usually answered by one sentence, a long descriptive one by a passage as a whole
+      + 0.1 x BM25 relative to the best candidate's.
+    See eval/README.md for the measurements behind each term.
 
     Args:
         filters: optional `documents` (ids), `author`, `site`: only matching documents count.
-
-    Raises:
-        InvalidQuestion: see `clean_question`.
     """
     began = time.perf_counter()
     text = clean_question(question, settings)
@@ -162,10 +173,21 @@ def retrieve(
     if not len(pool):
         empty = np.zeros(0, dtype=np.float32)
         return Retrieval(text, qvec, pool, empty, empty, began)
+    terms, weights = _term_weights(index, text)
     dense = np.asarray(index.passage_vectors()[pool], dtype=np.float32) @ qvec
-    lex_pool = lex[pool]
-    lex_norm = lex_pool / lex_pool.max() if lex_pool.max() > 0 else np.zeros_like(lex_pool)
-    fused = dense + 0.2 * lex_norm
+    passage_cover = index.lexical.contains(terms, pool) @ weights if terms else 0.0
+    lo, hi = index.sent_lo[pool], index.sent_hi[pool]
+    sents = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)])
+    starts = np.concatenate([[0], np.cumsum(hi - lo)[:-1]])
+    sent_cos = np.asarray(index.sentence_vectors[sents], dtype=np.float32) @ qvec
+    best_sent = np.maximum.reduceat(sent_cos, starts)
+    best_cover = 0.0
+    if terms:
+        sent_cover = index.sentence_lexical.contains(terms, sents) @ weights
+        best_cover = np.maximum.reduceat(sent_cover, starts)
+    specific = min(1.0, SPECIFIC_TERMS / max(len(terms), 1))
+    bm25 = lex[pool] / lex[pool].max() if lex[pool].max() > 0 else np.zeros(len(pool))
+    fused = dense + 0.4 * (passage_cover + best_cover) + specific * best_sent + 0.1 * bm25
     order = np.argsort(-fused, kind="stable")
     return Retrieval(text, qvec, pool[order], fused[order], dense[order], began)
 
@@ -173,14 +195,13 @@ def retrieve(
 def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -> Answer:
     """Choose the quotes for a retrieval, or abstain when the evidence is weak."""
     k = k or settings.default_k
-    terms = set(index.lexical.terms(found.question))
-    stem = index.lexical._stem
+    terms, weights = _term_weights(index, found.question)
     candidates = []
     top = max(3 * k, 10)
     for row, score, dense in zip(
         found.rows[:top], found.scores[:top], found.dense[:top], strict=True
     ):
-        lo, hi, wscore = _best_window(index, int(row), found.vector, terms, stem)
+        lo, hi, wscore = _best_window(index, int(row), found.vector, terms, weights)
         candidates.append(_Candidate(int(row), float(score), float(dense), (lo, hi), wscore))
     threshold = settings.min_score
     if threshold is None:
@@ -192,8 +213,8 @@ def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -
     near: list[Quote] = []
     if abstained:
         reason = (
-            "These documents don't address that: the closest passage scores "
-            f"{evidence:.2f}, below the threshold {threshold:.2f}."
+            "These documents don't address that: the closest passage's similarity to the "
+            f"question is {evidence:.2f}, below this index's threshold of {threshold:.2f}."
         )
         near, quotes = quotes[:3], []
     return Answer(

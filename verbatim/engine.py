@@ -63,6 +63,7 @@ def open_engine(settings: Settings, embedder=None, build_if_missing: bool = Fals
             raise
         ingest_paths([settings.corpus_dir], settings, embedder)
         index = load_index(settings)
+    embedder.encode(["warm up"], progress=False)  # load the model now, not in an answer
     return Engine(settings, index, embedder)
 
 
