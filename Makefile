@@ -26,7 +26,7 @@ test: install browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest
-	$(VENV)/bin/verbatim eval eval/seeds.jsonl --gate
+	$(VENV)/bin/verbatim eval eval/seeds.jsonl --corpus corpus --gate
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
@@ -34,12 +34,17 @@ lint: install
 fix: install
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
+# Both public benchmarks; each also asks the other's questions as off-topic (the cross-domain
+# abstention check). Reports (JSON per question, PNG curves) go to eval/reports/.
+BENCH := ../shared/benchmarks
 eval: install
-	$(VENV)/bin/verbatim eval ../shared/benchmarks/counselchat/questions.dev.jsonl \
-		--corpus ../shared/benchmarks/counselchat/corpus.jsonl --json eval/reports/counselchat.json
-	$(VENV)/bin/verbatim eval ../shared/benchmarks/squad2/questions.dev.jsonl \
-		--corpus ../shared/benchmarks/squad2/corpus.jsonl --json eval/reports/squad2.json
-	$(PY) -m eval.crossdomain ../shared/benchmarks --json eval/reports/crossdomain.json
+	$(VENV)/bin/verbatim eval eval/seeds.jsonl --corpus corpus --json eval/reports/seeds.json
+	$(VENV)/bin/verbatim eval $(BENCH)/counselchat/questions.dev.jsonl \
+		--corpus $(BENCH)/counselchat/corpus.jsonl \
+		--offtopic $(BENCH)/squad2/questions.dev.jsonl --json eval/reports/counselchat.json
+	$(VENV)/bin/verbatim eval $(BENCH)/squad2/questions.dev.jsonl \
+		--corpus $(BENCH)/squad2/corpus.jsonl \
+		--offtopic $(BENCH)/counselchat/questions.dev.jsonl --json eval/reports/squad2.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

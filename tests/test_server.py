@@ -167,3 +167,20 @@ def test_document_page_marks_the_quote(client):
     ).text
     assert 'id="quote"' in page
     assert client.get("/documents/unknown-doc").status_code == 404
+
+
+def test_saturation_answers_503_with_retry_after(default_engine):
+    settings = default_engine.settings.model_copy(update={"max_concurrent": 1})
+    app = create_app(settings, engine=default_engine)
+    with TestClient(app) as c:
+        slots = app.state.verbatim.slots
+        assert slots.acquire(timeout=1)  # the only slot is busy
+        try:
+            busy = c.get("/api/ask", params={"q": QUESTION})
+            page = c.get("/", params={"q": QUESTION})
+        finally:
+            slots.release()
+        assert_error(busy, 503, "busy")
+        assert busy.headers["retry-after"] == "1"
+        assert page.status_code == 503 and page.headers["retry-after"] == "1"
+        assert c.get("/api/ask", params={"q": QUESTION}).status_code == 200
