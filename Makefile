@@ -46,5 +46,8 @@ eval: install
 		--corpus $(BENCH)/squad2/corpus.jsonl \
 		--offtopic $(BENCH)/counselchat/questions.dev.jsonl --json eval/reports/squad2.json
 
+bench: install
+	$(PY) -m eval.bench --benchmarks $(BENCH) --json eval/reports/bench.json
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -70,6 +70,19 @@ def _minmax(values: np.ndarray) -> np.ndarray:
     return np.zeros_like(values) if hi - lo < 1e-9 else (values - lo) / (hi - lo)
 
 
+def specificity(n_terms: int) -> float:
+    """1 for a short question (answered by one sentence), falling to 0 as it grows longer."""
+    return min(1.0, SPECIFIC_TERMS / max(n_terms, 1))
+
+
+def evidence(best_passage: float, best_sentence: float, n_terms: int) -> float:
+    """How strongly the corpus speaks to a question: its best sentence cosine for a specific
+    question, its best passage cosine for a broad one, mixed by `specificity`. Abstention
+    compares this with the index's calibrated threshold."""
+    w = specificity(n_terms)
+    return (1 - w) * best_passage + w * best_sentence
+
+
 def _term_weights(index, text: str) -> tuple[list[str], np.ndarray]:
     """The question's indexed terms and their IDF weights, summing to 1."""
     terms = index.lexical.terms(text)
@@ -111,12 +124,8 @@ class Retrieval:
     rows: np.ndarray  # passage rows
     scores: np.ndarray  # fused relevance, descending
     dense: np.ndarray  # cosine of question and passage, same order
+    evidence: float  # how strongly the corpus speaks to the question; see `evidence()`
     began: float
-
-    @property
-    def evidence(self) -> float:
-        """How strongly the corpus speaks to the question: the best passage cosine."""
-        return float(self.dense.max()) if len(self.dense) else 0.0
 
     def documents(self, index, n: int = 10) -> list[str]:
         """Document ids in rank order (each at its best passage), at most `n`."""
@@ -172,7 +181,7 @@ def retrieve(
         pool = _allowed_rows(index, filters)
     if not len(pool):
         empty = np.zeros(0, dtype=np.float32)
-        return Retrieval(text, qvec, pool, empty, empty, began)
+        return Retrieval(text, qvec, pool, empty, empty, 0.0, began)
     terms, weights = _term_weights(index, text)
     dense = np.asarray(index.passage_vectors()[pool], dtype=np.float32) @ qvec
     passage_cover = index.lexical.contains(terms, pool) @ weights if terms else 0.0
@@ -185,11 +194,12 @@ def retrieve(
     if terms:
         sent_cover = index.sentence_lexical.contains(terms, sents) @ weights
         best_cover = np.maximum.reduceat(sent_cover, starts)
-    specific = min(1.0, SPECIFIC_TERMS / max(len(terms), 1))
+    specific = specificity(len(terms))
     bm25 = lex[pool] / lex[pool].max() if lex[pool].max() > 0 else np.zeros(len(pool))
     fused = dense + 0.4 * (passage_cover + best_cover) + specific * best_sent + 0.1 * bm25
     order = np.argsort(-fused, kind="stable")
-    return Retrieval(text, qvec, pool[order], fused[order], dense[order], began)
+    found = evidence(float(dense.max()), float(best_sent.max()), len(terms))
+    return Retrieval(text, qvec, pool[order], fused[order], dense[order], found, began)
 
 
 def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -> Answer:

@@ -1,0 +1,197 @@
+"""`make bench`: how close a question and an ingest come to the bare model's cost.
+
+Everything is measured in one run on the CounselChat corpus and reported as ratios against the
+bare embedding call measured in the same run, because the machine is shared and noisy.
+Run: `python -m eval.bench [--benchmarks ../shared/benchmarks] [--json OUT]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from eval import corpus_engine, read_questions
+from eval.metrics import percentile
+from verbatim.settings import Settings
+
+
+def _ms(seconds: list[float]) -> dict:
+    ms = [s * 1000 for s in seconds]
+    return {q: round(percentile(ms, v), 2) for q, v in (("p50", 50), ("p95", 95), ("p99", 99))}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_load(base: str, questions: list[str], clients: int, total: int) -> dict:
+    """`total` GET /api/ask requests from `clients` threads; latencies and status counts."""
+    import httpx
+
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    counter = iter(range(total))
+
+    def worker() -> None:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            for i in counter:
+                began = time.perf_counter()
+                r = client.get("/api/ask", params={"q": questions[i % len(questions)]})
+                took = time.perf_counter() - began
+                with lock:
+                    latencies.append(took)
+                    statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - began
+    return {
+        "clients": clients,
+        "requests": total,
+        **_ms(latencies),
+        "per_s": round(total / wall, 1),
+        "status": statuses,
+    }
+
+
+def serve(data_dir: Path, port: int) -> tuple[subprocess.Popen, float]:
+    """Start `verbatim serve`; seconds until it answered its first question."""
+    env = {**os.environ, "VERBATIM_DATA_DIR": str(data_dir), "VERBATIM_PROGRESS": "false"}
+    began = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "verbatim", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    import httpx
+
+    deadline = began + 120
+    while time.perf_counter() < deadline:
+        try:
+            r = httpx.get(f"http://127.0.0.1:{port}/api/ask", params={"q": "therapy?"}, timeout=5)
+            if r.status_code == 200:
+                return proc, time.perf_counter() - began
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("verbatim serve did not answer within 120 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--benchmarks", type=Path, default=Path("../shared/benchmarks"))
+    parser.add_argument("--json", type=Path, default=Path("eval/reports/bench.json"))
+    parser.add_argument("--questions", type=int, default=200)
+    parser.add_argument("--ingest-docs", type=int, default=300)
+    args = parser.parse_args()
+    cc = args.benchmarks / "counselchat"
+    settings = Settings(progress=False, max_question_chars=20_000)
+    engine = corpus_engine(cc / "corpus.jsonl", settings)
+    questions = [q.question for q in read_questions(cc / "questions.dev.jsonl")][: args.questions]
+    short = [" ".join(q.split()[:60]) for q in questions]  # within the API's 1,000 characters
+    report: dict = {}
+
+    bare = []
+    for q in short:
+        began = time.perf_counter()
+        engine.embedder.encode([q], progress=False)
+        bare.append(time.perf_counter() - began)
+    report["bare_query_encode_ms"] = _ms(bare)
+    answers = []
+    for q in short:
+        began = time.perf_counter()
+        engine.ask(q)
+        answers.append(time.perf_counter() - began)
+    report["answer_in_process_ms"] = _ms(answers)
+
+    data_dir = engine.settings.data_dir
+    engine.close()
+    port = _free_port()
+    proc, _ = serve(data_dir, port)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        report["http"] = [http_load(base, short, c, max(100, 4 * c)) for c in (1, 8, 32)]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    default_dir = Path(tempfile.mkdtemp(prefix="verbatim-bench-"))
+    subprocess.run(
+        [sys.executable, "-m", "verbatim", "ingest", "--data-dir", str(default_dir)],
+        check=True,
+        capture_output=True,
+    )
+    proc, cold = serve(default_dir, _free_port())
+    proc.terminate()
+    proc.wait(10)
+    report["cold_start_s"] = round(cold, 2)
+
+    report["ingest"] = ingest_ratio(cc / "corpus.jsonl", args.ingest_docs)
+    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    bare_p50 = report["bare_query_encode_ms"]["p50"]
+    report["ratios"] = {
+        "http_p50_1_client_over_bare_encode": round(report["http"][0]["p50"] / bare_p50, 2),
+        "answer_p50_over_bare_encode": round(report["answer_in_process_ms"]["p50"] / bare_p50, 2),
+        "ingest_over_bare_encode": report["ingest"]["ratio"],
+        "reingest_over_ingest": report["ingest"]["reingest_ratio"],
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+def ingest_ratio(corpus: Path, n_docs: int) -> dict:
+    """Full ingest of the first `n_docs` documents against bare encoding of the same texts."""
+    from index import Embedder
+    from index import _passage_text as passage_text
+    from ingest import read_documents, split_passages
+    from verbatim.engine import ingest_paths
+
+    folder = Path(tempfile.mkdtemp(prefix="verbatim-bench-corpus-"))
+    lines = corpus.read_text(encoding="utf-8").splitlines()[:n_docs]
+    (folder / "corpus.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    settings = Settings(data_dir=folder / "data", progress=False)
+    embedder = Embedder(settings.model, settings.batch_size)
+    embedder.encode(["warm up"])
+    docs = read_documents([folder], settings).documents
+    passages = [(d, p) for d in docs for p in split_passages(d, settings.passage_chars)]
+    texts = [passage_text(d, p) for d, p in passages]
+    texts += [d.text[s.start : s.end] for d, p in passages for s in p.sentences]
+    began = time.perf_counter()
+    embedder.encode(texts)
+    bare = time.perf_counter() - began
+    began = time.perf_counter()
+    ingest_paths([folder], settings, embedder)
+    full = time.perf_counter() - began
+    began = time.perf_counter()
+    ingest_paths([folder], settings, embedder)
+    again = time.perf_counter() - began
+    return {
+        "documents": len(docs),
+        "texts": len(texts),
+        "bare_encode_s": round(bare, 2),
+        "ingest_s": round(full, 2),
+        "reingest_s": round(again, 2),
+        "ratio": round(full / bare, 3),
+        "reingest_ratio": round(again / full, 3),
+    }
+
+
+if __name__ == "__main__":
+    main()

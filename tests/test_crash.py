@@ -1,0 +1,87 @@
+"""SIGKILL an ingest at random moments: the index is always exactly the old or the new one."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from index import load_index, store
+from verbatim.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD = """
+import sys, time, hashlib, re
+import numpy as np
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from verbatim.engine import ingest_paths
+from verbatim.settings import Settings
+
+class SlowFake:
+    dim = 32
+    def encode(self, texts, progress=None):
+        time.sleep(0.05)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in re.findall(r"\\w+", t.lower()):
+                out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % self.dim] += 1
+            out[i, -1] += 0.01
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+settings = Settings(data_dir=Path(sys.argv[1]), model="fake", progress=False, batch_size=8)
+ingest_paths([Path(sys.argv[2])], settings, SlowFake())
+"""
+
+
+def write_corpus(path: Path, generation: int) -> None:
+    rows = [{"id": f"d{i}", "title": f"Doc {i}",
+             "text": f"Document {i} of version {generation} talks about kites and wind {i}."}
+            for i in range(120)]
+    rows.append({"id": "known", "title": "Known", "text": "The lighthouse keeper polishes lenses."})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def run_child(data: Path, corpus: Path, kill_after: float | None) -> int:
+    proc = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT)), str(data),
+                             str(corpus)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if kill_after is None:
+        return proc.wait(120)
+    time.sleep(kill_after)
+    proc.send_signal(signal.SIGKILL)
+    return proc.wait(30)
+
+
+def test_sigkill_during_ingest_never_mixes_generations(tmp_path):
+    data, corpus = tmp_path / "data", tmp_path / "corpus.jsonl"
+    write_corpus(corpus, 0)
+    assert run_child(data, corpus, None) == 0
+    settings = Settings(data_dir=data, model="fake", progress=False)
+    began = time.monotonic()
+    run_child(data, tmp_path / "corpus.jsonl", None)
+    full = time.monotonic() - began
+    rng = random.Random(int(os.environ.get("VERBATIM_CRASH_SEED", "7")))
+    kills = int(os.environ.get("VERBATIM_CRASH_KILLS", "20"))
+    generations = {store.current_name(data)}
+    for n in range(kills):
+        write_corpus(corpus, n + 1)
+        run_child(data, corpus, rng.uniform(0.0, full))
+        began = time.monotonic()
+        with load_index(settings) as index:  # verifies every hash against the manifest
+            assert time.monotonic() - began < 5
+            assert index.generation == store.current_name(data)
+            assert index.faiss.ntotal == len(index.passage_ids) == index.manifest["counts"][
+                "passages"]
+            assert "known" in index.documents
+            text = index.text("known")
+            assert "lighthouse keeper" in text
+            versions = {index.text(f"d{i}").split("version ")[1].split()[0] for i in range(120)}
+            assert len(versions) == 1  # never a mix of two corpora
+            generations.add(index.generation)
+    assert run_child(data, corpus, None) == 0  # a clean run afterwards...
+    assert not list(store.generations_dir(data).glob(".tmp-*"))  # ...removes leftovers
+    assert not list(data.glob("CURRENT.tmp-*"))
+    assert len(generations) >= 2  # some kills landed after publishing, some before
