@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -9,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Query, Request
+from fastapi import Body, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -17,12 +18,13 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from verbatim.errors import NotFound, VerbatimError
+from verbatim.errors import Forbidden, NotFound, VerbatimError
 from verbatim.records import Answer
 from verbatim.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 MAX_BODY = 16 * 1024
+JSON = "application/json"
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -103,7 +105,7 @@ class Health(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (404, 413, 415, 422, 503)
+    s: {"model": ErrorResponse} for s in (403, 404, 413, 415, 422, 503)
 }
 
 
@@ -124,6 +126,31 @@ class State:
         self.engine = engine
         self.started = time.time()
         self.slots = threading.BoundedSemaphore(settings.max_concurrent)
+        self._reloading = threading.Lock()
+        self._retired: list[tuple[float, object]] = []
+
+    def reload(self) -> str:
+        """Serve the data directory's current generation from now on, without downtime.
+
+        The new index is loaded beside the old one and swapped in with one assignment; answers
+        already running finish on the old index, which is closed a minute later. If loading
+        fails, the old index keeps serving and the error is raised.
+        """
+        from index import load_index
+        from verbatim.engine import Engine
+
+        with self._reloading:
+            old = self.engine
+            index = load_index(old.settings)
+            if index.generation == old.index.generation:
+                index.close()
+                return index.generation
+            self.engine = Engine(old.settings, index, old.embedder)
+            now = time.monotonic()
+            for _retired_at, engine in [r for r in self._retired if now - r[0] > 60]:
+                engine.close()
+            self._retired = [r for r in self._retired if now - r[0] <= 60] + [(now, old)]
+            return index.generation
 
     def ask(self, question: str, k: int | None, filters: dict | None = None) -> Answer:
         if not self.slots.acquire(timeout=1.0):
@@ -169,7 +196,7 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
         kind = request.headers.get("content-type", "")
         if length and (not length.isdigit() or int(length) > MAX_BODY):
             response = error_response(413, "body_too_large", "request body is over 16 KiB")
-        elif request.method == "POST" and "application/json" not in kind:
+        elif request.method == "POST" and request.url.path == "/api/ask" and JSON not in kind:
             response = error_response(
                 415,
                 "unsupported_media_type",
@@ -250,6 +277,22 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
             metadata=doc.metadata,
             sections=[asdict(s) for s in doc.sections],
         )
+
+    @app.post("/api/admin/reload", response_model=Health, responses=ERRORS, tags=["admin"])
+    def reload(request: Request, authorization: Annotated[str | None, Header()] = None) -> Health:
+        """Switch to the newest index generation (after `verbatim ingest`), without downtime.
+
+        Needs `Authorization: Bearer <VERBATIM_ADMIN_TOKEN>`; disabled when no token is set.
+        `kill -HUP <pid of verbatim serve>` does the same.
+        """
+        token = settings.admin_token
+        if not token:
+            raise Forbidden("reloading over HTTP is disabled; set VERBATIM_ADMIN_TOKEN")
+        given = (authorization or "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(given, token.encode()):
+            raise Forbidden("wrong or missing admin token (Authorization: Bearer <token>)")
+        state(request).reload()
+        return health(request)
 
     @app.get("/api/health", response_model=Health, tags=["api"])
     def health(request: Request) -> Health:

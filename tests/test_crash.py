@@ -38,16 +38,24 @@ ingest_paths([Path(sys.argv[2])], settings, SlowFake())
 
 
 def write_corpus(path: Path, generation: int) -> None:
-    rows = [{"id": f"d{i}", "title": f"Doc {i}",
-             "text": f"Document {i} of version {generation} talks about kites and wind {i}."}
-            for i in range(120)]
+    rows = [
+        {
+            "id": f"d{i}",
+            "title": f"Doc {i}",
+            "text": f"Document {i} of version {generation} talks about kites and wind {i}.",
+        }
+        for i in range(120)
+    ]
     rows.append({"id": "known", "title": "Known", "text": "The lighthouse keeper polishes lenses."})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def run_child(data: Path, corpus: Path, kill_after: float | None) -> int:
-    proc = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT)), str(data),
-                             str(corpus)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD.format(root=str(ROOT)), str(data), str(corpus)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     if kill_after is None:
         return proc.wait(120)
     time.sleep(kill_after)
@@ -73,8 +81,9 @@ def test_sigkill_during_ingest_never_mixes_generations(tmp_path):
         with load_index(settings) as index:  # verifies every hash against the manifest
             assert time.monotonic() - began < 5
             assert index.generation == store.current_name(data)
-            assert index.faiss.ntotal == len(index.passage_ids) == index.manifest["counts"][
-                "passages"]
+            assert (
+                index.faiss.ntotal == len(index.passage_ids) == index.manifest["counts"]["passages"]
+            )
             assert "known" in index.documents
             text = index.text("known")
             assert "lighthouse keeper" in text

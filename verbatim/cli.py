@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import textwrap
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -118,13 +120,22 @@ def ask(question: str, k: int | None, as_json: bool, data_dir: Path | None) -> N
 @click.option("--port", type=int, default=None, help="Port [default: 8000].")
 @data_dir_option
 def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
-    """Serve the web form and JSON API, indexing the bundled corpus on first run."""
+    """Serve the web form and JSON API, indexing the bundled corpus on first run.
+
+    After `verbatim ingest`, send SIGHUP (or POST /api/admin/reload with VERBATIM_ADMIN_TOKEN)
+    to switch to the new index without downtime.
+    """
     import uvicorn
 
     from server import create_app
 
     settings = _settings(data_dir, host=host, port=port)
     app = create_app(settings)
+
+    def reload(*_) -> None:  # SIGHUP: switch to the newest generation, off the event loop
+        threading.Thread(target=app.state.verbatim.reload, daemon=True).start()
+
+    signal.signal(signal.SIGHUP, reload)
     click.echo(f"Verbatim at http://{settings.host}:{settings.port}", err=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 

@@ -40,3 +40,8 @@ class ModelMismatch(VerbatimError):
 class NotFound(VerbatimError):
     status = 404
     code = "not_found"
+
+
+class Forbidden(VerbatimError):
+    status = 403
+    code = "forbidden"

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Example questions on the web form (JSON list); default: question titles.",
     )
+    admin_token: str | None = Field(
+        default=None, description="Enables POST /api/admin/reload with this bearer token."
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     max_concurrent: int = Field(default=8, ge=1, description="Answers computed at once.")
