@@ -114,77 +114,77 @@ def build_index(
     for (i, _), vec in zip(todo_s, fresh[len(todo_p) :], strict=True):
         fresh_s.setdefault(i, []).append(vec)
 
-    workspace = store.new_workspace(settings.data_dir)
-    db = store.create_db(workspace / "store.sqlite")
-    with db:
-        db.executemany(
-            "INSERT INTO documents VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    d.id,
-                    d.title,
-                    d.author,
-                    d.date,
-                    d.url,
-                    d.site,
-                    d.source,
-                    d.content_hash,
-                    json.dumps(
-                        {"metadata": d.metadata, "sections": [asdict(s) for s in d.sections]}
-                    ),
-                    d.text,
-                )
-                for d in docs
-            ],
-        )
-        pvecs = np.zeros((len(passages), dim), dtype=np.float32)
-        svecs: list[np.ndarray] = []
-        prows, srows = [], []
-        n_sent = 0
-        for row, (_doc, p) in enumerate(passages):
-            pvecs[row] = fresh_p[row] if row in fresh_p else old_passages[p.id]
-            vecs = fresh_s.get(row) or old_sentences[p.id]
-            svecs.extend(vecs)
-            prows.append(
-                (
-                    row,
-                    p.id,
-                    p.doc_id,
-                    p.start,
-                    p.end,
-                    p.heading,
-                    p.role,
-                    n_sent,
-                    n_sent + len(p.sentences),
-                )
+    with store.writing(settings.data_dir) as workspace:
+        db = store.create_db(workspace / "store.sqlite")
+        with db:
+            db.executemany(
+                "INSERT INTO documents VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        d.id,
+                        d.title,
+                        d.author,
+                        d.date,
+                        d.url,
+                        d.site,
+                        d.source,
+                        d.content_hash,
+                        json.dumps(
+                            {"metadata": d.metadata, "sections": [asdict(s) for s in d.sections]}
+                        ),
+                        d.text,
+                    )
+                    for d in docs
+                ],
             )
-            srows.extend((n_sent + j, row, s.start, s.end) for j, s in enumerate(p.sentences))
-            n_sent += len(p.sentences)
-        db.executemany("INSERT INTO passages VALUES (?,?,?,?,?,?,?,?,?)", prows)
-        db.executemany("INSERT INTO sentences VALUES (?,?,?,?)", srows)
-    db.close()
-    sentence_matrix = np.asarray(svecs, dtype=np.float32).reshape(-1, dim)
-    np.save(workspace / "sentences.npy", sentence_matrix, allow_pickle=False)
-    np.save(workspace / "passages.npy", pvecs, allow_pickle=False)
-    import faiss
+            pvecs = np.zeros((len(passages), dim), dtype=np.float32)
+            svecs: list[np.ndarray] = []
+            prows, srows = [], []
+            n_sent = 0
+            for row, (_doc, p) in enumerate(passages):
+                pvecs[row] = fresh_p[row] if row in fresh_p else old_passages[p.id]
+                vecs = fresh_s.get(row) or old_sentences[p.id]
+                svecs.extend(vecs)
+                prows.append(
+                    (
+                        row,
+                        p.id,
+                        p.doc_id,
+                        p.start,
+                        p.end,
+                        p.heading,
+                        p.role,
+                        n_sent,
+                        n_sent + len(p.sentences),
+                    )
+                )
+                srows.extend((n_sent + j, row, s.start, s.end) for j, s in enumerate(p.sentences))
+                n_sent += len(p.sentences)
+            db.executemany("INSERT INTO passages VALUES (?,?,?,?,?,?,?,?,?)", prows)
+            db.executemany("INSERT INTO sentences VALUES (?,?,?,?)", srows)
+        db.close()
+        sentence_matrix = np.asarray(svecs, dtype=np.float32).reshape(-1, dim)
+        np.save(workspace / "sentences.npy", sentence_matrix, allow_pickle=False)
+        np.save(workspace / "passages.npy", pvecs, allow_pickle=False)
+        import faiss
 
-    faiss.write_index(_faiss_index(pvecs), str(workspace / "passages.faiss"))
-    Lexical.build([_passage_text(d, p) for d, p in passages]).save(workspace / "bm25")
-    Lexical.build([d.text[s.start : s.end] for d, p in passages for s in p.sentences]).save(
-        workspace / "bm25-sentences"
-    )
-    manifest = {
-        "model": settings.model,
-        "dim": int(dim),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "passage_chars": settings.passage_chars,
-        "counts": {"documents": len(docs), "passages": len(passages), "sentences": n_sent},
-        "corpus_hash": corpus_hash(docs),
-    }
-    if calibrate is not None:
-        with Index.open(workspace, {**manifest, "files": {}}) as fresh_index:
-            manifest["calibration"] = calibrate(fresh_index)
-    name = store.publish(workspace, manifest, settings.data_dir)
+        faiss.write_index(_faiss_index(pvecs), str(workspace / "passages.faiss"))
+        Lexical.build([_passage_text(d, p) for d, p in passages]).save(workspace / "bm25")
+        Lexical.build([d.text[s.start : s.end] for d, p in passages for s in p.sentences]).save(
+            workspace / "bm25-sentences"
+        )
+        manifest = {
+            "model": settings.model,
+            "dim": int(dim),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "passage_chars": settings.passage_chars,
+            "counts": {"documents": len(docs), "passages": len(passages), "sentences": n_sent},
+            "corpus_hash": corpus_hash(docs),
+        }
+        if calibrate is not None:
+            with Index.open(workspace, {**manifest, "files": {}}) as fresh_index:
+                manifest["calibration"] = calibrate(fresh_index)
+        name = store.publish(workspace, manifest, settings.data_dir)
     return IngestReport(
         generation=name,
         documents=len(docs),

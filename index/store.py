@@ -17,9 +17,11 @@ import shutil
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from verbatim.errors import IndexCorrupt, IndexMissing
+from verbatim.errors import IndexCorrupt, IndexMissing, IndexWriteFailed
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -68,6 +70,34 @@ def new_workspace(data_dir: Path) -> Path:
     path = root / f".tmp-{uuid.uuid4().hex[:12]}"
     path.mkdir()
     return path
+
+
+@contextmanager
+def writing(data_dir: Path) -> Iterator[Path]:
+    """A workspace for a new generation; removed again if anything goes wrong inside.
+
+    Raises:
+        IndexWriteFailed: a write failed (no space, read-only or missing directory, ...).
+    """
+    try:
+        path = new_workspace(data_dir)
+    except OSError as exc:
+        raise IndexWriteFailed(_write_message(data_dir, exc)) from None
+    try:
+        yield path
+    except (OSError, sqlite3.Error) as exc:
+        shutil.rmtree(path, ignore_errors=True)
+        raise IndexWriteFailed(_write_message(data_dir, exc)) from None
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def _write_message(data_dir: Path, exc: Exception) -> str:
+    return (
+        f"could not write the index in {data_dir} ({exc}); the previous index is unchanged. "
+        "Free some disk space or set VERBATIM_DATA_DIR to a writable folder."
+    )
 
 
 def create_db(path: Path) -> sqlite3.Connection:

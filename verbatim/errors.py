@@ -32,6 +32,11 @@ class IndexCorrupt(VerbatimError):
     code = "index_corrupt"
 
 
+class IndexWriteFailed(VerbatimError):
+    status = 507
+    code = "index_write_failed"
+
+
 class ModelMismatch(VerbatimError):
     status = 503
     code = "model_mismatch"
