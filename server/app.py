@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from verbatim.errors import Forbidden, NotFound, VerbatimError
@@ -25,6 +25,7 @@ from verbatim.settings import Settings
 HERE = Path(__file__).resolve().parent
 MAX_BODY = 16 * 1024
 JSON = "application/json"
+NOT_BLANK = r"\S"  # at least one character that is not white space
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -37,13 +38,27 @@ SECURITY_HEADERS = {
 EXAMPLE = "What if my husband refuses couples therapy?"
 
 
+def _whole(value: Any) -> Any:
+    """JSON Schema counts 2.0 as an integer; so do we (but not "2" or true)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+QuoteCount = Annotated[int, Field(ge=1, le=20), BeforeValidator(_whole)]
+
+
 class AskRequest(BaseModel):
     """A question, and how many quotes to return."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    question: str = Field(description="The question, 1 to 1,000 characters.", examples=[EXAMPLE])
-    k: int | None = Field(default=None, ge=1, le=20, description="Quotes to return (1-20).")
+    question: str = Field(
+        description="The question, 1 to 1,000 characters, not only white space.",
+        examples=[EXAMPLE],
+        min_length=1,
+        max_length=1000,
+        pattern=NOT_BLANK,
+    )
+    k: QuoteCount | None = Field(default=None, description="Quotes to return (1-20).")
     filters: Filters | None = None
 
 
@@ -246,7 +261,16 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
     @app.get("/api/ask", response_model=Answer, responses=ERRORS, tags=["api"])
     def ask_get(
         request: Request,
-        q: Annotated[str, Query(description="The question.", examples=[EXAMPLE])],
+        q: Annotated[
+            str,
+            Query(
+                description="The question.",
+                examples=[EXAMPLE],
+                min_length=1,
+                max_length=1000,
+                pattern=NOT_BLANK,
+            ),
+        ],
         k: Annotated[int | None, Query(ge=1, le=20)] = None,
     ) -> Answer:
         """The same as POST /api/ask, for links and curl."""

@@ -25,18 +25,19 @@ def clean_question(question: str, settings: Settings) -> str:
     """The question after Unicode NFKC and trimming.
 
     Raises:
-        InvalidQuestion: empty, or longer than `settings.max_question_chars`.
+        InvalidQuestion: longer than `settings.max_question_chars` as given, or empty once
+            normalised.
     """
     if not isinstance(question, str):
         raise InvalidQuestion("the question must be text")
+    if len(question) > settings.max_question_chars:
+        raise InvalidQuestion(
+            f"the question is {len(question)} characters long; the limit is "
+            f"{settings.max_question_chars} (VERBATIM_MAX_QUESTION_CHARS); shorten it"
+        )
     text = " ".join(unicodedata.normalize("NFKC", question).split())
     if not text:
         raise InvalidQuestion("the question is empty; type a question, e.g. 'How do I start?'")
-    if len(text) > settings.max_question_chars:
-        raise InvalidQuestion(
-            f"the question is {len(text)} characters long; the limit is "
-            f"{settings.max_question_chars} (VERBATIM_MAX_QUESTION_CHARS); shorten it"
-        )
     return text
 
 

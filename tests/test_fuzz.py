@@ -1,0 +1,37 @@
+"""Schemathesis against the app's own OpenAPI document: no server error, no schema violation.
+
+`make test` runs a few cases per operation; `make stress` sets VERBATIM_FUZZ_EXAMPLES=1000.
+"""
+
+import os
+
+import pytest
+import schemathesis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+
+from server import create_app
+
+pytestmark = pytest.mark.slow
+EXAMPLES = int(os.environ.get("VERBATIM_FUZZ_EXAMPLES", "25"))
+
+
+@pytest.fixture(scope="module")
+def api_schema(default_engine):
+    app = create_app(default_engine.settings, engine=default_engine)
+    with TestClient(app):  # runs the lifespan: the index is loaded into app.state
+        yield schemathesis.openapi.from_asgi("/openapi.json", app)
+
+
+def test_api_conforms_to_its_schema(api_schema):
+    # Driven through Hypothesis directly: schemathesis' pytest plugin does not load on pytest 9.
+    operations = [result.ok() for result in api_schema.get_all_operations()]
+    assert {op.label for op in operations} >= {"POST /api/ask", "GET /api/ask", "GET /api/health"}
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+        def check(case):
+            case.call_and_validate()
+
+        check()
