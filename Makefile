@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint fix eval bench browser clean
+.PHONY: install run test lint fix eval bench stress browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,9 @@ eval: install
 
 bench: install
 	$(PY) -m eval.bench --benchmarks $(BENCH) --json eval/reports/bench.json
+
+stress: install
+	$(PY) -m eval.stress --json eval/reports/stress.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -263,8 +263,12 @@ class Index:
         self._db.close()
 
     @property
-    def threshold(self) -> float | None:
-        return (self.manifest.get("calibration") or {}).get("threshold")
+    def thresholds(self) -> tuple[float, float] | None:
+        """Calibrated abstention thresholds (passage, sentence), if the index has them."""
+        calibration = self.manifest.get("calibration") or {}
+        if "passage" in calibration and "sentence" in calibration:
+            return float(calibration["passage"]), float(calibration["sentence"])
+        return None
 
     def passage_vectors(self) -> np.ndarray:
         return np.load(self.path / "passages.npy", mmap_mode="r", allow_pickle=False)

@@ -25,6 +25,7 @@ from verbatim.settings import Settings
 HERE = Path(__file__).resolve().parent
 MAX_BODY = 16 * 1024
 JSON = "application/json"
+QUEUE = 4  # requests admitted per answer slot; the rest get 503 at once
 NOT_BLANK = r"\S"  # at least one character that is not white space
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -115,7 +116,7 @@ class Health(BaseModel):
     documents: int
     passages: int
     sentences: int
-    threshold: float | None
+    thresholds: dict[str, float] | None
     uptime_s: float
 
 
@@ -205,6 +206,8 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _mount_swagger(app)
 
+    admitted = [0]  # requests computing or waiting for an answer (the event loop's own count)
+
     @app.middleware("http")
     async def guard(request: Request, call_next):
         length = request.headers.get("content-length")
@@ -217,8 +220,26 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
                 "unsupported_media_type",
                 "send the question as JSON (Content-Type: application/json)",
             )
+        elif _answers(request) and admitted[0] >= QUEUE * settings.max_concurrent:
+            # Shed load before it queues for a worker thread: a quick 503 beats a slow 200.
+            response = error_response(
+                503, "busy", "too many questions at once; retry", {"Retry-After": "1"}
+            )
+            if not request.url.path.startswith("/api/"):
+                response = _page_error(
+                    templates,
+                    request,
+                    503,
+                    "Too many questions at once; retry.",
+                    {"Retry-After": "1"},
+                )
         else:
-            response = await call_next(request)
+            counted = _answers(request)
+            admitted[0] += counted
+            try:
+                response = await call_next(request)
+            finally:
+                admitted[0] -= counted
         response.headers.update(SECURITY_HEADERS)
         return response
 
@@ -331,7 +352,9 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
             documents=counts["documents"],
             passages=counts["passages"],
             sentences=counts["sentences"],
-            threshold=index.threshold,
+            thresholds=dict(zip(("passage", "sentence"), index.thresholds, strict=True))
+            if index.thresholds
+            else None,
             uptime_s=round(time.time() - s.started, 1),
         )
 
@@ -377,6 +400,12 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
         )
 
     return app
+
+
+def _answers(request: Request) -> bool:
+    """Whether the request will compute an answer (and so needs an answer slot)."""
+    path = request.url.path
+    return path == "/api/ask" or (path == "/" and "q" in request.query_params)
 
 
 def _page_error(templates, request, status: int, message: str, headers=None):

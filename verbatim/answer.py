@@ -76,12 +76,14 @@ def specificity(n_terms: int) -> float:
     return min(1.0, SPECIFIC_TERMS / max(n_terms, 1))
 
 
-def evidence(best_passage: float, best_sentence: float, n_terms: int) -> float:
-    """How strongly the corpus speaks to a question: its best sentence cosine for a specific
-    question, its best passage cosine for a broad one, mixed by `specificity`. Abstention
-    compares this with the index's calibrated threshold."""
-    w = specificity(n_terms)
-    return (1 - w) * best_passage + w * best_sentence
+def blend(passage: float, sentence: float, specific: float) -> float:
+    """Mix a passage-level and a sentence-level figure by a question's specificity.
+
+    The evidence that the corpus addresses a question is the blend of its best passage and best
+    sentence cosine; the threshold it is compared with is the blend of the index's calibrated
+    passage and sentence thresholds, with the same weight.
+    """
+    return (1 - specific) * passage + specific * sentence
 
 
 def _term_weights(index, text: str) -> tuple[list[str], np.ndarray]:
@@ -125,7 +127,8 @@ class Retrieval:
     rows: np.ndarray  # passage rows
     scores: np.ndarray  # fused relevance, descending
     dense: np.ndarray  # cosine of question and passage, same order
-    evidence: float  # how strongly the corpus speaks to the question; see `evidence()`
+    evidence: float  # how strongly the corpus speaks to the question; see `blend()`
+    specific: float  # the question's specificity, 0..1
     began: float
 
     def documents(self, index, n: int = 10) -> list[str]:
@@ -182,7 +185,7 @@ def retrieve(
         pool = _allowed_rows(index, filters)
     if not len(pool):
         empty = np.zeros(0, dtype=np.float32)
-        return Retrieval(text, qvec, pool, empty, empty, 0.0, began)
+        return Retrieval(text, qvec, pool, empty, empty, 0.0, 1.0, began)
     terms, weights = _term_weights(index, text)
     dense = np.asarray(index.passage_vectors()[pool], dtype=np.float32) @ qvec
     passage_cover = index.lexical.contains(terms, pool) @ weights if terms else 0.0
@@ -199,8 +202,8 @@ def retrieve(
     bm25 = lex[pool] / lex[pool].max() if lex[pool].max() > 0 else np.zeros(len(pool))
     fused = dense + 0.4 * (passage_cover + best_cover) + specific * best_sent + 0.1 * bm25
     order = np.argsort(-fused, kind="stable")
-    found = evidence(float(dense.max()), float(best_sent.max()), len(terms))
-    return Retrieval(text, qvec, pool[order], fused[order], dense[order], found, began)
+    found = blend(float(dense.max()), float(best_sent.max()), specific)
+    return Retrieval(text, qvec, pool[order], fused[order], dense[order], found, specific, began)
 
 
 def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -> Answer:
@@ -216,7 +219,8 @@ def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -
         candidates.append(_Candidate(int(row), float(score), float(dense), (lo, hi), wscore))
     threshold = settings.min_score
     if threshold is None:
-        threshold = index.threshold if index.threshold is not None else DEFAULT_THRESHOLD
+        calibrated = index.thresholds
+        threshold = blend(*calibrated, found.specific) if calibrated else DEFAULT_THRESHOLD
     evidence = found.evidence
     quotes = _select(index, candidates, index.passage_vectors(), k)
     abstained = evidence < threshold or not quotes
@@ -224,7 +228,7 @@ def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -
     near: list[Quote] = []
     if abstained:
         reason = (
-            "These documents don't address that: the closest passage's similarity to the "
+            "These documents don't address that: the best match's similarity to the "
             f"question is {evidence:.2f}, below this index's threshold of {threshold:.2f}."
         )
         near, quotes = quotes[:3], []

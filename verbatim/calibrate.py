@@ -1,16 +1,17 @@
-"""Choose the abstention threshold of an index from score distributions.
+"""Choose the abstention thresholds of an index from the scores of its own sentences.
 
 Procedure (run at every ingest; the result is stored in the manifest):
 1. In-domain probes: up to 300 sentences of at least 8 words, sampled evenly from the corpus.
-   Each is asked of the index with its own passage left out, so it must be answered by *other*
-   text, as a real question is. Its evidence is computed exactly as for a question
-   (`answer.evidence`: best passage and best sentence cosine, mixed by specificity).
-2. The threshold is the 5th percentile of the in-domain probes' evidence: Verbatim accepts
-   abstaining on about 1 in 20 in-domain questions, and everything scoring below what 95% of
-   the corpus's own statements reach is treated as not addressed by it.
+   Each is asked of the index with its own passage left out, so that it must be answered by
+   *other* text, as a real question is: its best passage cosine and its best sentence cosine
+   among the 20 nearest passages are recorded.
+2. Each threshold is the 5th percentile of its distribution: Verbatim accepts abstaining on
+   about 1 in 20 in-domain questions, and treats as unaddressed whatever scores below what 95%
+   of the corpus's own statements reach. A question is compared with the blend of the two
+   thresholds that matches the blend of its evidence (`answer.blend`, by specificity).
 3. Off-topic probes (`offtopic.txt`: everyday questions on cooking, tax, sport, programming,
-   travel...) are scored the same way and recorded for inspection. They do not set the
-   threshold: for a broad corpus (an encyclopedia) they are not off-topic at all.
+   travel...) are scored the same way and recorded for inspection only: for a broad corpus
+   (an encyclopedia) they are not off-topic at all, so they cannot set the threshold.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from importlib.resources import files
 
 import numpy as np
 
-from verbatim.answer import evidence
 from verbatim.settings import Settings
 
 IN_DOMAIN_PROBES = 300
@@ -33,7 +33,8 @@ def offtopic_questions() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
 
 
-def _evidence(index, vectors: np.ndarray, texts: list[str], exclude: list[int] | None) -> list:
+def _best(index, vectors: np.ndarray, exclude: list[int] | None) -> np.ndarray:
+    """(n, 2): each probe's best passage and best sentence cosine among its neighbours."""
     k = min(NEIGHBOURS + 1, index.faiss.ntotal)
     scores, rows = index.faiss.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
     out = []
@@ -41,51 +42,57 @@ def _evidence(index, vectors: np.ndarray, texts: list[str], exclude: list[int] |
         keep = rows[i] >= 0
         if exclude is not None:
             keep &= rows[i] != exclude[i]
-        if not keep.any():
-            continue
-        pool = rows[i][keep]
-        sents = np.concatenate([np.arange(index.sent_lo[r], index.sent_hi[r]) for r in pool])
-        best_sentence = float((np.asarray(index.sentence_vectors[sents]) @ vec).max())
-        n_terms = len(index.lexical.terms(texts[i]))
-        out.append(evidence(float(scores[i][keep].max()), best_sentence, n_terms))
-    return out
+        if keep.any():
+            pool = rows[i][keep]
+            sents = np.concatenate([np.arange(index.sent_lo[r], index.sent_hi[r]) for r in pool])
+            sentence = float((np.asarray(index.sentence_vectors[sents]) @ vec).max())
+            out.append((float(scores[i][keep].max()), sentence))
+    return np.array(out).reshape(-1, 2)
+
+
+def _summary(values: np.ndarray) -> dict:
+    return {
+        "q05": round(float(np.quantile(values, 0.05)), 4),
+        "q50": round(float(np.median(values)), 4),
+        "q95": round(float(np.quantile(values, 0.95)), 4),
+    }
 
 
 def calibrate(index, embedder, settings: Settings) -> dict:
-    """The threshold and summaries of both probe distributions, for the manifest."""
-    questions = offtopic_questions()
-    off = np.array(_evidence(index, embedder.encode(questions, progress=False), questions, None))
+    """The passage and sentence thresholds, and both probe distributions, for the manifest."""
+    off = _best(index, embedder.encode(offtopic_questions(), progress=False), None)
     owner = index.sent_passage
 
-    def sentence(s: int) -> str:
-        return index.text(index.passage_doc[owner[s]])[index.sent_start[s] : index.sent_end[s]]
+    def words(s: int) -> int:
+        text = index.text(index.passage_doc[owner[s]])
+        return len(text[index.sent_start[s] : index.sent_end[s]].split())
 
     n = len(index.sent_start)
     sample = np.unique(np.linspace(0, n - 1, min(n, 10 * IN_DOMAIN_PROBES)).astype(int))
-    long_enough = [int(s) for s in sample if len(sentence(s).split()) >= MIN_WORDS]
+    long_enough = [int(s) for s in sample if words(s) >= MIN_WORDS]
     if index.faiss.ntotal < 2 or not long_enough:
-        return {"threshold": round(float(np.quantile(off, 0.95)), 4), "method": "offtopic-q95"}
+        # Too small to probe itself: fall back to what the off-topic probes reach.
+        passage, sentence = (float(np.quantile(off[:, j], 0.95)) for j in (0, 1))
+        return {"passage": passage, "sentence": sentence, "method": "off-topic q95"}
     step = np.linspace(0, len(long_enough) - 1, min(IN_DOMAIN_PROBES, len(long_enough)))
     picks = [long_enough[int(i)] for i in step]
-    inside = np.array(
-        _evidence(
-            index,
-            np.asarray(index.sentence_vectors[picks], dtype=np.float32),
-            [sentence(s) for s in picks],
-            [int(owner[s]) for s in picks],
-        )
+    inside = _best(
+        index,
+        np.asarray(index.sentence_vectors[picks], dtype=np.float32),
+        [int(owner[s]) for s in picks],
     )
     return {
-        "threshold": round(float(np.quantile(inside, FALSE_ABSTENTION)), 4),
-        "method": f"in-domain probes, {FALSE_ABSTENTION:.0%} quantile",
+        "passage": round(float(np.quantile(inside[:, 0], FALSE_ABSTENTION)), 4),
+        "sentence": round(float(np.quantile(inside[:, 1], FALSE_ABSTENTION)), 4),
+        "method": f"in-domain probes, {FALSE_ABSTENTION:.0%} quantile of each",
         "in_domain": {
             "n": len(inside),
-            "q05": float(np.quantile(inside, 0.05)),
-            "q50": float(np.median(inside)),
+            "passage": _summary(inside[:, 0]),
+            "sentence": _summary(inside[:, 1]),
         },
         "offtopic": {
             "n": len(off),
-            "q50": float(np.median(off)),
-            "q95": float(np.quantile(off, 0.95)),
+            "passage": _summary(off[:, 0]),
+            "sentence": _summary(off[:, 1]),
         },
     }

@@ -1,0 +1,167 @@
+"""`make stress`: the long reliability checks, printed as a table of figures.
+
+Load runs against a real `verbatim serve` on loopback with bounded request counts and times;
+the crash and fuzz suites are the test files run with larger counts.
+Run: `python -m eval.stress [--json OUT]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from eval.bench import _free_port, _ms, serve
+
+QUESTIONS = [
+    "How can I get my partner to go to therapy?",
+    "What if my husband refuses couples therapy?",
+    "Will insurance pay for couples therapy?",
+    "Should I threaten to leave if he won't go?",
+]
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def load(base: str, clients: int, *, seconds: float | None = None, each: int | None = None):
+    """Clients asking in a loop, for `seconds` or `each` requests each; all outcomes."""
+    import httpx
+
+    latencies, statuses, errors = [], {}, []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds if seconds else None
+
+    def worker(n: int) -> None:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            i = 0
+            while (stop and time.monotonic() < stop) or (each and i < each):
+                began = time.perf_counter()
+                try:
+                    r = client.get("/api/ask", params={"q": QUESTIONS[(n + i) % len(QUESTIONS)]})
+                    code = r.status_code
+                    if code == 503 and r.headers.get("retry-after") is None:
+                        code = -503
+                except httpx.HTTPError as exc:
+                    code = -1
+                    errors.append(repr(exc))
+                took = time.perf_counter() - began
+                with lock:
+                    latencies.append(took)
+                    statuses[code] = statuses.get(code, 0) + 1
+                i += 1
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, statuses, errors[:3]
+
+
+def pytest_row(test: str, env: dict) -> tuple[bool, str]:
+    began = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", test],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+    tail = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    return result.returncode == 0, f"{tail} ({time.perf_counter() - began:.0f} s)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", type=Path, default=Path("eval/reports/stress.json"))
+    parser.add_argument("--seconds", type=float, default=60)
+    args = parser.parse_args()
+    rows: list[tuple[str, bool, str]] = []
+
+    data = Path(tempfile.mkdtemp(prefix="verbatim-stress-"))
+    subprocess.run(
+        [sys.executable, "-m", "verbatim", "ingest", "--data-dir", str(data)],
+        check=True,
+        capture_output=True,
+    )
+    proc, cold = serve(data, port := _free_port())
+    base = f"http://127.0.0.1:{port}"
+    try:
+        lat, statuses, errors = load(base, 16, seconds=args.seconds)
+        ok = set(statuses) == {200}
+        rows.append(
+            (
+                f"16 clients for {args.seconds:.0f} s: 0 errors",
+                ok,
+                f"{sum(statuses.values())} requests, status {statuses}, "
+                f"p50 {_ms(lat)['p50']} ms, p99 {_ms(lat)['p99']} ms {errors or ''}",
+            )
+        )
+        lat, statuses, errors = load(base, 256, each=4)
+        only = set(statuses) <= {200, 503}
+        slowest = max(lat) if lat else 0
+        rows.append(
+            (
+                "256 clients: only 200 or 503 with Retry-After",
+                only,
+                f"status {statuses} {errors or ''}",
+            )
+        )
+        rows.append(
+            (
+                "256 clients: no request over 2.5 s",
+                slowest <= 2.5,
+                f"slowest {slowest:.2f} s, p99 {_ms(lat)['p99']} ms",
+            )
+        )
+        rss = _rss_mb(proc.pid)
+        rows.append(("memory bounded (server peak RSS)", rss < 2048, f"{rss} MB"))
+        began = time.monotonic()
+        recovered = None
+        import httpx
+
+        while time.monotonic() - began < 5:
+            r = httpx.get(f"{base}/api/ask", params={"q": QUESTIONS[0]}, timeout=5)
+            if r.status_code == 200:
+                recovered = time.monotonic() - began
+                break
+        rows.append(
+            (
+                "normal service within 5 s after",
+                recovered is not None,
+                f"{recovered:.2f} s" if recovered is not None else "not recovered",
+            )
+        )
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    rows.append(("cold start to first answer (default corpus)", cold <= 8, f"{cold:.2f} s"))
+    ok, detail = pytest_row("tests/test_crash.py", {"VERBATIM_CRASH_KILLS": "50"})
+    rows.append(("SIGKILL during ingest x50: old or new generation, never a mix", ok, detail))
+    ok, detail = pytest_row("tests/test_fuzz.py", {"VERBATIM_FUZZ_EXAMPLES": "1000"})
+    rows.append(
+        ("schemathesis, 1,000 cases per operation: no 5xx, no schema violation", ok, detail)
+    )
+
+    width = max(len(r[0]) for r in rows)
+    for name, held, figure in rows:
+        print(f"{name:<{width}}  {'held' if held else 'NOT HELD':<8}  {figure}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps([{"check": n, "held": h, "figure": f} for n, h, f in rows], indent=2)
+    )
+    sys.exit(0 if all(r[1] for r in rows) else 1)
+
+
+if __name__ == "__main__":
+    main()
