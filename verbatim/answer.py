@@ -61,14 +61,8 @@ def text_fragment_link(url: str | None, quote: str) -> str | None:
 class _Candidate:
     row: int
     score: float  # relevance of the passage
-    dense: float  # cosine of question and passage
     window: tuple[int, int]  # sentence rows [lo, hi)
     window_score: float
-
-
-def _minmax(values: np.ndarray) -> np.ndarray:
-    lo, hi = float(values.min()), float(values.max())
-    return np.zeros_like(values) if hi - lo < 1e-9 else (values - lo) / (hi - lo)
 
 
 def specificity(n_terms: int) -> float:
@@ -126,7 +120,6 @@ class Retrieval:
     vector: np.ndarray
     rows: np.ndarray  # passage rows
     scores: np.ndarray  # fused relevance, descending
-    dense: np.ndarray  # cosine of question and passage, same order
     evidence: float  # how strongly the corpus speaks to the question; see `blend()`
     specific: float  # the question's specificity, 0..1
     began: float
@@ -185,7 +178,7 @@ def retrieve(
         pool = _allowed_rows(index, filters)
     if not len(pool):
         empty = np.zeros(0, dtype=np.float32)
-        return Retrieval(text, qvec, pool, empty, empty, 0.0, 1.0, began)
+        return Retrieval(text, qvec, pool, empty, 0.0, 1.0, began)
     terms, weights = _term_weights(index, text)
     dense = np.asarray(index.passage_vectors()[pool], dtype=np.float32) @ qvec
     passage_cover = index.lexical.contains(terms, pool) @ weights if terms else 0.0
@@ -203,7 +196,7 @@ def retrieve(
     fused = dense + 0.4 * (passage_cover + best_cover) + specific * best_sent + 0.1 * bm25
     order = np.argsort(-fused, kind="stable")
     found = blend(float(dense.max()), float(best_sent.max()), specific)
-    return Retrieval(text, qvec, pool[order], fused[order], dense[order], found, specific, began)
+    return Retrieval(text, qvec, pool[order], fused[order], found, specific, began)
 
 
 def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -> Answer:
@@ -212,11 +205,9 @@ def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -
     terms, weights = _term_weights(index, found.question)
     candidates = []
     top = max(3 * k, 10)
-    for row, score, dense in zip(
-        found.rows[:top], found.scores[:top], found.dense[:top], strict=True
-    ):
+    for row, score in zip(found.rows[:top], found.scores[:top], strict=True):
         lo, hi, wscore = _best_window(index, int(row), found.vector, terms, weights)
-        candidates.append(_Candidate(int(row), float(score), float(dense), (lo, hi), wscore))
+        candidates.append(_Candidate(int(row), float(score), (lo, hi), wscore))
     threshold = settings.min_score
     if threshold is None:
         calibrated = index.thresholds
