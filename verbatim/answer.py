@@ -120,9 +120,15 @@ class Retrieval:
     vector: np.ndarray
     rows: np.ndarray  # passage rows
     scores: np.ndarray  # fused relevance, descending
-    evidence: float  # how strongly the corpus speaks to the question; see `blend()`
+    best_passage: float  # highest passage cosine in the pool
+    best_sentence: float  # highest sentence cosine in the pool
     specific: float  # the question's specificity, 0..1
     began: float
+
+    @property
+    def evidence(self) -> float:
+        """How strongly the corpus speaks to the question; see `blend()`."""
+        return blend(self.best_passage, self.best_sentence, self.specific)
 
     def documents(self, index, n: int = 10) -> list[str]:
         """Document ids in rank order (each at its best passage), at most `n`."""
@@ -148,7 +154,12 @@ def _allowed_rows(index, filters: dict) -> np.ndarray:
 
 
 def retrieve(
-    question: str, index, embedder, settings: Settings, filters: dict | None = None
+    question: str,
+    index,
+    embedder,
+    settings: Settings,
+    filters: dict | None = None,
+    exclude: int | None = None,
 ) -> Retrieval:
     """Rank passages for `question` by dense and lexical evidence together.
 
@@ -164,6 +175,7 @@ def retrieve(
 
     Args:
         filters: optional `documents` (ids), `author`, `site`: only matching documents count.
+        exclude: a passage row left out (calibration asks the corpus's own sentences).
     """
     began = time.perf_counter()
     text = clean_question(question, settings)
@@ -176,9 +188,11 @@ def retrieve(
     pool = np.unique(np.concatenate([rows, lex_rows])).astype(np.int64)
     if filters:
         pool = _allowed_rows(index, filters)
+    if exclude is not None:
+        pool = pool[pool != exclude]
     if not len(pool):
         empty = np.zeros(0, dtype=np.float32)
-        return Retrieval(text, qvec, pool, empty, 0.0, 1.0, began)
+        return Retrieval(text, qvec, pool, empty, 0.0, 0.0, 1.0, began)
     terms, weights = _term_weights(index, text)
     dense = np.asarray(index.passage_vectors()[pool], dtype=np.float32) @ qvec
     passage_cover = index.lexical.contains(terms, pool) @ weights if terms else 0.0
@@ -195,8 +209,16 @@ def retrieve(
     bm25 = lex[pool] / lex[pool].max() if lex[pool].max() > 0 else np.zeros(len(pool))
     fused = dense + 0.4 * (passage_cover + best_cover) + specific * best_sent + 0.1 * bm25
     order = np.argsort(-fused, kind="stable")
-    found = blend(float(dense.max()), float(best_sent.max()), specific)
-    return Retrieval(text, qvec, pool[order], fused[order], found, specific, began)
+    return Retrieval(
+        text,
+        qvec,
+        pool[order],
+        fused[order],
+        float(dense.max()),
+        float(best_sent.max()),
+        specific,
+        began,
+    )
 
 
 def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -> Answer:

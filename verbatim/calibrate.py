@@ -3,8 +3,8 @@
 Procedure (run at every ingest; the result is stored in the manifest):
 1. In-domain probes: up to 300 sentences of at least 8 words, sampled evenly from the corpus.
    Each is asked of the index with its own passage left out, so that it must be answered by
-   *other* text, as a real question is: its best passage cosine and its best sentence cosine
-   among the 20 nearest passages are recorded.
+   *other* text, exactly as a real question is (`answer.retrieve`): its best passage cosine
+   and its best sentence cosine in the candidate pool are recorded.
 2. Each threshold is the 5th percentile of its distribution: Verbatim accepts abstaining on
    about 1 in 20 in-domain questions, and treats as unaddressed whatever scores below what 95%
    of the corpus's own statements reach. A question is compared with the blend of the two
@@ -24,7 +24,6 @@ from verbatim.settings import Settings
 
 IN_DOMAIN_PROBES = 300
 MIN_WORDS = 8
-NEIGHBOURS = 20  # passages searched per probe, as a question's candidate pool
 FALSE_ABSTENTION = 0.05
 
 
@@ -33,20 +32,14 @@ def offtopic_questions() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
 
 
-def _best(index, vectors: np.ndarray, exclude: list[int] | None) -> np.ndarray:
-    """(n, 2): each probe's best passage and best sentence cosine among its neighbours."""
-    k = min(NEIGHBOURS + 1, index.faiss.ntotal)
-    scores, rows = index.faiss.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
+def _best(index, embedder, settings: Settings, texts: list[str], exclude: list[int | None]):
+    """(n, 2): each probe's best passage and best sentence cosine, asked as a question is."""
+    from verbatim.answer import retrieve
+
     out = []
-    for i, vec in enumerate(vectors):
-        keep = rows[i] >= 0
-        if exclude is not None:
-            keep &= rows[i] != exclude[i]
-        if keep.any():
-            pool = rows[i][keep]
-            sents = np.concatenate([np.arange(index.sent_lo[r], index.sent_hi[r]) for r in pool])
-            sentence = float((np.asarray(index.sentence_vectors[sents]) @ vec).max())
-            out.append((float(scores[i][keep].max()), sentence))
+    for text, row in zip(texts, exclude, strict=True):
+        found = retrieve(text, index, embedder, settings, exclude=row)
+        out.append((found.best_passage, found.best_sentence))
     return np.array(out).reshape(-1, 2)
 
 
@@ -60,26 +53,25 @@ def _summary(values: np.ndarray) -> dict:
 
 def calibrate(index, embedder, settings: Settings) -> dict:
     """The passage and sentence thresholds, and both probe distributions, for the manifest."""
-    off = _best(index, embedder.encode(offtopic_questions(), progress=False), None)
+    settings = settings.model_copy(update={"max_question_chars": 1_000_000})
+    questions = offtopic_questions()
+    off = _best(index, embedder, settings, questions, [None] * len(questions))
     owner = index.sent_passage
 
-    def words(s: int) -> int:
-        text = index.text(index.passage_doc[owner[s]])
-        return len(text[index.sent_start[s] : index.sent_end[s]].split())
+    def sentence(s: int) -> str:
+        return index.text(index.passage_doc[owner[s]])[index.sent_start[s] : index.sent_end[s]]
 
     n = len(index.sent_start)
     sample = np.unique(np.linspace(0, n - 1, min(n, 10 * IN_DOMAIN_PROBES)).astype(int))
-    long_enough = [int(s) for s in sample if words(s) >= MIN_WORDS]
+    long_enough = [int(s) for s in sample if len(sentence(s).split()) >= MIN_WORDS]
     if index.faiss.ntotal < 2 or not long_enough:
         # Too small to probe itself: fall back to what the off-topic probes reach.
-        passage, sentence = (float(np.quantile(off[:, j], 0.95)) for j in (0, 1))
-        return {"passage": passage, "sentence": sentence, "method": "off-topic q95"}
+        high = [float(np.quantile(off[:, j], 0.95)) for j in (0, 1)]
+        return {"passage": high[0], "sentence": high[1], "method": "off-topic q95"}
     step = np.linspace(0, len(long_enough) - 1, min(IN_DOMAIN_PROBES, len(long_enough)))
     picks = [long_enough[int(i)] for i in step]
     inside = _best(
-        index,
-        np.asarray(index.sentence_vectors[picks], dtype=np.float32),
-        [int(owner[s]) for s in picks],
+        index, embedder, settings, [sentence(s) for s in picks], [int(owner[s]) for s in picks]
     )
     return {
         "passage": round(float(np.quantile(inside[:, 0], FALSE_ABSTENTION)), 4),
