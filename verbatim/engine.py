@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,9 @@ def open_engine(settings: Settings, embedder=None, build_if_missing: bool = Fals
     except IndexMissing:
         if not build_if_missing:
             raise
+        logging.getLogger("verbatim").warning(
+            "First run: indexing %s into %s ...", settings.corpus_dir, settings.data_dir
+        )
         ingest_paths([settings.corpus_dir], settings, embedder)
         index = load_index(settings)
     embedder.encode(["warm up"], progress=False)  # load the model now, not in an answer
