@@ -74,21 +74,53 @@ def test_model_mismatch_is_a_clear_error(tiny_corpus, settings, fake_embedder):
         load_index(settings.model_copy(update={"model": "other-model"}))
 
 
-@pytest.mark.parametrize("victim", ["store.sqlite", "sentences.npy", "passages.faiss"])
-def test_corruption_falls_back_to_previous_generation(tiny_corpus, settings, fake_embedder, victim):
-    first = build(tiny_corpus, settings, fake_embedder).generation
-    (tiny_corpus / "bread.txt").unlink()
-    second = build(tiny_corpus, settings, fake_embedder).generation
-    path = store.generations_dir(settings.data_dir) / second / victim
+def index_files(tiny_corpus, settings, fake_embedder) -> list[str]:
+    report = build(tiny_corpus, settings, fake_embedder)
+    manifest = store.generations_dir(settings.data_dir) / report.generation / "manifest.json"
+    return [*json.loads(manifest.read_text())["files"], "manifest.json"]
+
+
+def hurt(path, damage: str) -> None:
     data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        data = data[: len(data) // 2]
     path.write_bytes(bytes(data))
-    with load_index(settings) as index:
-        assert index.generation == first
-    path = store.generations_dir(settings.data_dir) / first / victim
-    path.write_bytes(path.read_bytes()[:-10])
-    with pytest.raises(IndexCorrupt, match=victim):
-        load_index(settings)
+
+
+def test_every_index_file_is_covered(tiny_corpus, settings, fake_embedder):
+    files = index_files(tiny_corpus, settings, fake_embedder)
+    assert {
+        "store.sqlite",
+        "sentences.npy",
+        "passages.npy",
+        "passages.faiss",
+        "bm25/params.index.json",
+        "bm25-sentences/vocab.index.json",
+    } <= set(files)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_damage_to_any_file_falls_back_or_is_refused(tmp_path, tiny_corpus, fake_embedder, damage):
+    from verbatim.settings import Settings
+
+    probe = Settings(data_dir=tmp_path / "probe", model="fake", progress=False)
+    for n, victim in enumerate(index_files(tiny_corpus, probe, fake_embedder)):
+        settings = Settings(data_dir=tmp_path / f"d{n}", model="fake", progress=False)
+        first = build(tiny_corpus, settings, fake_embedder).generation
+        (tiny_corpus / "extra.md").write_text(f"Extra note {n}.")
+        second = build(tiny_corpus, settings, fake_embedder).generation
+        (tiny_corpus / "extra.md").unlink()
+
+        root = store.generations_dir(settings.data_dir)
+        hurt(root / second / victim, damage)
+        with load_index(settings) as index:  # the intact older generation serves
+            assert index.generation == first, victim
+        hurt(root / first / victim, damage)
+        with pytest.raises(IndexCorrupt) as refused:
+            load_index(settings)
+        assert victim.split("/")[-1] in str(refused.value) or "manifest" in str(refused.value)
 
 
 def test_manifest_records_model_counts_and_hashes(tiny_corpus, settings, fake_embedder):
