@@ -7,9 +7,12 @@ a passage or a single sentence covers.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+
+EMPTY = "empty.json"  # marks an index of texts without a single indexable term
 
 
 def _stemmer():
@@ -21,32 +24,44 @@ def _stemmer():
 class Lexical:
     """A bm25s index over a list of texts; saved as plain `.npy`/JSON files."""
 
-    def __init__(self, retriever) -> None:
-        self.retriever = retriever
+    def __init__(self, retriever, size: int) -> None:
+        self.retriever = retriever  # None when no text has a single indexable term
+        self.size = size
         self._stem = _stemmer()
-        self._indptr = np.asarray(retriever.scores["indptr"])
-        self._indices = np.asarray(retriever.scores["indices"])
-        self.size = int(retriever.scores["num_docs"])
+        scores = retriever.scores if retriever else {"indptr": [0], "indices": []}
+        self._indptr = np.asarray(scores["indptr"], dtype=np.int64)
+        self._indices = np.asarray(scores["indices"], dtype=np.int64)
         df = np.diff(self._indptr).astype(np.float64)
         self._idf = np.log1p((self.size - df + 0.5) / (df + 0.5))
+        self._vocab = retriever.vocab_dict if retriever else {}
 
     @classmethod
     def build(cls, texts: list[str]) -> Lexical:
         import bm25s
 
-        retriever = bm25s.BM25()
         tokens = bm25s.tokenize(texts, stopwords="en", stemmer=_stemmer(), show_progress=False)
+        if not tokens.vocab:
+            return cls(None, len(texts))
+        retriever = bm25s.BM25()
         retriever.index(tokens, show_progress=False)
-        return cls(retriever)
+        return cls(retriever, len(texts))
 
     @classmethod
     def load(cls, path: Path) -> Lexical:
         import bm25s
 
-        return cls(bm25s.BM25.load(str(path), allow_pickle=False, show_progress=False))
+        empty = path / EMPTY
+        if empty.exists():
+            return cls(None, int(json.loads(empty.read_text())["size"]))
+        retriever = bm25s.BM25.load(str(path), allow_pickle=False, show_progress=False)
+        return cls(retriever, int(retriever.scores["num_docs"]))
 
     def save(self, path: Path) -> None:
-        self.retriever.save(str(path), allow_pickle=False, show_progress=False)
+        if self.retriever is None:
+            path.mkdir(parents=True, exist_ok=True)
+            (path / EMPTY).write_text(json.dumps({"size": self.size}))
+        else:
+            self.retriever.save(str(path), allow_pickle=False, show_progress=False)
 
     def tokenize(self, text: str) -> list[str]:
         """Stemmed terms of `text`, stop words dropped (the index's own analysis)."""
@@ -58,17 +73,16 @@ class Lexical:
 
     def terms(self, text: str) -> list[str]:
         """The distinct indexed terms of `text`, in order of first use."""
-        vocab = self.retriever.vocab_dict
-        return list(dict.fromkeys(t for t in self.tokenize(text) if t in vocab))
+        return list(dict.fromkeys(t for t in self.tokenize(text) if t in self._vocab))
 
     def idf(self, term: str) -> float:
         """Inverse document frequency (BM25's form); 0 for a term the index never saw."""
-        tid = self.retriever.vocab_dict.get(term)
+        tid = self._vocab.get(term)
         return 0.0 if tid is None else float(self._idf[tid])
 
     def postings(self, term: str) -> np.ndarray:
         """Rows of the texts that contain `term`."""
-        tid = self.retriever.vocab_dict.get(term)
+        tid = self._vocab.get(term)
         if tid is None:
             return np.zeros(0, dtype=np.int64)
         return self._indices[self._indptr[tid] : self._indptr[tid + 1]]
