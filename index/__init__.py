@@ -63,23 +63,23 @@ def _faiss_index(vectors: np.ndarray):
     return index
 
 
-def _previous_vectors(settings: Settings) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Passage and sentence vectors of the current generation, by passage id, for reuse."""
+def _previous(settings: Settings) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The current generation's manifest, and its passage and sentence vectors by passage id."""
     try:
         old = load_index(settings)
     except Exception as exc:  # no usable previous index: embed everything
         log.debug("nothing to reuse: %s", exc)
-        return {}, {}
+        return {}, {}, {}
     with old:
         if old.manifest["model"] != settings.model:
-            return {}, {}
+            return {}, {}, {}
         pvecs = old.passage_vectors()
         passages, sentences = {}, {}
         for row, pid in enumerate(old.passage_ids):
             passages[pid] = pvecs[row]
             lo, hi = old.sent_lo[row], old.sent_hi[row]
             sentences[pid] = np.asarray(old.sentence_vectors[lo:hi])
-    return passages, sentences
+    return old.manifest, passages, sentences
 
 
 def build_index(
@@ -88,8 +88,8 @@ def build_index(
     """Embed `corpus` and publish it as the new current generation.
 
     Vectors of passages whose text is unchanged since the current generation are reused, so
-    re-ingesting an unchanged folder embeds nothing. Until `publish` returns, the previous
-    generation stays current: a crash at any point loses nothing.
+    re-ingesting an unchanged folder embeds nothing (and keeps its calibration). Until
+    `publish` returns, the previous generation stays current: a crash loses nothing.
 
     Args:
         calibrate: `callable(Index) -> dict` run on the new index before publishing; its result
@@ -98,7 +98,7 @@ def build_index(
     began = time.perf_counter()
     docs = corpus.documents
     passages = [(doc, p) for doc in docs for p in split_passages(doc, settings.passage_chars)]
-    old_passages, old_sentences = _previous_vectors(settings)
+    old_manifest, old_passages, old_sentences = _previous(settings)
     todo_p = [i for i, (_, p) in enumerate(passages) if p.id not in old_passages]
     todo_s = [(i, s) for i in todo_p for s in passages[i][1].sentences]
     texts = [_passage_text(*passages[i]) for i in todo_p]
@@ -181,7 +181,12 @@ def build_index(
             "counts": {"documents": len(docs), "passages": len(passages), "sentences": n_sent},
             "corpus_hash": corpus_hash(docs),
         }
-        if calibrate is not None:
+        unchanged = all(
+            old_manifest.get(key) == manifest[key] for key in ("corpus_hash", "passage_chars")
+        )
+        if unchanged and "calibration" in old_manifest:
+            manifest["calibration"] = old_manifest["calibration"]  # same corpus, same answer
+        elif calibrate is not None:
             with Index.open(workspace, {**manifest, "files": {}}) as fresh_index:
                 manifest["calibration"] = calibrate(fresh_index)
         name = store.publish(workspace, manifest, settings.data_dir)

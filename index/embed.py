@@ -43,7 +43,9 @@ class Embedder:
 
     @property
     def dim(self) -> int:
-        return int(self.model.get_sentence_embedding_dimension())
+        model = self.model
+        get = getattr(model, "get_embedding_dimension", None)  # sentence-transformers >= 5.2
+        return int(get() if get else model.get_sentence_embedding_dimension())
 
     def encode(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
         """Vectors for `texts`, shape (len(texts), dim). Batches are sorted by length inside."""

@@ -135,3 +135,20 @@ def test_manifest_records_model_counts_and_hashes(tiny_corpus, settings, fake_em
         "sentences": report.sentences,
     }
     assert set(manifest["files"]) >= {"store.sqlite", "sentences.npy", "passages.faiss"}
+
+
+def test_unchanged_corpus_keeps_its_calibration(tiny_corpus, settings, fake_embedder):
+    calls = []
+
+    def calibrate(index):
+        calls.append(index.generation)
+        return {"passage": 0.2, "sentence": 0.3}
+
+    for _ in range(2):
+        build_index(read_documents([tiny_corpus], settings), settings, fake_embedder, calibrate)
+    assert len(calls) == 1
+    with load_index(settings) as index:
+        assert index.thresholds == (0.2, 0.3)
+    (tiny_corpus / "bread.txt").write_text("Baking Bread at Home\n\nA changed sentence.\n")
+    build_index(read_documents([tiny_corpus], settings), settings, fake_embedder, calibrate)
+    assert len(calls) == 2
