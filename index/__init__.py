@@ -58,7 +58,7 @@ def _faiss_index(vectors: np.ndarray):
         nlist = int(4 * np.sqrt(len(vectors)))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.train(vectors[np.random.default_rng(0).choice(len(vectors), 50 * nlist)])
-        index.nprobe = 16
+        index.nprobe = max(32, nlist // 8)  # about 1/8 of the lists: recall@10 near exact
     index.add(vectors)
     return index
 

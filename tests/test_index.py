@@ -152,3 +152,23 @@ def test_unchanged_corpus_keeps_its_calibration(tiny_corpus, settings, fake_embe
     (tiny_corpus / "bread.txt").write_text("Baking Bread at Home\n\nA changed sentence.\n")
     build_index(read_documents([tiny_corpus], settings), settings, fake_embedder, calibrate)
     assert len(calls) == 2
+
+
+def test_large_indexes_switch_to_approximate_search(monkeypatch):
+    import index as index_module
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 32))  # embeddings cluster by topic; uniform noise does not
+    vectors = centres[rng.integers(0, 40, 4000)] + 0.5 * rng.normal(size=(4000, 32))
+    vectors = vectors.astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    monkeypatch.setattr(index_module, "EXACT_SEARCH_LIMIT", 1000)
+    approximate = index_module._faiss_index(vectors)
+    assert type(approximate).__name__ == "IndexIVFFlat"
+    monkeypatch.setattr(index_module, "EXACT_SEARCH_LIMIT", 10_000)
+    exact = index_module._faiss_index(vectors)
+    queries = vectors[:50] + 0.1 * rng.normal(size=(50, 32)).astype(np.float32)
+    _, want = exact.search(queries, 10)
+    _, got = approximate.search(queries, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(want, got, strict=True)])
+    assert recall >= 0.9
