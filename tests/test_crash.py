@@ -24,7 +24,7 @@ from verbatim.settings import Settings
 class SlowFake:
     dim = 32
     def encode(self, texts, progress=None):
-        time.sleep(0.05)
+        time.sleep(0.01)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i, t in enumerate(texts):
             for w in re.findall(r"\\w+", t.lower()):
@@ -32,7 +32,8 @@ class SlowFake:
             out[i, -1] += 0.01
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
-settings = Settings(data_dir=Path(sys.argv[1]), model="fake", progress=False, batch_size=8)
+settings = Settings(data_dir=Path(sys.argv[1]), model="fake", progress=False, batch_size=8,
+                    calibration_probes=20)
 ingest_paths([Path(sys.argv[2])], settings, SlowFake())
 """
 
@@ -68,15 +69,17 @@ def test_sigkill_during_ingest_never_mixes_generations(tmp_path):
     write_corpus(corpus, 0)
     assert run_child(data, corpus, None) == 0
     settings = Settings(data_dir=data, model="fake", progress=False)
+    write_corpus(corpus, -1)  # time a real re-index (changed text), as the killed runs do
     began = time.monotonic()
-    run_child(data, tmp_path / "corpus.jsonl", None)
+    assert run_child(data, corpus, None) == 0
     full = time.monotonic() - began
     rng = random.Random(int(os.environ.get("VERBATIM_CRASH_SEED", "7")))
     kills = int(os.environ.get("VERBATIM_CRASH_KILLS", "20"))
     generations = {store.current_name(data)}
     for n in range(kills):
         write_corpus(corpus, n + 1)
-        run_child(data, corpus, rng.uniform(0.0, full))
+        # Spread over the whole run and a little past it, so that some runs complete.
+        run_child(data, corpus, rng.uniform(0.0, 1.15 * full))
         began = time.monotonic()
         with load_index(settings) as index:  # verifies every hash against the manifest
             assert time.monotonic() - began < 5

@@ -1,8 +1,8 @@
 """Choose the abstention thresholds of an index from the scores of its own sentences.
 
 Procedure (run at every ingest; the result is stored in the manifest):
-1. In-domain probes: up to 300 sentences of at least 8 words, sampled evenly from the corpus.
-   Each is asked of the index with its own passage left out, so that it must be answered by
+1. In-domain probes: up to 300 (VERBATIM_CALIBRATION_PROBES) sentences of at least 8 words,
+   sampled evenly from the corpus. Each is asked of the index with its own passage left out, so that it must be answered by
    *other* text, exactly as a real question is (`answer.retrieve`): its best passage cosine
    and its best sentence cosine in the candidate pool are recorded.
 2. Each threshold is the 5th percentile of its distribution: Verbatim accepts abstaining on
@@ -22,7 +22,6 @@ import numpy as np
 
 from verbatim.settings import Settings
 
-IN_DOMAIN_PROBES = 300
 MIN_WORDS = 8
 FALSE_ABSTENTION = 0.05
 
@@ -62,13 +61,14 @@ def calibrate(index, embedder, settings: Settings) -> dict:
         return index.text(index.passage_doc[owner[s]])[index.sent_start[s] : index.sent_end[s]]
 
     n = len(index.sent_start)
-    sample = np.unique(np.linspace(0, n - 1, min(n, 10 * IN_DOMAIN_PROBES)).astype(int))
+    probes = settings.calibration_probes
+    sample = np.unique(np.linspace(0, n - 1, min(n, 10 * probes)).astype(int))
     long_enough = [int(s) for s in sample if len(sentence(s).split()) >= MIN_WORDS]
     if index.faiss.ntotal < 2 or not long_enough:
         # Too small to probe itself: fall back to what the off-topic probes reach.
         high = [float(np.quantile(off[:, j], 0.95)) for j in (0, 1)]
         return {"passage": high[0], "sentence": high[1], "method": "off-topic q95"}
-    step = np.linspace(0, len(long_enough) - 1, min(IN_DOMAIN_PROBES, len(long_enough)))
+    step = np.linspace(0, len(long_enough) - 1, min(probes, len(long_enough)))
     picks = [long_enough[int(i)] for i in step]
     inside = _best(
         index, embedder, settings, [sentence(s) for s in picks], [int(owner[s]) for s in picks]

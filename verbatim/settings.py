@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     )
     batch_size: int = Field(default=64, ge=1, description="Texts per embedding batch.")
     passage_chars: int = Field(default=900, ge=200, description="Longest passage, in characters.")
+    calibration_probes: int = Field(
+        default=300, ge=10, description="Corpus sentences asked at ingest to set the threshold."
+    )
     max_file_bytes: int = Field(default=20_000_000, ge=1, description="Larger files are skipped.")
     max_question_chars: int = Field(default=1000, ge=1)
     default_k: int = Field(default=5, ge=1, le=20, description="Quotes returned by default.")
