@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 MAX_BODY = 16 * 1024
 JSON = "application/json"
 QUEUE = 4  # requests admitted per answer slot; the rest get 503 at once
-NOT_BLANK = r"\S"  # at least one character that is not white space
+NOT_BLANK = r"[^\s\x00-\x1f\x7f-\x9f]"  # one character that is neither space nor control
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "

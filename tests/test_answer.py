@@ -88,6 +88,9 @@ def test_bad_questions_are_refused(bad):
 
 def test_question_is_normalised():
     assert clean_question("  ｈｅｌｌｏ\n  there ", Settings()) == "hello there"
+    assert clean_question("a\x1e\x00b\x7f", Settings()) == "a b"
+    with pytest.raises(InvalidQuestion):
+        clean_question("\x1e\x1f", Settings())
 
 
 def test_text_fragment_link_encoding():

@@ -35,7 +35,9 @@ def clean_question(question: str, settings: Settings) -> str:
             f"the question is {len(question)} characters long; the limit is "
             f"{settings.max_question_chars} (VERBATIM_MAX_QUESTION_CHARS); shorten it"
         )
-    text = " ".join(unicodedata.normalize("NFKC", question).split())
+    text = unicodedata.normalize("NFKC", question)
+    text = "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
+    text = " ".join(text.split())
     if not text:
         raise InvalidQuestion("the question is empty; type a question, e.g. 'How do I start?'")
     return text
