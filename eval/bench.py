@@ -35,37 +35,64 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def http_load(base: str, questions: list[str], clients: int, total: int) -> dict:
-    """`total` GET /api/ask requests from `clients` threads; latencies and status counts."""
+def http_load(
+    base: str,
+    questions: list[str],
+    clients: int,
+    *,
+    seconds: float | None = None,
+    each: int | None = None,
+) -> tuple[list[float], dict[int, int], list[str]]:
+    """Clients asking GET /api/ask in a loop, for `seconds` or `each` requests each.
+
+    Returns the latencies, the count of each status (-1: no response; -503: a 503 without
+    Retry-After) and the first few transport errors.
+    """
     import httpx
 
     latencies: list[float] = []
     statuses: dict[int, int] = {}
+    errors: list[str] = []
     lock = threading.Lock()
-    counter = iter(range(total))
+    stop = time.monotonic() + seconds if seconds else None
 
-    def worker() -> None:
+    def worker(n: int) -> None:
         with httpx.Client(base_url=base, timeout=30) as client:
-            for i in counter:
+            i = 0
+            while (stop and time.monotonic() < stop) or (each and i < each):
                 began = time.perf_counter()
-                r = client.get("/api/ask", params={"q": questions[i % len(questions)]})
+                try:
+                    r = client.get("/api/ask", params={"q": questions[(n + i) % len(questions)]})
+                    code = r.status_code
+                    if code == 503 and r.headers.get("retry-after") is None:
+                        code = -503
+                except httpx.HTTPError as exc:
+                    code = -1
+                    errors.append(repr(exc))
                 took = time.perf_counter() - began
                 with lock:
                     latencies.append(took)
-                    statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                    statuses[code] = statuses.get(code, 0) + 1
+                i += 1
 
-    began = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return latencies, statuses, errors[:3]
+
+
+def load_figures(base: str, questions: list[str], clients: int, total: int) -> dict:
+    """`total` requests from `clients` clients: latency percentiles, throughput, statuses."""
+    began = time.perf_counter()
+    latencies, statuses, _ = http_load(base, questions, clients, each=max(1, total // clients))
     wall = time.perf_counter() - began
     return {
         "clients": clients,
-        "requests": total,
+        "requests": len(latencies),
         **_ms(latencies),
-        "per_s": round(total / wall, 1),
+        "per_s": round(len(latencies) / wall, 1),
         "status": statuses,
     }
 
@@ -127,7 +154,7 @@ def main() -> None:
     proc, _ = serve(data_dir, port)
     try:
         base = f"http://127.0.0.1:{port}"
-        report["http"] = [http_load(base, short, c, max(100, 4 * c)) for c in (1, 8, 32)]
+        report["http"] = [load_figures(base, short, c, max(100, 4 * c)) for c in (1, 8, 32)]
     finally:
         proc.terminate()
         proc.wait(10)

@@ -13,11 +13,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from eval.bench import _free_port, _ms, serve
+from eval.bench import _free_port, _ms, http_load, serve
 
 QUESTIONS = [
     "How can I get my partner to go to therapy?",
@@ -32,41 +31,6 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return round(int(line.split()[1]) / 1024, 1)
     return 0.0
-
-
-def load(base: str, clients: int, *, seconds: float | None = None, each: int | None = None):
-    """Clients asking in a loop, for `seconds` or `each` requests each; all outcomes."""
-    import httpx
-
-    latencies, statuses, errors = [], {}, []
-    lock = threading.Lock()
-    stop = time.monotonic() + seconds if seconds else None
-
-    def worker(n: int) -> None:
-        with httpx.Client(base_url=base, timeout=30) as client:
-            i = 0
-            while (stop and time.monotonic() < stop) or (each and i < each):
-                began = time.perf_counter()
-                try:
-                    r = client.get("/api/ask", params={"q": QUESTIONS[(n + i) % len(QUESTIONS)]})
-                    code = r.status_code
-                    if code == 503 and r.headers.get("retry-after") is None:
-                        code = -503
-                except httpx.HTTPError as exc:
-                    code = -1
-                    errors.append(repr(exc))
-                took = time.perf_counter() - began
-                with lock:
-                    latencies.append(took)
-                    statuses[code] = statuses.get(code, 0) + 1
-                i += 1
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return latencies, statuses, errors[:3]
 
 
 def pytest_row(test: str, env: dict) -> tuple[bool, str]:
@@ -97,7 +61,7 @@ def main() -> None:
     proc, cold = serve(data, port := _free_port())
     base = f"http://127.0.0.1:{port}"
     try:
-        lat, statuses, errors = load(base, 16, seconds=args.seconds)
+        lat, statuses, errors = http_load(base, QUESTIONS, 16, seconds=args.seconds)
         ok = set(statuses) == {200}
         rows.append(
             (
@@ -107,7 +71,7 @@ def main() -> None:
                 f"p50 {_ms(lat)['p50']} ms, p99 {_ms(lat)['p99']} ms {errors or ''}",
             )
         )
-        lat, statuses, errors = load(base, 256, each=4)
+        lat, statuses, errors = http_load(base, QUESTIONS, 256, each=4)
         only = set(statuses) <= {200, 503}
         slowest = max(lat) if lat else 0
         rows.append(
