@@ -25,7 +25,7 @@ from verbatim.settings import Settings
 HERE = Path(__file__).resolve().parent
 MAX_BODY = 16 * 1024
 JSON = "application/json"
-QUEUE = 4  # requests admitted per answer slot; the rest get 503 at once
+SLOT_WAIT = 2.0  # seconds an admitted request may wait for an answer slot before a 503
 NOT_BLANK = r"[^\s\x00-\x1f\x7f-\x9f]"  # one character that is neither space nor control
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -169,7 +169,7 @@ class State:
             return index.generation
 
     def ask(self, question: str, k: int | None, filters: dict | None = None) -> Answer:
-        if not self.slots.acquire(timeout=1.0):
+        if not self.slots.acquire(timeout=SLOT_WAIT):
             raise Busy()
         try:
             return self.engine.ask(question, k=k, filters=filters)
@@ -220,7 +220,7 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
                 "unsupported_media_type",
                 "send the question as JSON (Content-Type: application/json)",
             )
-        elif _answers(request) and admitted[0] >= QUEUE * settings.max_concurrent:
+        elif _answers(request) and admitted[0] >= settings.max_concurrent + settings.max_waiting:
             # Shed load before it queues for a worker thread: a quick 503 beats a slow 200.
             response = error_response(
                 503, "busy", "too many questions at once; retry", {"Retry-After": "1"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import platformdirs
@@ -48,5 +49,12 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8000
-    max_concurrent: int = Field(default=8, ge=1, description="Answers computed at once.")
+    max_concurrent: int = Field(
+        default_factory=lambda: os.cpu_count() or 2,
+        ge=1,
+        description="Answers computed at once (default: one per CPU core; more only thrash).",
+    )
+    max_waiting: int = Field(
+        default=32, ge=0, description="Questions queued beyond those; the rest get 503 at once."
+    )
     progress: bool = Field(default=True, description="Show progress bars on the terminal.")
