@@ -1,11 +1,19 @@
 import hashlib
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from verbatim.settings import Settings
+
+# CI runs the same examples every time (a red build is then reproducible); `make stress` and
+# local runs explore new ones.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI") == "true":
+    hypothesis_settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 
