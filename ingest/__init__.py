@@ -24,7 +24,7 @@ class Corpus:
     skipped: list[Skipped]
 
 
-def _walk(root: Path, skipped: list[Skipped]) -> list[Path]:
+def _walk(root: Path) -> list[Path]:
     """Files under `root`, sorted; links and hidden entries are not followed."""
     if root.is_file():
         return [root]
@@ -52,7 +52,7 @@ def read_documents(paths: list[Path], settings: Settings) -> Corpus:
         root = Path(root)
         if not root.exists():
             raise NoDocuments(f"{root} does not exist; give a folder or file of documents")
-        for path in _walk(root, skipped):
+        for path in _walk(root):
             if path.is_symlink():
                 skipped.append(Skipped(str(path), "symbolic link (not followed)"))
                 continue

@@ -70,7 +70,7 @@ def ingest(paths: tuple[Path, ...], data_dir: Path | None) -> None:
     )
 
 
-def _print_quote(q, n: int) -> None:
+def _print_quote(q) -> None:
     body = textwrap.fill(q.text, width=88, initial_indent="  “", subsequent_indent="   ")
     click.echo(body + "”")
     who = ", ".join(x for x in (q.author, q.site, q.date) if x)
@@ -107,11 +107,11 @@ def ask(question: str, k: int | None, as_json: bool, data_dir: Path | None) -> N
         click.echo(result.reason)
         if result.near_misses:
             click.echo("\nWeaker matches (not an answer):")
-            for n, q in enumerate(result.near_misses, 1):
-                _print_quote(q, n)
+            for q in result.near_misses:
+                _print_quote(q)
         return
-    for n, q in enumerate(result.quotes, 1):
-        _print_quote(q, n)
+    for q in result.quotes:
+        _print_quote(q)
         click.echo()
 
 
