@@ -125,7 +125,8 @@ def load_questions(path: Path) -> tuple[list[Question], Path | None]:
 
 
 def _cache_key(corpus: Path, settings: Settings) -> str:
-    digest = hashlib.sha256(f"{settings.model}\0{settings.passage_chars}".encode())
+    int8 = settings.backend == "onnx-int8"  # onnx and torch give the same vectors
+    digest = hashlib.sha256(f"{settings.model}\0{int8}\0{settings.passage_chars}".encode())
     files = [corpus] if corpus.is_file() else sorted(p for p in corpus.rglob("*") if p.is_file())
     root = Path(__file__).resolve().parent.parent
     for pattern in PIPELINE:
@@ -141,8 +142,9 @@ def corpus_engine(corpus: Path, settings: Settings, embedder=None):
     The cache key covers the corpus bytes, the model and the pipeline's source, so a second
     run on the same data starts in seconds and a change to the code rebuilds.
     """
-    from verbatim.engine import ingest_paths, open_engine
+    from verbatim.engine import ingest_paths, make_embedder, open_engine
 
+    embedder = embedder or make_embedder(settings)  # one model cache for every eval corpus
     own = settings.model_copy(
         update={"data_dir": settings.data_dir / "eval" / _cache_key(Path(corpus), settings)}
     )

@@ -71,9 +71,9 @@ def _previous(settings: Settings) -> tuple[dict, dict[str, np.ndarray], dict[str
         log.debug("nothing to reuse: %s", exc)
         return {}, {}, {}
     with old:
-        if old.manifest["model"] != settings.model:
+        if _space(old.manifest) != _space(settings):
             return {}, {}, {}
-        pvecs = old.passage_vectors()
+        pvecs = old.passage_vectors
         passages, sentences = {}, {}
         for row, pid in enumerate(old.passage_ids):
             passages[pid] = pvecs[row]
@@ -175,6 +175,7 @@ def build_index(
         )
         manifest = {
             "model": settings.model,
+            "int8": settings.backend == "onnx-int8",
             "dim": int(dim),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "passage_chars": settings.passage_chars,
@@ -201,6 +202,14 @@ def build_index(
     )
 
 
+def _space(source: Settings | dict) -> tuple[str, bool]:
+    """The vector space of an index or of the configured embedder: the model, and whether its
+    weights are int8 (the `onnx` and `torch` backends give the same vectors)."""
+    if isinstance(source, dict):
+        return source["model"], bool(source.get("int8", False))
+    return source.model, source.backend == "onnx-int8"
+
+
 def corpus_hash(docs: list[Document]) -> str:
     import hashlib
 
@@ -221,6 +230,7 @@ class Index:
         self.manifest = manifest
         self.faiss = faiss.read_index(str(path / "passages.faiss"))
         self.sentence_vectors = np.load(path / "sentences.npy", mmap_mode="r", allow_pickle=False)
+        self.passage_vectors = np.load(path / "passages.npy", mmap_mode="r", allow_pickle=False)
         self.lexical = Lexical.load(path / "bm25")
         self.sentence_lexical = Lexical.load(path / "bm25-sentences")
         self._db = sqlite3.connect(
@@ -274,9 +284,6 @@ class Index:
         if "passage" in calibration and "sentence" in calibration:
             return float(calibration["passage"]), float(calibration["sentence"])
         return None
-
-    def passage_vectors(self) -> np.ndarray:
-        return np.load(self.path / "passages.npy", mmap_mode="r", allow_pickle=False)
 
     def text(self, doc_id: str) -> str:
         """The clean text of a document (cached: every offset points into it)."""
@@ -341,6 +348,14 @@ def load_index(settings: Settings) -> Index:
             log.warning("skipping generation %s: %s", path.name, message)
             errors.append(message)
             continue
+        if manifest["model"] == settings.model and _space(manifest) != _space(settings):
+            index.close()
+            built = "onnx-int8" if manifest.get("int8") else "onnx or torch"
+            raise ModelMismatch(
+                f"the index in {settings.data_dir} was built with the {built} backend but "
+                f"VERBATIM_BACKEND is {settings.backend!r}; run `verbatim ingest` to rebuild it "
+                f"or change VERBATIM_BACKEND back"
+            )
         if manifest["model"] != settings.model:
             index.close()
             raise ModelMismatch(

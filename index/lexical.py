@@ -97,9 +97,8 @@ class Lexical:
                 out[:, j] = post[at] == rows
         return out
 
-    def scores(self, text: str) -> np.ndarray:
-        """BM25 score of every text, by row (zeros when no query term is indexed)."""
-        terms = self.terms(text)
+    def scores(self, terms: list[str]) -> np.ndarray:
+        """BM25 score of every text for the query `terms` (see `terms()`), by row."""
         if not terms:
             return np.zeros(self.size, dtype=np.float32)
         return self.retriever.get_scores(terms)

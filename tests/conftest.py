@@ -97,10 +97,16 @@ def tiny_corpus(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def real_embedder():
+def model_cache(tmp_path_factory) -> Path:
+    """One ONNX export of the real model for the whole test session."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def real_embedder(model_cache):
     from index import Embedder
 
-    return Embedder("all-MiniLM-L6-v2")
+    return Embedder("all-MiniLM-L6-v2", cache_dir=model_cache)
 
 
 @pytest.fixture(scope="session")

@@ -74,6 +74,17 @@ def test_model_mismatch_is_a_clear_error(tiny_corpus, settings, fake_embedder):
         load_index(settings.model_copy(update={"model": "other-model"}))
 
 
+def test_int8_index_is_not_served_to_the_float_backend(tiny_corpus, settings, fake_embedder):
+    int8 = settings.model_copy(update={"backend": "onnx-int8"})
+    build(tiny_corpus, int8, fake_embedder)
+    assert load_index(int8).manifest["int8"] is True
+    with pytest.raises(ModelMismatch, match="VERBATIM_BACKEND"):
+        load_index(settings)
+    # onnx and torch give the same vectors: either serves a float index.
+    build(tiny_corpus, settings, fake_embedder)
+    assert load_index(settings.model_copy(update={"backend": "torch"})).manifest["int8"] is False
+
+
 def index_files(tiny_corpus, settings, fake_embedder) -> list[str]:
     report = build(tiny_corpus, settings, fake_embedder)
     manifest = store.generations_dir(settings.data_dir) / report.generation / "manifest.json"

@@ -82,35 +82,65 @@ def blend(passage: float, sentence: float, specific: float) -> float:
     return (1 - specific) * passage + specific * sentence
 
 
-def _term_weights(index, text: str) -> tuple[list[str], np.ndarray]:
-    """The question's indexed terms and their IDF weights, summing to 1."""
-    terms = index.lexical.terms(text)
+def _spans(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The rows lo[0]..hi[0]-1, lo[1]..hi[1]-1, ... in one array (a vectorised concatenation)."""
+    sizes = hi - lo
+    offsets = np.repeat(lo - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+    return np.arange(int(sizes.sum()), dtype=np.int64) + offsets
+
+
+def _term_weights(index, terms: list[str]) -> np.ndarray:
+    """IDF weights of the question's indexed terms, summing to 1."""
     weights = np.array([index.lexical.idf(t) for t in terms], dtype=np.float64)
-    return terms, (weights / weights.sum() if weights.sum() > 0 else weights)
+    return weights / weights.sum() if weights.sum() > 0 else weights
 
 
-def _best_window(
-    index, row: int, qvec: np.ndarray, terms: list[str], weights: np.ndarray
-) -> tuple[int, int, float]:
-    """The run of 1-3 consecutive sentences of passage `row` that best answers the question.
+def _best_windows(
+    index, rows: np.ndarray, qvec: np.ndarray, terms: list[str], weights: np.ndarray
+) -> list[tuple[int, int, float]]:
+    """For each passage row, the run of 1-3 consecutive sentences that best answers the question.
 
     A window scores the cosine of the question with its mean sentence vector plus half the
     IDF-weighted share of question terms it contains; each extra sentence costs a little, so
-    the minimal span that answers wins and unrelated neighbours dilute the mean.
+    the minimal span that answers wins and unrelated neighbours dilute the mean. All windows of
+    all passages are scored in one pass over cumulative sums; ties go to the earliest, shortest.
     """
-    lo, hi = int(index.sent_lo[row]), int(index.sent_hi[row])
-    vecs = np.asarray(index.sentence_vectors[lo:hi], dtype=np.float32)
-    has = index.sentence_lexical.contains(terms, np.arange(lo, hi)) if terms else None
-    best = (lo, lo + 1, -np.inf)
-    for i in range(hi - lo):
-        for j in range(i + 1, min(i + MAX_WINDOW, hi - lo) + 1):
-            mean = vecs[i:j].sum(axis=0)
-            score = float(mean @ qvec / (np.linalg.norm(mean) + 1e-9))
-            if has is not None:
-                score += 0.5 * float(has[i:j].any(axis=0) @ weights)
-            score -= EXTRA_SENTENCE * (j - i - 1)
-            if score > best[2]:
-                best = (lo + i, lo + j, score)
+    if not len(rows):
+        return []
+    lo, hi = index.sent_lo[rows], index.sent_hi[rows]
+    sents = _spans(lo, hi)
+    owner = np.repeat(np.arange(len(rows)), hi - lo)  # which passage each sentence belongs to
+    vecs = np.asarray(index.sentence_vectors[sents], dtype=np.float32)
+    summed = np.vstack([np.zeros((1, vecs.shape[1]), np.float32), np.cumsum(vecs, axis=0)])
+    has = (
+        index.sentence_lexical.contains(terms, sents)
+        if terms
+        else np.zeros((len(sents), 0), dtype=bool)
+    )
+    counts = np.vstack([np.zeros((1, has.shape[1])), np.cumsum(has, axis=0)])
+    n = len(sents)
+    ends = np.repeat(np.cumsum(hi - lo), hi - lo)  # one past each sentence's passage's last
+    first = np.arange(n)
+    starts, sizes, scores = [], [], []
+    for size in range(1, MAX_WINDOW + 1):
+        ok = first + size <= ends
+        i = first[ok]
+        mean = summed[i + size] - summed[i]
+        score = (mean @ qvec) / (np.linalg.norm(mean, axis=1) + 1e-9)
+        if len(terms):
+            score = score + 0.5 * (((counts[i + size] - counts[i]) > 0) @ weights)
+        starts.append(i)
+        sizes.append(np.full(len(i), size))
+        scores.append(score - EXTRA_SENTENCE * (size - 1))
+    start, size, score = (np.concatenate(x) for x in (starts, sizes, scores))
+    order = np.lexsort((size, start))  # earliest start, then shortest, wins a tie
+    start, size, score = start[order], size[order], score[order]
+    best = []
+    for p in range(len(rows)):
+        mine = np.flatnonzero(owner[start] == p)
+        k = mine[np.argmax(score[mine])]
+        lo_sent = int(sents[start[k]])
+        best.append((lo_sent, lo_sent + int(size[k]), float(score[k])))
     return best
 
 
@@ -120,6 +150,8 @@ class Retrieval:
 
     question: str
     vector: np.ndarray
+    terms: list[str]  # the question's indexed terms
+    weights: np.ndarray  # their IDF weights, summing to 1
     rows: np.ndarray  # passage rows
     scores: np.ndarray  # fused relevance, descending
     best_passage: float  # highest passage cosine in the pool
@@ -184,8 +216,10 @@ def retrieve(
     qvec = embedder.encode([text], progress=False)[0]
     n = min(CANDIDATES, index.faiss.ntotal)
     rows, _ = index.search(qvec, n)
-    lex = index.lexical.scores(text)
-    lex_rows = np.argsort(-lex)[:n]
+    terms = index.lexical.terms(text)
+    weights = _term_weights(index, terms)
+    lex = index.lexical.scores(terms)
+    lex_rows = np.argpartition(-lex, n - 1)[:n] if n < len(lex) else np.arange(len(lex))
     lex_rows = lex_rows[lex[lex_rows] > 0]
     pool = np.unique(np.concatenate([rows, lex_rows])).astype(np.int64)
     if filters:
@@ -194,12 +228,11 @@ def retrieve(
         pool = pool[pool != exclude]
     if not len(pool):
         empty = np.zeros(0, dtype=np.float32)
-        return Retrieval(text, qvec, pool, empty, 0.0, 0.0, 1.0, began)
-    terms, weights = _term_weights(index, text)
-    dense = np.asarray(index.passage_vectors()[pool], dtype=np.float32) @ qvec
+        return Retrieval(text, qvec, terms, weights, pool, empty, 0.0, 0.0, 1.0, began)
+    dense = np.asarray(index.passage_vectors[pool], dtype=np.float32) @ qvec
     passage_cover = index.lexical.contains(terms, pool) @ weights if terms else 0.0
     lo, hi = index.sent_lo[pool], index.sent_hi[pool]
-    sents = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)])
+    sents = _spans(lo, hi)
     starts = np.concatenate([[0], np.cumsum(hi - lo)[:-1]])
     sent_cos = np.asarray(index.sentence_vectors[sents], dtype=np.float32) @ qvec
     best_sent = np.maximum.reduceat(sent_cos, starts)
@@ -214,6 +247,8 @@ def retrieve(
     return Retrieval(
         text,
         qvec,
+        terms,
+        weights,
         pool[order],
         fused[order],
         float(dense.max()),
@@ -226,18 +261,18 @@ def retrieve(
 def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -> Answer:
     """Choose the quotes for a retrieval, or abstain when the evidence is weak."""
     k = k or settings.default_k
-    terms, weights = _term_weights(index, found.question)
-    candidates = []
-    top = max(3 * k, 10)
-    for row, score in zip(found.rows[:top], found.scores[:top], strict=True):
-        lo, hi, wscore = _best_window(index, int(row), found.vector, terms, weights)
-        candidates.append(_Candidate(int(row), float(score), (lo, hi), wscore))
+    rows = found.rows[: max(3 * k, 10)]
+    windows = _best_windows(index, rows, found.vector, found.terms, found.weights)
+    candidates = [
+        _Candidate(int(row), float(score), (lo, hi), wscore)
+        for row, score, (lo, hi, wscore) in zip(rows, found.scores, windows, strict=False)
+    ]
     threshold = settings.min_score
     if threshold is None:
         calibrated = index.thresholds
         threshold = blend(*calibrated, found.specific) if calibrated else DEFAULT_THRESHOLD
     evidence = found.evidence
-    quotes = _select(index, candidates, index.passage_vectors(), k)
+    quotes = _select(index, candidates, k)
     abstained = evidence < threshold or not quotes
     reason = None
     near: list[Quote] = []
@@ -287,32 +322,33 @@ SAME_DOCUMENT = 0.08
 DUPLICATE = 0.97  # passage cosine above which two passages are the same text, repeated
 
 
-def _select(index, candidates: list[_Candidate], pvecs, k: int) -> list[Quote]:
+def _select(index, candidates: list[_Candidate], k: int) -> list[Quote]:
     """Pick up to `k` quotes by maximal marginal relevance across passages and documents.
 
     A reader's letter is never quoted as an answer. Near-duplicate passages (the same answer
     syndicated or repeated) collapse into one quote listing the other sources.
     """
     pool = [c for c in candidates if index.passage_role[c.row] != "letter"]
-    chosen: list[tuple[_Candidate, Quote]] = []
-    while pool and len(chosen) < k:
-
-        def utility(c: _Candidate) -> float:
-            value = c.score + c.window_score
-            if chosen:
-                value -= REDUNDANCY * max(float(pvecs[c.row] @ pvecs[q.row]) for q, _ in chosen)
-                doc = index.passage_doc[c.row]
-                value -= SAME_DOCUMENT * sum(index.passage_doc[q.row] == doc for q, _ in chosen)
-            return value
-
-        best = max(pool, key=utility)
-        pool.remove(best)
-        quote = _quote(index, best)
+    if not pool:
+        return []
+    vecs = np.asarray(index.passage_vectors[[c.row for c in pool]], dtype=np.float32)
+    similar = vecs @ vecs.T  # passage cosine between candidates, by position in `pool`
+    docs = [index.passage_doc[c.row] for c in pool]
+    value = np.array([c.score + c.window_score for c in pool])
+    redundancy = np.full(len(pool), -np.inf)  # highest similarity to a chosen quote
+    taken = np.zeros(len(pool))  # quotes already chosen from the same document
+    open_ = np.ones(len(pool), dtype=bool)
+    chosen: list[tuple[int, Quote]] = []
+    while open_.any() and len(chosen) < k:
+        utility = value - (REDUNDANCY * redundancy + SAME_DOCUMENT * taken if chosen else 0)
+        best = int(np.argmax(np.where(open_, utility, -np.inf)))
+        open_[best] = False
+        quote = _quote(index, pool[best])
         twin = next(
             (
                 existing
-                for q, existing in chosen
-                if float(pvecs[best.row] @ pvecs[q.row]) > DUPLICATE
+                for i, existing in chosen
+                if similar[best, i] > DUPLICATE
                 or " ".join(existing.text.lower().split()) == " ".join(quote.text.lower().split())
             ),
             None,
@@ -322,6 +358,8 @@ def _select(index, candidates: list[_Candidate], pvecs, k: int) -> list[Quote]:
                 twin.also_in.append(quote.doc_id)
             continue
         chosen.append((best, quote))
+        redundancy = np.maximum(redundancy, similar[best])
+        taken += np.array([d == docs[best] for d in docs])
     return [q for _, q in chosen]
 
 

@@ -31,7 +31,13 @@ class Engine:
 def make_embedder(settings: Settings):
     from index import Embedder
 
-    return Embedder(settings.model, settings.batch_size, progress=settings.progress)
+    return Embedder(
+        settings.model,
+        settings.batch_size,
+        progress=settings.progress,
+        backend=settings.backend,
+        cache_dir=settings.data_dir / "models",
+    )
 
 
 def ingest_paths(paths: list[Path], settings: Settings, embedder=None):

@@ -42,6 +42,11 @@ class ModelMismatch(VerbatimError):
     code = "model_mismatch"
 
 
+class ModelUnsupported(VerbatimError):
+    status = 503
+    code = "model_unsupported"
+
+
 class NotFound(VerbatimError):
     status = 404
     code = "not_found"

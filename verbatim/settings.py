@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field
@@ -27,6 +28,11 @@ class Settings(BaseSettings):
     model: str = Field(
         default="all-MiniLM-L6-v2",
         description="Sentence-transformers model: a local folder, or all-MiniLM-L6-v2 (bundled).",
+    )
+    backend: Literal["onnx", "onnx-int8", "torch"] = Field(
+        default="onnx",
+        description="How the model runs: onnx (same vectors as torch, without importing it), "
+        "onnx-int8 (int8 weights, faster, slightly different vectors) or torch.",
     )
     batch_size: int = Field(default=64, ge=1, description="Texts per embedding batch.")
     passage_chars: int = Field(default=900, ge=200, description="Longest passage, in characters.")
