@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from verbatim.errors import Forbidden, NotFound, VerbatimError
@@ -206,42 +207,7 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _mount_swagger(app)
 
-    admitted = [0]  # requests computing or waiting for an answer (the event loop's own count)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        length = request.headers.get("content-length")
-        kind = request.headers.get("content-type", "")
-        if length and (not length.isdigit() or int(length) > MAX_BODY):
-            response = error_response(413, "body_too_large", "request body is over 16 KiB")
-        elif request.method == "POST" and request.url.path == "/api/ask" and JSON not in kind:
-            response = error_response(
-                415,
-                "unsupported_media_type",
-                "send the question as JSON (Content-Type: application/json)",
-            )
-        elif _answers(request) and admitted[0] >= settings.max_concurrent + settings.max_waiting:
-            # Shed load before it queues for a worker thread: a quick 503 beats a slow 200.
-            response = error_response(
-                503, "busy", "too many questions at once; retry", {"Retry-After": "1"}
-            )
-            if not request.url.path.startswith("/api/"):
-                response = _page_error(
-                    templates,
-                    request,
-                    503,
-                    "Too many questions at once; retry.",
-                    {"Retry-After": "1"},
-                )
-        else:
-            counted = _answers(request)
-            admitted[0] += counted
-            try:
-                response = await call_next(request)
-            finally:
-                admitted[0] -= counted
-        response.headers.update(SECURITY_HEADERS)
-        return response
+    app.add_middleware(Guard, settings=settings, templates=templates)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -400,6 +366,60 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
         )
 
     return app
+
+
+class Guard:
+    """Refuses what should never reach an endpoint, and adds the security headers.
+
+    Bodies over 16 KiB get 413, a POST /api/ask that is not JSON 415, and a question arriving
+    while every answer slot and queue place is taken a quick 503 with Retry-After (a quick 503
+    beats a slow 200). A plain ASGI middleware: it costs microseconds, not a task per request.
+    """
+
+    def __init__(self, app, settings: Settings, templates) -> None:
+        self.app = app
+        self.limit = settings.max_concurrent + settings.max_waiting
+        self.templates = templates
+        self.admitted = 0  # requests computing or waiting for an answer (event loop's own count)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        length = request.headers.get("content-length")
+        kind = request.headers.get("content-type", "")
+        counted = _answers(request)
+        refusal = None
+        if length and (not length.isdigit() or int(length) > MAX_BODY):
+            refusal = error_response(413, "body_too_large", "request body is over 16 KiB")
+        elif request.method == "POST" and request.url.path == "/api/ask" and JSON not in kind:
+            refusal = error_response(
+                415,
+                "unsupported_media_type",
+                "send the question as JSON (Content-Type: application/json)",
+            )
+        elif counted and self.admitted >= self.limit:
+            retry = {"Retry-After": "1"}
+            refusal = (
+                error_response(503, "busy", "too many questions at once; retry", retry)
+                if request.url.path.startswith("/api/")
+                else _page_error(self.templates, request, 503, "Too many questions; retry.", retry)
+            )
+
+        async def secured(message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).update(SECURITY_HEADERS)
+            await send(message)
+
+        if refusal is not None:
+            await refusal(scope, receive, secured)
+            return
+        self.admitted += counted
+        try:
+            await self.app(scope, receive, secured)
+        finally:
+            self.admitted -= counted
 
 
 def _answers(request: Request) -> bool:

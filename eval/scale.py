@@ -1,0 +1,205 @@
+"""`make scale`: time and memory of the real ingest and search code at 10k, 100k and 1M passages.
+
+Encoding a million passages with MiniLM would take hours here, so the embedder is replaced by
+one that returns vectors drawn around real embeddings: each text gets a real CounselChat passage
+vector (chosen by a hash of the text) plus Gaussian noise, normalised. Everything else is the
+real code path: read_documents over JSONL files, split_passages, SQLite, BM25, FAISS (exact up
+to 200k passages, IVF above), calibration, load_index, search and `answer()`. Questions are the
+real CounselChat dev questions, embedded by the real model.
+
+Each size is built in one subprocess and searched in another, so each reports its own peak RSS.
+Run: `python -m eval.scale [--sizes 10000 100000 1000000] [--json OUT]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from eval.metrics import percentile
+from verbatim.settings import Settings
+
+PASSAGES_PER_DOC = 50
+NOISE = 0.03  # per dimension: a copy keeps cosine ~.86 with the real vector it is drawn around
+
+
+class Jitter:
+    """A stand-in embedder: real vectors plus noise, deterministic per text."""
+
+    name = "jitter"
+
+    def __init__(self, base: np.ndarray) -> None:
+        self.base = base
+        self.dim = base.shape[1]
+
+    def encode(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for at in range(0, len(texts), 100_000):
+            chunk = texts[at : at + 100_000]
+            seeds = np.array([zlib.crc32(t.encode()) for t in chunk], dtype=np.int64)
+            rng = np.random.default_rng(int(seeds.sum()))
+            vecs = self.base[seeds % len(self.base)] + rng.normal(
+                0, NOISE, (len(chunk), self.dim)
+            ).astype(np.float32)
+            out[at : at + len(chunk)] = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+        return out
+
+
+def _rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def write_corpus(folder: Path, sentences: list[str], n_passages: int) -> None:
+    """`n_passages` one-sentence paragraphs, 50 to a document, in JSONL files of 10k documents.
+
+    With `passage_chars` = 200, two paragraphs never merge, so each paragraph is one passage.
+    """
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    n_docs = -(-n_passages // PASSAGES_PER_DOC)
+    for first in range(0, n_docs, 10_000):
+        lines = []
+        for d in range(first, min(first + 10_000, n_docs)):
+            count = min(PASSAGES_PER_DOC, n_passages - d * PASSAGES_PER_DOC)
+            body = "\n\n".join(sentences[i] for i in rng.integers(len(sentences), size=count))
+            lines.append(json.dumps({"id": f"doc{d}", "title": f"Document {d}", "text": body}))
+        (folder / f"part{first // 10_000:04d}.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def build(work: Path) -> dict:
+    from verbatim.engine import ingest_paths
+
+    settings = _settings(work)
+    embedder = Jitter(np.load(work / "base.npy"))
+    began = time.perf_counter()
+    report, skipped = ingest_paths([work / "corpus"], settings, embedder)
+    if skipped:
+        raise RuntimeError(f"the synthetic corpus should be read whole: {skipped[:3]}")
+    return {
+        "passages": report.passages,
+        "sentences": report.sentences,
+        "ingest_s": round(time.perf_counter() - began, 1),
+        "ingest_peak_rss_mb": _rss_mb(),
+    }
+
+
+def search(work: Path) -> dict:
+    from index import load_index
+    from verbatim.answer import answer
+
+    settings = _settings(work)
+    began = time.perf_counter()
+    index = load_index(settings)
+    load_s = time.perf_counter() - began
+    questions = np.load(work / "questions.npy")
+    texts = json.loads((work / "questions.json").read_text())
+    vectors = np.load(index.path / "passages.npy", mmap_mode="r")
+    took, recall = [], []
+    for q in questions:
+        began = time.perf_counter()
+        rows, _ = index.search(q, 10)
+        took.append(time.perf_counter() - began)
+        exact = np.argpartition(-(vectors @ q), 10)[:10]
+        recall.append(len(set(rows.tolist()) & set(exact.tolist())) / 10)
+    lookup = dict(zip(texts, questions, strict=True))
+
+    class Known:  # the questions' real-model vectors: `answer` minus the encoding
+        def encode(self, batch, progress=None):
+            return lookup[batch[0]][None, :]
+
+    answers = []
+    for text in texts:
+        began = time.perf_counter()
+        answer(text, index, Known(), settings)
+        answers.append(time.perf_counter() - began)
+    return {
+        "load_s": round(load_s, 2),
+        "search_p50_ms": round(percentile([t * 1000 for t in took], 50), 2),
+        "recall_at_10": round(float(np.mean(recall)), 4),
+        "answer_without_encode_p50_ms": round(percentile([t * 1000 for t in answers], 50), 2),
+        "faiss": type(index.faiss).__name__,
+        "serve_peak_rss_mb": _rss_mb(),
+    }
+
+
+def _settings(work: Path) -> Settings:
+    return Settings(
+        data_dir=work / "data",
+        model="jitter",
+        passage_chars=200,
+        progress=False,
+        max_question_chars=20_000,
+    )
+
+
+def prepare(work: Path, benchmarks: Path) -> None:
+    """Real CounselChat passage vectors and sentences, and the real dev questions, embedded."""
+    from eval import corpus_engine, read_questions
+
+    cc = benchmarks / "counselchat"
+    engine = corpus_engine(cc / "corpus.jsonl", Settings(progress=False))
+    index = engine.index
+    np.save(work / "base.npy", np.asarray(index.passage_vectors, dtype=np.float32))
+    sentences = [  # real sentences short enough to stay one passage each
+        s.strip() + "."
+        for doc_id in list(index.documents)[:500]
+        for s in index.text(doc_id).split(". ")
+        if 60 <= len(s.strip()) <= 190 and "\n" not in s
+    ]
+    (work / "sentences.json").write_text(json.dumps(sentences))
+    texts = [q.question[:1000] for q in read_questions(cc / "questions.dev.jsonl")][:200]
+    questions = engine.embedder.encode(texts)
+    np.save(work / "questions.npy", questions)
+    (work / "questions.json").write_text(json.dumps(texts))
+    engine.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--benchmarks", type=Path, default=Path("../shared/benchmarks"))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--json", type=Path, default=Path("eval/reports/scale.json"))
+    parser.add_argument("--stage", choices=["build", "search"], help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.stage:
+        print(json.dumps((build if args.stage == "build" else search)(args.work)))
+        return
+    root = Path(tempfile.mkdtemp(prefix="verbatim-scale-"))
+    prepare(root, args.benchmarks)
+    sentences = json.loads((root / "sentences.json").read_text())
+    rows = []
+    for size in args.sizes:
+        work = root / str(size)
+        work.mkdir()
+        for name in ("base.npy", "questions.npy", "questions.json"):
+            (work / name).symlink_to(root / name)
+        write_corpus(work / "corpus", sentences, size)
+        row = {"size": size}
+        for stage in ("build", "search"):
+            done = subprocess.run(
+                [sys.executable, "-m", "eval.scale", "--stage", stage, "--work", str(work)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            row |= json.loads(done.stdout.strip().splitlines()[-1])
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+        shutil.rmtree(work)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
