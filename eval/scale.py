@@ -41,16 +41,16 @@ class Jitter:
     def __init__(self, base: np.ndarray) -> None:
         self.base = base
         self.dim = base.shape[1]
+        rng = np.random.default_rng(0)
+        self.noise = rng.normal(0, NOISE, (1 << 16, self.dim)).astype(np.float32)
 
     def encode(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
+        """A real vector and a noise vector, both picked by the text's CRC-32, summed."""
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for at in range(0, len(texts), 100_000):
             chunk = texts[at : at + 100_000]
-            seeds = np.array([zlib.crc32(t.encode()) for t in chunk], dtype=np.int64)
-            rng = np.random.default_rng(int(seeds.sum()))
-            vecs = self.base[seeds % len(self.base)] + rng.normal(
-                0, NOISE, (len(chunk), self.dim)
-            ).astype(np.float32)
+            crc = np.array([zlib.crc32(t.encode()) for t in chunk], dtype=np.int64)
+            vecs = self.base[crc % len(self.base)] + self.noise[crc >> 16]
             out[at : at + len(chunk)] = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
         return out
 
@@ -60,7 +60,9 @@ def _rss_mb() -> float:
 
 
 def write_corpus(folder: Path, sentences: list[str], n_passages: int) -> None:
-    """`n_passages` one-sentence paragraphs, 50 to a document, in JSONL files of 10k documents.
+    """`n_passages` paragraphs, 50 to a document, in JSONL files of 10k documents. Each is a
+    real sentence of 100-190 characters numbered "document.paragraph: " so that no two are
+    the same text (the same text would get the same vector).
 
     With `passage_chars` = 200, two paragraphs never merge, so each paragraph is one passage.
     """
@@ -71,7 +73,8 @@ def write_corpus(folder: Path, sentences: list[str], n_passages: int) -> None:
         lines = []
         for d in range(first, min(first + 10_000, n_docs)):
             count = min(PASSAGES_PER_DOC, n_passages - d * PASSAGES_PER_DOC)
-            body = "\n\n".join(sentences[i] for i in rng.integers(len(sentences), size=count))
+            picks = rng.integers(len(sentences), size=count)
+            body = "\n\n".join(f"{d}.{j}: {sentences[i]}" for j, i in enumerate(picks))
             lines.append(json.dumps({"id": f"doc{d}", "title": f"Document {d}", "text": body}))
         (folder / f"part{first // 10_000:04d}.jsonl").write_text("\n".join(lines) + "\n")
 
@@ -154,7 +157,7 @@ def prepare(work: Path, benchmarks: Path) -> None:
         s.strip() + "."
         for doc_id in list(index.documents)[:500]
         for s in index.text(doc_id).split(". ")
-        if 60 <= len(s.strip()) <= 190 and "\n" not in s
+        if 100 <= len(s.strip()) <= 190 and "\n" not in s
     ]
     (work / "sentences.json").write_text(json.dumps(sentences))
     texts = [q.question[:1000] for q in read_questions(cc / "questions.dev.jsonl")][:200]

@@ -26,7 +26,7 @@ from verbatim.settings import Settings
 HERE = Path(__file__).resolve().parent
 MAX_BODY = 16 * 1024
 JSON = "application/json"
-SLOT_WAIT = 2.0  # seconds an admitted request may wait for an answer slot before a 503
+SLOT_WAIT = 1.0  # seconds a request may wait for an answer slot before a 503 (replies within 2.5 s)
 NOT_BLANK = r"[^\s\x00-\x1f\x7f-\x9f]"  # one character that is neither space nor control
 SECURITY_HEADERS = {
     "Content-Security-Policy": (

@@ -169,3 +169,30 @@ def test_gate_reports_each_failure():
     failures = gate(R())
     assert len(failures) == 3
     assert any("grounding" in f for f in failures) and any("false" in f for f in failures)
+
+
+def test_scale_corpus_has_one_passage_per_paragraph_and_real_code_finds_it(tmp_path):
+    """`make scale` relies on this: n paragraphs in, n passages through the real ingest."""
+    import numpy as np
+
+    from eval.scale import Jitter, _settings, write_corpus
+    from index import load_index
+    from ingest import split_passages
+
+    sentences = [
+        f"Sentence {i} is about topic {i % 7} at length, and then some more. " * 2
+        for i in range(40)
+    ]
+    write_corpus(tmp_path / "corpus", sentences, 120)
+    settings = _settings(tmp_path)
+    docs = read_documents([tmp_path / "corpus"], settings).documents
+    assert len(docs) == 3
+    assert sum(len(split_passages(d, settings.passage_chars)) for d in docs) == 120
+    base = np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32)
+    jitter = Jitter(base)
+    vectors = jitter.encode(["a", "b", "a"])
+    assert np.array_equal(vectors[0], vectors[2]) and not np.array_equal(vectors[0], vectors[1])
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    build_index(read_documents([tmp_path / "corpus"], settings), settings, jitter)
+    with load_index(settings) as index:
+        assert index.faiss.ntotal == 120
