@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint fix eval bench scale stress browser clean
+.PHONY: install run test lint fix eval bench scale stress audit browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ scale: install
 
 stress: install
 	$(PY) -m eval.stress --json eval/reports/stress.json
+
+# Known vulnerabilities in the locked dependencies (needs the PyPI JSON API or OSV online).
+audit: install
+	$(PY) -m pip install --quiet pip-audit
+	$(VENV)/bin/pip-audit --no-deps --disable-pip -r requirements.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
