@@ -129,7 +129,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("eval/reports/bench.json"))
     parser.add_argument("--questions", type=int, default=200)
     parser.add_argument("--ingest-docs", type=int, default=300)
+    parser.add_argument("--compare", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.compare:
+        print(json.dumps(_compare_here(args.compare)))
+        return
     cc = args.benchmarks / "counselchat"
     settings = Settings(progress=False, max_question_chars=20_000)
     engine = corpus_engine(cc / "corpus.jsonl", settings)
@@ -144,16 +148,6 @@ def main() -> None:
         bare.append(time.perf_counter() - began)
     report["bare_query_encode_ms"] = _ms(bare)
     report["backend"] = settings.backend
-    from index import Embedder
-
-    torch = Embedder(settings.model, backend="torch")
-    torch.encode(["warm up"])
-    bare_torch = []
-    for q in short:
-        began = time.perf_counter()
-        torch.encode([q])
-        bare_torch.append(time.perf_counter() - began)
-    report["bare_query_encode_torch_ms"] = _ms(bare_torch)
     answers = []
     for q in short:
         began = time.perf_counter()
@@ -168,7 +162,7 @@ def main() -> None:
             index.passage_doc, index.passage_start, index.passage_end, strict=True
         )
     ]
-    report["txtai"] = txtai_figures(passages, short)
+    report |= compare(passages, short)
     report["txtai"]["verbatim_answer_p50_ms"] = report["answer_in_process_ms"]["p50"]
     data_dir = engine.settings.data_dir
     engine.close()
@@ -208,12 +202,47 @@ def main() -> None:
     print(json.dumps(report, indent=2))
 
 
-def txtai_figures(passages: list[str], questions: list[str]) -> dict:
-    """The same passages and questions through txtai's hybrid (BM25 + dense) `Embeddings`, with
-    the same model from the same folder, in its default (torch) runtime."""
+def compare(passages: list[str], questions: list[str]) -> dict:
+    """torch's bare encode and txtai, measured in a process of their own.
+
+    In one process, torch's and ONNX Runtime's thread pools spin on the same two cores and slow
+    each other down, which would make every figure here depend on what ran before it.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        given = Path(folder) / "given.json"
+        given.write_text(json.dumps({"passages": passages, "questions": questions}))
+        done = subprocess.run(
+            [sys.executable, "-m", "eval.bench", "--compare", str(given)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _compare_here(given: Path) -> dict:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from index import Embedder
+
+    data = json.loads(given.read_text())
+    torch = Embedder(Settings().model, backend="torch")
+    torch.encode(["warm up"])
+    took = []
+    for q in data["questions"]:
+        began = time.perf_counter()
+        torch.encode([q])
+        took.append(time.perf_counter() - began)
+    return {
+        "bare_query_encode_torch_ms": _ms(took),
+        "txtai": txtai_figures(data["passages"], data["questions"]),
+    }
+
+
+def txtai_figures(passages: list[str], questions: list[str]) -> dict:
+    """The same passages and questions through txtai's hybrid (BM25 + dense) `Embeddings`, with
+    the same model from the same folder, in its default (torch) runtime."""
     from txtai import Embeddings
 
     from index.embed import BUNDLED, model_path
@@ -236,16 +265,15 @@ def txtai_figures(passages: list[str], questions: list[str]) -> dict:
 
 def ingest_ratio(corpus: Path, n_docs: int) -> dict:
     """Full ingest of the first `n_docs` documents against bare encoding of the same texts."""
-    from index import Embedder
     from index import _passage_text as passage_text
     from ingest import read_documents, split_passages
-    from verbatim.engine import ingest_paths
+    from verbatim.engine import ingest_paths, make_embedder
 
     folder = Path(tempfile.mkdtemp(prefix="verbatim-bench-corpus-"))
     lines = corpus.read_text(encoding="utf-8").splitlines()[:n_docs]
     (folder / "corpus.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     settings = Settings(data_dir=folder / "data", progress=False)
-    embedder = Embedder(settings.model, settings.batch_size)
+    embedder = make_embedder(settings)
     embedder.encode(["warm up"])
     docs = read_documents([folder], settings).documents
     passages = [(d, p) for d in docs for p in split_passages(d, settings.passage_chars)]

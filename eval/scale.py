@@ -98,7 +98,7 @@ def build(work: Path) -> dict:
 
 def search(work: Path) -> dict:
     from index import load_index
-    from verbatim.answer import answer
+    from verbatim.answer import answer, clean_question
 
     settings = _settings(work)
     began = time.perf_counter()
@@ -112,7 +112,7 @@ def search(work: Path) -> dict:
         rows, _ = index.search(q, 10)
         took.append(time.perf_counter() - began)
         found.append(set(rows.tolist()))
-    lookup = dict(zip(texts, questions, strict=True))
+    lookup = {clean_question(t, settings): q for t, q in zip(texts, questions, strict=True)}
 
     class Known:  # the questions' real-model vectors: `answer` minus the encoding
         def encode(self, batch, progress=None):

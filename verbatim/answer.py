@@ -194,6 +194,7 @@ def retrieve(
     settings: Settings,
     filters: dict | None = None,
     exclude: int | None = None,
+    vector: np.ndarray | None = None,
 ) -> Retrieval:
     """Rank passages for `question` by dense and lexical evidence together.
 
@@ -210,10 +211,11 @@ def retrieve(
     Args:
         filters: optional `documents` (ids), `author`, `site`: only matching documents count.
         exclude: a passage row left out (calibration asks the corpus's own sentences).
+        vector: the question's embedding, when it is already known (those sentences').
     """
     began = time.perf_counter()
     text = clean_question(question, settings)
-    qvec = embedder.encode([text], progress=False)[0]
+    qvec = embedder.encode([text], progress=False)[0] if vector is None else vector
     n = min(CANDIDATES, index.faiss.ntotal)
     rows, _ = index.search(qvec, n)
     terms = index.lexical.terms(text)

@@ -31,13 +31,13 @@ def offtopic_questions() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
 
 
-def _best(index, embedder, settings: Settings, texts: list[str], exclude: list[int | None]):
+def _best(index, settings: Settings, texts: list[str], vectors: np.ndarray, exclude: list):
     """(n, 2): each probe's best passage and best sentence cosine, asked as a question is."""
     from verbatim.answer import retrieve
 
     out = []
-    for text, row in zip(texts, exclude, strict=True):
-        found = retrieve(text, index, embedder, settings, exclude=row)
+    for text, vector, row in zip(texts, vectors, exclude, strict=True):
+        found = retrieve(text, index, None, settings, exclude=row, vector=vector)
         out.append((found.best_passage, found.best_sentence))
     return np.array(out).reshape(-1, 2)
 
@@ -54,7 +54,8 @@ def calibrate(index, embedder, settings: Settings) -> dict:
     """The passage and sentence thresholds, and both probe distributions, for the manifest."""
     settings = settings.model_copy(update={"max_question_chars": 1_000_000})
     questions = offtopic_questions()
-    off = _best(index, embedder, settings, questions, [None] * len(questions))
+    vectors = embedder.encode(questions, progress=False)  # one batch, not one call each
+    off = _best(index, settings, questions, vectors, [None] * len(questions))
     owner = index.sent_passage
 
     def sentence(s: int) -> str:
@@ -70,8 +71,10 @@ def calibrate(index, embedder, settings: Settings) -> dict:
         return {"passage": high[0], "sentence": high[1], "method": "off-topic q95"}
     step = np.linspace(0, len(long_enough) - 1, min(probes, len(long_enough)))
     picks = [long_enough[int(i)] for i in step]
+    # A probe is a corpus sentence, embedded at ingest exactly as a question would be.
+    vectors = np.asarray(index.sentence_vectors[picks], dtype=np.float32)
     inside = _best(
-        index, embedder, settings, [sentence(s) for s in picks], [int(owner[s]) for s in picks]
+        index, settings, [sentence(s) for s in picks], vectors, [int(owner[s]) for s in picks]
     )
     return {
         "passage": round(float(np.quantile(inside[:, 0], FALSE_ABSTENTION)), 4),
