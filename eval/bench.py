@@ -44,9 +44,10 @@ def http_load(
 ) -> tuple[list[float], dict[int, int], list[str]]:
     """Clients asking GET /api/ask in a loop, for `seconds` or `each` requests each.
 
-    The clients are asyncio tasks on one connection each, so that hundreds of them cost the
-    load generator little (hundreds of threads would fight over the GIL and inflate every
-    latency they measure).
+    The clients are asyncio tasks sharing one connection pool with a connection each, so that
+    hundreds of them cost the load generator little: hundreds of threads would fight over the
+    GIL, and hundreds of `AsyncClient`s would each build an SSL context while other requests
+    are timed, inflating every latency they measure.
 
     Returns the latencies, the count of each status (-1: no response; -503: a 503 without
     Retry-After) and the first few transport errors.
@@ -60,26 +61,27 @@ def http_load(
     errors: list[str] = []
     stop = time.monotonic() + seconds if seconds else None
 
-    async def worker(n: int) -> None:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-            i = 0
-            while (stop and time.monotonic() < stop) or (each and i < each):
-                began = time.perf_counter()
-                try:
-                    q = questions[(n + i) % len(questions)]
-                    r = await client.get("/api/ask", params={"q": q})
-                    code = r.status_code
-                    if code == 503 and r.headers.get("retry-after") is None:
-                        code = -503
-                except httpx.HTTPError as exc:
-                    code = -1
-                    errors.append(repr(exc))
-                latencies.append(time.perf_counter() - began)
-                statuses[code] = statuses.get(code, 0) + 1
-                i += 1
+    async def worker(client, n: int) -> None:
+        i = 0
+        while (stop and time.monotonic() < stop) or (each and i < each):
+            began = time.perf_counter()
+            try:
+                q = questions[(n + i) % len(questions)]
+                r = await client.get("/api/ask", params={"q": q})
+                code = r.status_code
+                if code == 503 and r.headers.get("retry-after") is None:
+                    code = -503
+            except httpx.HTTPError as exc:
+                code = -1
+                errors.append(repr(exc))
+            latencies.append(time.perf_counter() - began)
+            statuses[code] = statuses.get(code, 0) + 1
+            i += 1
 
     async def run() -> None:
-        await asyncio.gather(*(worker(n) for n in range(clients)))
+        pool = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(base_url=base, timeout=30, limits=pool) as client:
+            await asyncio.gather(*(worker(client, n) for n in range(clients)))
 
     asyncio.run(run())
     return latencies, statuses, errors[:3]
