@@ -8,11 +8,13 @@ a passage or a single sentence covers.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 
 EMPTY = "empty.json"  # marks an index of texts without a single indexable term
+SPLIT = re.compile(r"(?u)\b\w\w+\b").findall  # bm25s.tokenize's own pattern
 
 
 def _stemmer():
@@ -28,6 +30,9 @@ class Lexical:
         self.retriever = retriever  # None when no text has a single indexable term
         self.size = size
         self._stem = _stemmer()
+        from bm25s.stopwords import STOPWORDS_EN
+
+        self._stopwords = frozenset(STOPWORDS_EN)
         scores = retriever.scores if retriever else {"indptr": [0], "indices": []}
         self._indptr = np.asarray(scores["indptr"], dtype=np.int64)
         self._indices = np.asarray(scores["indices"], dtype=np.int64)
@@ -64,12 +69,10 @@ class Lexical:
             self.retriever.save(str(path), allow_pickle=False, show_progress=False)
 
     def tokenize(self, text: str) -> list[str]:
-        """Stemmed terms of `text`, stop words dropped (the index's own analysis)."""
-        import bm25s
-
-        return bm25s.tokenize(
-            [text], stopwords="en", stemmer=self._stem, return_ids=False, show_progress=False
-        )[0]
+        """Stemmed terms of `text`, stop words dropped: the analysis `build` gives bm25s, done
+        directly, as a question is one short text (bm25s.tokenize sets up progress bars and a
+        vocabulary for each call, which costs more than the analysis itself)."""
+        return self._stem([t for t in SPLIT(text.lower()) if t not in self._stopwords])
 
     def terms(self, text: str) -> list[str]:
         """The distinct indexed terms of `text`, in order of first use."""

@@ -183,3 +183,26 @@ def test_large_indexes_switch_to_approximate_search(monkeypatch):
     _, got = approximate.search(queries, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(want, got, strict=True)])
     assert recall >= 0.9
+
+
+def test_question_analysis_matches_the_indexed_analysis():
+    """Questions are tokenised without bm25s.tokenize (for speed); the terms must be the same."""
+    from pathlib import Path
+
+    import bm25s
+
+    from index.lexical import Lexical, _stemmer
+
+    corpus = Path(__file__).resolve().parent.parent / "corpus"
+    texts = [p.read_text() for p in sorted(corpus.glob("*.md"))]
+    texts += [
+        "Don't, won't: it's HIS therapist's e-mail (2nd visit) at 9:30, naïve café São Paulo!",
+        "I I a an the The THE x y z __init__ über-ängstlich 東京 ١٢٣",
+        "",
+    ]
+    lexical = Lexical.build(texts)
+    for text in texts:
+        want = bm25s.tokenize(
+            [text], stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False
+        )[0]
+        assert lexical.tokenize(text) == want

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ MAX_WINDOW = 3  # sentences in one quote at most
 DEFAULT_THRESHOLD = 0.30
 EXTRA_SENTENCE = 0.05  # what each sentence beyond the first must add to a quote's score
 SPECIFIC_TERMS = 10  # questions with at most this many content terms lean on single sentences
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc, exactly
 
 
 def clean_question(question: str, settings: Settings) -> str:
@@ -36,7 +38,7 @@ def clean_question(question: str, settings: Settings) -> str:
             f"{settings.max_question_chars} (VERBATIM_MAX_QUESTION_CHARS); shorten it"
         )
     text = unicodedata.normalize("NFKC", question)
-    text = "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
+    text = CONTROL.sub(" ", text)
     text = " ".join(text.split())
     if not text:
         raise InvalidQuestion("the question is empty; type a question, e.g. 'How do I start?'")
@@ -95,55 +97,6 @@ def _term_weights(index, terms: list[str]) -> np.ndarray:
     return weights / weights.sum() if weights.sum() > 0 else weights
 
 
-def _best_windows(
-    index, rows: np.ndarray, qvec: np.ndarray, terms: list[str], weights: np.ndarray
-) -> list[tuple[int, int, float]]:
-    """For each passage row, the run of 1-3 consecutive sentences that best answers the question.
-
-    A window scores the cosine of the question with its mean sentence vector plus half the
-    IDF-weighted share of question terms it contains; each extra sentence costs a little, so
-    the minimal span that answers wins and unrelated neighbours dilute the mean. All windows of
-    all passages are scored in one pass over cumulative sums; ties go to the earliest, shortest.
-    """
-    if not len(rows):
-        return []
-    lo, hi = index.sent_lo[rows], index.sent_hi[rows]
-    sents = _spans(lo, hi)
-    owner = np.repeat(np.arange(len(rows)), hi - lo)  # which passage each sentence belongs to
-    vecs = np.asarray(index.sentence_vectors[sents], dtype=np.float32)
-    summed = np.vstack([np.zeros((1, vecs.shape[1]), np.float32), np.cumsum(vecs, axis=0)])
-    has = (
-        index.sentence_lexical.contains(terms, sents)
-        if terms
-        else np.zeros((len(sents), 0), dtype=bool)
-    )
-    counts = np.vstack([np.zeros((1, has.shape[1])), np.cumsum(has, axis=0)])
-    n = len(sents)
-    ends = np.repeat(np.cumsum(hi - lo), hi - lo)  # one past each sentence's passage's last
-    first = np.arange(n)
-    starts, sizes, scores = [], [], []
-    for size in range(1, MAX_WINDOW + 1):
-        ok = first + size <= ends
-        i = first[ok]
-        mean = summed[i + size] - summed[i]
-        score = (mean @ qvec) / (np.linalg.norm(mean, axis=1) + 1e-9)
-        if len(terms):
-            score = score + 0.5 * (((counts[i + size] - counts[i]) > 0) @ weights)
-        starts.append(i)
-        sizes.append(np.full(len(i), size))
-        scores.append(score - EXTRA_SENTENCE * (size - 1))
-    start, size, score = (np.concatenate(x) for x in (starts, sizes, scores))
-    order = np.lexsort((size, start))  # earliest start, then shortest, wins a tie
-    start, size, score = start[order], size[order], score[order]
-    best = []
-    for p in range(len(rows)):
-        mine = np.flatnonzero(owner[start] == p)
-        k = mine[np.argmax(score[mine])]
-        lo_sent = int(sents[start[k]])
-        best.append((lo_sent, lo_sent + int(size[k]), float(score[k])))
-    return best
-
-
 @dataclass
 class Retrieval:
     """Passages ranked for a question, best first, before any quote is chosen."""
@@ -158,11 +111,17 @@ class Retrieval:
     best_sentence: float  # highest sentence cosine in the pool
     specific: float  # the question's specificity, 0..1
     began: float
+    sentences: np.ndarray  # the sentence rows of every passage in the pool, ascending
+    sentence_has: np.ndarray  # whether each of those holds each term: (sentences, terms)
 
     @property
     def evidence(self) -> float:
         """How strongly the corpus speaks to the question; see `blend()`."""
         return blend(self.best_passage, self.best_sentence, self.specific)
+
+    def sentence_terms(self, rows: np.ndarray) -> np.ndarray:
+        """The rows of `sentence_has` for sentence `rows` (all in the pool)."""
+        return self.sentence_has[np.searchsorted(self.sentences, rows)]
 
     def documents(self, index, n: int = 10) -> list[str]:
         """Document ids in rank order (each at its best passage), at most `n`."""
@@ -172,6 +131,47 @@ class Retrieval:
             if len(seen) == n:
                 break
         return list(seen)
+
+
+def _best_windows(found: Retrieval, index, rows: np.ndarray) -> list[tuple[int, int, float]]:
+    """For each passage row, the run of 1-3 consecutive sentences that best answers the question.
+
+    A window scores the cosine of the question with its mean sentence vector plus half the
+    IDF-weighted share of question terms it contains; each extra sentence costs a little, so
+    the minimal span that answers wins and unrelated neighbours dilute the mean. All windows of
+    all passages are scored in one pass over cumulative sums; ties go to the earliest, shortest.
+    """
+    if not len(rows):
+        return []
+    lo, hi = index.sent_lo[rows], index.sent_hi[rows]
+    sents = _spans(lo, hi)
+    vecs = np.asarray(index.sentence_vectors[sents], dtype=np.float32)
+    summed = np.vstack([np.zeros((1, vecs.shape[1]), np.float32), np.cumsum(vecs, axis=0)])
+    has = found.sentence_terms(sents)
+    counts = np.vstack([np.zeros((1, has.shape[1])), np.cumsum(has, axis=0)])
+    n = len(sents)
+    ends = np.repeat(np.cumsum(hi - lo), hi - lo)  # one past each sentence's passage's last
+    first = np.arange(n)
+    starts, sizes, scores = [], [], []
+    for size in range(1, MAX_WINDOW + 1):
+        ok = first + size <= ends
+        i = first[ok]
+        mean = summed[i + size] - summed[i]
+        score = (mean @ found.vector) / (np.linalg.norm(mean, axis=1) + 1e-9)
+        if len(found.terms):
+            score = score + 0.5 * (((counts[i + size] - counts[i]) > 0) @ found.weights)
+        starts.append(i)
+        sizes.append(np.full(len(i), size))
+        scores.append(score - EXTRA_SENTENCE * (size - 1))
+    start, size, score = (np.concatenate(x) for x in (starts, sizes, scores))
+    owner = np.repeat(np.arange(len(rows)), hi - lo)[start]  # the passage of each window
+    # Best window per passage: sort by passage, then score descending, then earliest and
+    # shortest (a tie goes to those); each passage's first window is its best.
+    order = np.lexsort((size, start, -score, owner))
+    best = order[np.searchsorted(owner[order], np.arange(len(rows)))]
+    return [
+        (int(sents[start[k]]), int(sents[start[k]]) + int(size[k]), float(score[k])) for k in best
+    ]
 
 
 def _allowed_rows(index, filters: dict) -> np.ndarray:
@@ -230,7 +230,8 @@ def retrieve(
         pool = pool[pool != exclude]
     if not len(pool):
         empty = np.zeros(0, dtype=np.float32)
-        return Retrieval(text, qvec, terms, weights, pool, empty, 0.0, 0.0, 1.0, began)
+        none = np.zeros((0, len(terms)), dtype=bool)
+        return Retrieval(text, qvec, terms, weights, pool, empty, 0.0, 0.0, 1.0, began, pool, none)
     dense = np.asarray(index.passage_vectors[pool], dtype=np.float32) @ qvec
     passage_cover = index.lexical.contains(terms, pool) @ weights if terms else 0.0
     lo, hi = index.sent_lo[pool], index.sent_hi[pool]
@@ -238,10 +239,8 @@ def retrieve(
     starts = np.concatenate([[0], np.cumsum(hi - lo)[:-1]])
     sent_cos = np.asarray(index.sentence_vectors[sents], dtype=np.float32) @ qvec
     best_sent = np.maximum.reduceat(sent_cos, starts)
-    best_cover = 0.0
-    if terms:
-        sent_cover = index.sentence_lexical.contains(terms, sents) @ weights
-        best_cover = np.maximum.reduceat(sent_cover, starts)
+    has = index.sentence_lexical.contains(terms, sents)  # sents ascend, as the pool does
+    best_cover = np.maximum.reduceat(has @ weights, starts) if terms else 0.0
     specific = specificity(len(terms))
     bm25 = lex[pool] / lex[pool].max() if lex[pool].max() > 0 else np.zeros(len(pool))
     fused = dense + 0.4 * (passage_cover + best_cover) + specific * best_sent + 0.1 * bm25
@@ -257,6 +256,8 @@ def retrieve(
         float(best_sent.max()),
         specific,
         began,
+        sents,
+        has,
     )
 
 
@@ -264,7 +265,7 @@ def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -
     """Choose the quotes for a retrieval, or abstain when the evidence is weak."""
     k = k or settings.default_k
     rows = found.rows[: max(3 * k, 10)]
-    windows = _best_windows(index, rows, found.vector, found.terms, found.weights)
+    windows = _best_windows(found, index, rows)
     candidates = [
         _Candidate(int(row), float(score), (lo, hi), wscore)
         for row, score, (lo, hi, wscore) in zip(rows, found.scores, windows, strict=False)
