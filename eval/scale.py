@@ -130,18 +130,38 @@ def search(work: Path) -> dict:
         answers.append(time.perf_counter() - began)
     serving_rss = _rss_mb()  # before the exact search below reads every vector
     vectors = np.load(index.path / "passages.npy", mmap_mode="r")
-    recall = [
-        len(rows & set(np.argpartition(-(vectors @ q), 10)[:10].tolist())) / 10
-        for q, rows in zip(questions, found, strict=True)
-    ]
+    exact = [set(np.argpartition(-(vectors @ q), 10)[:10].tolist()) for q in questions]
+    recall = [len(a & b) / 10 for a, b in zip(found, exact, strict=True)]
     return {
         "load_s": round(load_s, 2),
         "search_p50_ms": round(percentile([t * 1000 for t in took], 50), 2),
         "recall_at_10": round(float(np.mean(recall)), 4),
+        "nprobe": _sweep(index.faiss, questions, exact),
         "answer_without_encode_p50_ms": round(percentile([t * 1000 for t in answers], 50), 2),
         "faiss": type(index.faiss).__name__,
         "serve_peak_rss_mb": serving_rss,
     }
+
+
+def _sweep(ann, questions: np.ndarray, exact: list[set]) -> dict | None:
+    """Search p50 and recall@10 of an IVF index at several `nprobe` (how many lists it scans)."""
+    if not hasattr(ann, "nprobe"):
+        return None
+    default, out = ann.nprobe, {}
+    for nprobe in (8, 16, 32, 64, 128, 256):
+        ann.nprobe = nprobe
+        took, recall = [], []
+        for q, want in zip(questions, exact, strict=True):
+            began = time.perf_counter()
+            _, rows = ann.search(q[None, :], 10)
+            took.append(time.perf_counter() - began)
+            recall.append(len(want & set(rows[0].tolist())) / 10)
+        out[nprobe] = {
+            "p50_ms": round(percentile([t * 1000 for t in took], 50), 2),
+            "recall_at_10": round(float(np.mean(recall)), 4),
+        }
+    ann.nprobe = default
+    return out
 
 
 def _settings(work: Path) -> Settings:
@@ -176,39 +196,55 @@ def prepare(work: Path, benchmarks: Path) -> None:
     engine.close()
 
 
+def _stage(stage: str, work: Path) -> str:
+    """Run one stage in a process of its own; its JSON result."""
+    done = subprocess.run(
+        [sys.executable, "-m", "eval.scale", "--stage", stage, "--work", str(work)],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--benchmarks", type=Path, default=Path("../shared/benchmarks"))
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--json", type=Path, default=Path("eval/reports/scale.json"))
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="build under this folder and keep it; a size already built there is only searched",
+    )
     parser.add_argument("--stage", choices=["build", "search"], help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:
         print(json.dumps((build if args.stage == "build" else search)(args.work)))
         return
-    root = Path(tempfile.mkdtemp(prefix="verbatim-scale-"))
-    prepare(root, args.benchmarks)
+    root = args.keep or Path(tempfile.mkdtemp(prefix="verbatim-scale-"))
+    if not (root / "questions.npy").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        prepare(root, args.benchmarks)
     sentences = json.loads((root / "sentences.json").read_text())
     rows = []
     for size in args.sizes:
         work = root / str(size)
-        work.mkdir()
-        for name in ("base.npy", "questions.npy", "questions.json"):
-            (work / name).symlink_to(root / name)
-        write_corpus(work / "corpus", sentences, size)
-        row = {"size": size}
-        for stage in ("build", "search"):
-            done = subprocess.run(
-                [sys.executable, "-m", "eval.scale", "--stage", stage, "--work", str(work)],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            row |= json.loads(done.stdout.strip().splitlines()[-1])
+        built = work / "build.json"
+        if not built.exists():
+            shutil.rmtree(work, ignore_errors=True)  # an unfinished build
+            work.mkdir()
+            for name in ("base.npy", "questions.npy", "questions.json"):
+                (work / name).symlink_to(root / name)
+            write_corpus(work / "corpus", sentences, size)
+            built.write_text(_stage("build", work))
+            shutil.rmtree(work / "corpus")
+        row = {"size": size} | json.loads(built.read_text()) | json.loads(_stage("search", work))
         print(json.dumps(row), flush=True)
         rows.append(row)
-        shutil.rmtree(work)
+        if not args.keep:
+            shutil.rmtree(work)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(rows, indent=2))
 
