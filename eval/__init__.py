@@ -265,6 +265,9 @@ def _report(results: list[Result]) -> Report:
         "quotes": {
             "hit@1": _mean(r.hit1 for r in with_gold),
             "hit@3": _mean(r.hit3 for r in with_gold),
+            "source@1": _mean(
+                bool(r.quotes) and r.quotes[0]["doc_id"] in r.relevant for r in ranked
+            ),
         },
         "retrieval": {
             "recall@1": _mean(recall_at(r.ranked, set(r.relevant), 1) for r in ranked),

@@ -6,6 +6,7 @@ current; `load_index(settings)` opens the current one as an `Index`.
 
 from __future__ import annotations
 
+import array
 import json
 import logging
 import sqlite3
@@ -188,7 +189,7 @@ def build_index(
         if unchanged and "calibration" in old_manifest:
             manifest["calibration"] = old_manifest["calibration"]  # same corpus, same answer
         elif calibrate is not None:
-            with Index.open(workspace, {**manifest, "files": {}}) as fresh_index:
+            with Index(workspace, {**manifest, "files": {}}) as fresh_index:
                 manifest["calibration"] = calibrate(fresh_index)
         name = store.publish(workspace, manifest, settings.data_dir)
     return IngestReport(
@@ -228,7 +229,9 @@ class Index:
         self.path = path
         self.generation = path.name
         self.manifest = manifest
-        self.faiss = faiss.read_index(str(path / "passages.faiss"))
+        # IVF lists are memory-mapped (a million passages' vectors need not be in RAM); a flat
+        # index is small by construction (EXACT_SEARCH_LIMIT) and read whole.
+        self.faiss = faiss.read_index(str(path / "passages.faiss"), faiss.IO_FLAG_MMAP)
         self.sentence_vectors = np.load(path / "sentences.npy", mmap_mode="r", allow_pickle=False)
         self.passage_vectors = np.load(path / "passages.npy", mmap_mode="r", allow_pickle=False)
         self.lexical = Lexical.load(path / "bm25")
@@ -236,23 +239,29 @@ class Index:
         self._db = sqlite3.connect(
             f"file:{path / 'store.sqlite'}?mode=ro", uri=True, check_same_thread=False
         )
-        rows = self._db.execute(
-            'SELECT id, doc_id, start, "end", heading, role, sent_lo, sent_hi FROM passages '
+        # Row by row into compact columns: a million passages fetched as a list of tuples would
+        # take gigabytes for a moment. A repeated string (document, heading, role) is kept once.
+        self.passage_ids, self.passage_doc, self.passage_heading, self.passage_role = [], [], [], []
+        numbers = array.array("q")  # start, end, sent_lo, sent_hi of each passage in turn
+        shared: dict[str | None, str | None] = {}
+        query = (
+            'SELECT id, doc_id, heading, role, start, "end", sent_lo, sent_hi FROM passages '
             "ORDER BY row"
-        ).fetchall()
-        self.passage_ids = [r[0] for r in rows]
-        self.passage_doc = [r[1] for r in rows]
-        self.passage_start = np.array([r[2] for r in rows], dtype=np.int64)
-        self.passage_end = np.array([r[3] for r in rows], dtype=np.int64)
-        self.passage_heading = [r[4] for r in rows]
-        self.passage_role = [r[5] for r in rows]
-        self.sent_lo = np.array([r[6] for r in rows], dtype=np.int64)
-        self.sent_hi = np.array([r[7] for r in rows], dtype=np.int64)
-        sents = self._db.execute('SELECT start, "end" FROM sentences ORDER BY row').fetchall()
-        self.sent_start = np.array([s[0] for s in sents], dtype=np.int64)
-        self.sent_passage = np.repeat(np.arange(len(rows)), self.sent_hi - self.sent_lo)
-        self.sent_end = np.array([s[1] for s in sents], dtype=np.int64)
-        self.passage_row = {pid: i for i, pid in enumerate(self.passage_ids)}
+        )
+        for pid, doc, heading, role, *spans in self._db.execute(query):
+            self.passage_ids.append(pid)
+            self.passage_doc.append(shared.setdefault(doc, doc))
+            self.passage_heading.append(shared.setdefault(heading, heading))
+            self.passage_role.append(shared.setdefault(role, role))
+            numbers.extend(spans)
+        del shared
+        columns = np.frombuffer(numbers, dtype=np.int64).reshape(-1, 4).T.copy()
+        self.passage_start, self.passage_end, self.sent_lo, self.sent_hi = columns
+        self.sent_start = self._column("SELECT start FROM sentences ORDER BY row")
+        self.sent_end = self._column('SELECT "end" FROM sentences ORDER BY row')
+        self.sent_passage = np.repeat(
+            np.arange(len(self.passage_ids), dtype=np.int32), self.sent_hi - self.sent_lo
+        )
         self.documents = {
             r[0]: r
             for r in self._db.execute(
@@ -261,12 +270,13 @@ class Index:
             )
         }
         self._texts: dict[str, str] = {}
-        if self.faiss.ntotal != len(rows) or len(self.sentence_vectors) != len(sents):
+        if self.faiss.ntotal != len(self.passage_ids) or len(self.sentence_vectors) != len(
+            self.sent_start
+        ):
             raise IndexCorrupt(f"{path}: vector and row counts differ; run `verbatim ingest`")
 
-    @classmethod
-    def open(cls, path: Path, manifest: dict) -> Index:
-        return cls(path, manifest)
+    def _column(self, query: str) -> np.ndarray:
+        return np.fromiter((r[0] for r in self._db.execute(query)), dtype=np.int64)
 
     def __enter__(self) -> Index:
         return self

@@ -35,7 +35,7 @@ class Lexical:
         self._stopwords = frozenset(STOPWORDS_EN)
         scores = retriever.scores if retriever else {"indptr": [0], "indices": []}
         self._indptr = np.asarray(scores["indptr"], dtype=np.int64)
-        self._indices = np.asarray(scores["indices"], dtype=np.int64)
+        self._indices = np.asarray(scores["indices"])  # as stored (int32), memory-mapped
         df = np.diff(self._indptr).astype(np.float64)
         self._idf = np.log1p((self.size - df + 0.5) / (df + 0.5))
         self._vocab = retriever.vocab_dict if retriever else {}
@@ -58,7 +58,7 @@ class Lexical:
         empty = path / EMPTY
         if empty.exists():
             return cls(None, int(json.loads(empty.read_text())["size"]))
-        retriever = bm25s.BM25.load(str(path), allow_pickle=False, show_progress=False)
+        retriever = bm25s.BM25.load(str(path), allow_pickle=False, show_progress=False, mmap=True)
         return cls(retriever, int(retriever.scores["num_docs"]))
 
     def save(self, path: Path) -> None:

@@ -196,3 +196,18 @@ def test_scale_corpus_has_one_passage_per_paragraph_and_real_code_finds_it(tmp_p
     build_index(read_documents([tmp_path / "corpus"], settings), settings, jitter)
     with load_index(settings) as index:
         assert index.faiss.ntotal == 120
+
+
+def test_source_at_1_counts_the_first_quote_and_abstentions_as_misses():
+    from eval import Result, _report
+
+    def result(quotes, abstained=False):
+        return Result(
+            id="q", question="q", kind="answerable", abstained=abstained, evidence=0.5,
+            ranked=["a", "b"], relevant=["a"], quotes=[{"doc_id": d} for d in quotes],
+            hit1=None, hit3=None, checked=0, grounded=0, attributed=0, letters=0, latency_ms=1.0,
+        )  # fmt: skip
+
+    report = _report([result(["a", "b"]), result(["b", "a"]), result([], abstained=True)])
+    assert report.metrics["quotes"]["source@1"] == round(1 / 3, 4)  # figures keep 4 places
+    assert report.metrics["retrieval"]["recall@1"] == 1.0  # the ranking is not the quotes

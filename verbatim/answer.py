@@ -266,8 +266,10 @@ def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -
     k = k or settings.default_k
     rows = found.rows[: max(3 * k, 10)]
     windows = _best_windows(found, index, rows)
+    # A quote's own score counts as much as sentence evidence counts in retrieval: fully for a
+    # short, specific question, little for a long one, which a passage as a whole answers.
     candidates = [
-        _Candidate(int(row), float(score), (lo, hi), wscore)
+        _Candidate(int(row), float(score), (lo, hi), found.specific * wscore)
         for row, score, (lo, hi, wscore) in zip(rows, found.scores, windows, strict=False)
     ]
     threshold = settings.min_score
