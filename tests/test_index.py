@@ -206,3 +206,24 @@ def test_question_analysis_matches_the_indexed_analysis():
             [text], stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False
         )[0]
         assert lexical.tokenize(text) == want
+
+
+def test_an_approximate_index_is_memory_mapped_and_answers(
+    monkeypatch, tiny_corpus, settings, fake_embedder
+):
+    import index as index_module
+    from verbatim.answer import answer
+
+    monkeypatch.setattr(index_module, "EXACT_SEARCH_LIMIT", 2)
+    build(tiny_corpus, settings, fake_embedder)
+    with load_index(settings) as index:
+        import faiss
+
+        assert type(index.faiss).__name__ == "IndexIVFFlat"
+        lists = faiss.downcast_InvertedLists(index.faiss.invlists)
+        assert type(lists).__name__ == "OnDiskInvertedLists"  # mapped, not read into memory
+        rows, scores = index.search(np.asarray(index.passage_vectors[0]), 3)
+        assert rows[0] == 0 and scores[0] == pytest.approx(1.0, abs=1e-5)
+        result = answer("How long should bread dough rise?", index, fake_embedder, settings)
+        for quote in result.quotes + result.near_misses:
+            assert index.text(quote.doc_id)[quote.start : quote.end] == quote.text
