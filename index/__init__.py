@@ -101,19 +101,21 @@ def build_index(
     passages = [(doc, p) for doc in docs for p in split_passages(doc, settings.passage_chars)]
     old_manifest, old_passages, old_sentences = _previous(settings)
     todo_p = [i for i, (_, p) in enumerate(passages) if p.id not in old_passages]
-    todo_s = [(i, s) for i in todo_p for s in passages[i][1].sentences]
     texts = [_passage_text(*passages[i]) for i in todo_p]
-    texts += [passages[i][0].text[s.start : s.end] for i, s in todo_s]
-    fresh = embedder.encode(texts)
+    texts += [
+        doc.text[s.start : s.end] for doc, p in (passages[i] for i in todo_p) for s in p.sentences
+    ]
+    fresh = embedder.encode(texts)  # new passages' vectors, then their sentences', in order
     dim = (
         embedder.dim
         if not len(fresh) and not old_passages
         else (fresh.shape[1] if len(fresh) else len(next(iter(old_passages.values()))))
     )
-    fresh_p = dict(zip(todo_p, fresh[: len(todo_p)], strict=True))
-    fresh_s: dict[int, list[np.ndarray]] = {}
-    for (i, _), vec in zip(todo_s, fresh[len(todo_p) :], strict=True):
-        fresh_s.setdefault(i, []).append(vec)
+    fresh_row: dict[int, tuple[int, int]] = {}  # passage -> rows of its and its sentences' vectors
+    at = len(todo_p)
+    for k, i in enumerate(todo_p):
+        fresh_row[i] = (k, at)
+        at += len(passages[i][1].sentences)
 
     with store.writing(settings.data_dir) as workspace:
         db = store.create_db(workspace / "store.sqlite")
@@ -138,14 +140,20 @@ def build_index(
                     for d in docs
                 ],
             )
+            n_total = sum(len(p.sentences) for _, p in passages)
             pvecs = np.zeros((len(passages), dim), dtype=np.float32)
-            svecs: list[np.ndarray] = []
+            svecs = np.zeros((n_total, dim), dtype=np.float32)
             prows, srows = [], []
             n_sent = 0
             for row, (_doc, p) in enumerate(passages):
-                pvecs[row] = fresh_p[row] if row in fresh_p else old_passages[p.id]
-                vecs = fresh_s.get(row) or old_sentences[p.id]
-                svecs.extend(vecs)
+                span = slice(n_sent, n_sent + len(p.sentences))
+                if row in fresh_row:
+                    k, first = fresh_row[row]
+                    pvecs[row] = fresh[k]
+                    svecs[span] = fresh[first : first + len(p.sentences)]
+                else:
+                    pvecs[row] = old_passages[p.id]
+                    svecs[span] = old_sentences[p.id]
                 prows.append(
                     (
                         row,
@@ -164,12 +172,14 @@ def build_index(
             db.executemany("INSERT INTO passages VALUES (?,?,?,?,?,?,?,?,?)", prows)
             db.executemany("INSERT INTO sentences VALUES (?,?,?,?)", srows)
         db.close()
-        sentence_matrix = np.asarray(svecs, dtype=np.float32).reshape(-1, dim)
-        np.save(workspace / "sentences.npy", sentence_matrix, allow_pickle=False)
+        del fresh, prows, srows, old_passages, old_sentences  # a million rows' worth, each
+        np.save(workspace / "sentences.npy", svecs, allow_pickle=False)
+        del svecs
         np.save(workspace / "passages.npy", pvecs, allow_pickle=False)
         import faiss
 
         faiss.write_index(_faiss_index(pvecs), str(workspace / "passages.faiss"))
+        del pvecs
         Lexical.build([_passage_text(d, p) for d, p in passages]).save(workspace / "bm25")
         Lexical.build([d.text[s.start : s.end] for d, p in passages for s in p.sentences]).save(
             workspace / "bm25-sentences"
