@@ -242,8 +242,8 @@ class Index:
         # IVF lists are memory-mapped (a million passages' vectors need not be in RAM); a flat
         # index is small by construction (EXACT_SEARCH_LIMIT) and read whole.
         self.faiss = faiss.read_index(str(path / "passages.faiss"), faiss.IO_FLAG_MMAP)
-        self.sentence_vectors = np.load(path / "sentences.npy", mmap_mode="r", allow_pickle=False)
-        self.passage_vectors = np.load(path / "passages.npy", mmap_mode="r", allow_pickle=False)
+        self.sentence_vectors = store.open_vectors(path / "sentences.npy")
+        self.passage_vectors = store.open_vectors(path / "passages.npy")
         self.lexical = Lexical.load(path / "bm25")
         self.sentence_lexical = Lexical.load(path / "bm25-sentences")
         self._db = sqlite3.connect(
@@ -296,6 +296,9 @@ class Index:
 
     def close(self) -> None:
         self._db.close()
+        for vectors in (self.passage_vectors, self.sentence_vectors):
+            if isinstance(vectors, store.Vectors):
+                vectors.close()
 
     @property
     def thresholds(self) -> tuple[float, float] | None:

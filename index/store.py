@@ -204,3 +204,81 @@ def verify(generation: Path) -> dict:
                 "run `verbatim ingest` again"
             )
     return manifest
+
+
+class Vectors:
+    """A float32 `.npy` matrix whose rows are read from disk on demand (`os.preadv`).
+
+    Not memory-mapped: for every row touched the kernel would also map the neighbouring pages
+    it holds in its cache, so a server answering over a million passages would show gigabytes
+    of resident memory for rows it never reads. A question reads a few hundred rows, one read
+    per run of consecutive rows (a passage's sentences are one run). Safe to share between
+    threads; `np.asarray(vectors)` reads the whole matrix.
+    """
+
+    def __init__(self, path: Path) -> None:
+        import numpy as np
+
+        with open(path, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            header = (
+                np.lib.format.read_array_header_1_0
+                if major == 1
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = header(f)
+            self._offset = f.tell()
+        if fortran or dtype != np.float32 or len(shape) != 2:
+            raise IndexCorrupt(f"{path}: not a float32 matrix; run `verbatim ingest`")
+        self.shape: tuple[int, int] = shape
+        self._row_bytes = shape[1] * 4
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows):
+        """The rows numbered `rows` (an int, a slice, or row numbers in any order)."""
+        import numpy as np
+
+        if isinstance(rows, slice):
+            rows = np.arange(*rows.indices(len(self)))
+        wanted = np.asarray(rows, dtype=np.int64)
+        flat = wanted.reshape(-1)
+        out = np.empty((len(flat), self.shape[1]), dtype=np.float32)
+        if len(flat) and (flat.min() < 0 or flat.max() >= len(self)):
+            raise IndexError(f"row out of range 0..{len(self) - 1}")
+        breaks = np.flatnonzero(np.diff(flat) != 1) + 1
+        for lo, hi in zip([0, *breaks], [*breaks, len(flat)], strict=True):
+            if lo == hi:
+                continue
+            buffer = memoryview(out[lo:hi]).cast("B")
+            offset = self._offset + int(flat[lo]) * self._row_bytes
+            if os.preadv(self._fd, [buffer], offset) != len(buffer):
+                raise IndexCorrupt("a vector file is shorter than its header says")
+        return out[0] if wanted.ndim == 0 else out
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self[0 : len(self)]
+        return whole if dtype is None else whole.astype(dtype)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    __del__ = close
+
+
+MAP_LIMIT = 256 << 20  # vector files up to this size are memory-mapped, larger ones read
+
+
+def open_vectors(path: Path):
+    """A vector file for reading rows: memory-mapped when small (the fastest; whatever it maps
+    stays within the file's size), else `Vectors`, which keeps a large index's resident memory
+    to the rows a question reads."""
+    import numpy as np
+
+    if path.stat().st_size <= MAP_LIMIT:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    return Vectors(path)

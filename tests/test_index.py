@@ -227,3 +227,44 @@ def test_an_approximate_index_is_memory_mapped_and_answers(
         result = answer("How long should bread dough rise?", index, fake_embedder, settings)
         for quote in result.quotes + result.near_misses:
             assert index.text(quote.doc_id)[quote.start : quote.end] == quote.text
+
+
+def test_vectors_read_from_disk_equal_the_saved_matrix(tmp_path):
+    matrix = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    np.save(tmp_path / "m.npy", matrix)
+    vectors = store.Vectors(tmp_path / "m.npy")
+    assert len(vectors) == 50 and vectors.shape == (50, 8)
+    picks = np.array([7, 3, 4, 5, 49, 0, 0, 12])  # runs, repeats, any order
+    assert np.array_equal(vectors[picks], matrix[picks])
+    assert np.array_equal(vectors[3], matrix[3])
+    assert np.array_equal(vectors[10:20], matrix[10:20])
+    assert np.array_equal(vectors[[]], matrix[[]])
+    assert np.array_equal(np.asarray(vectors), matrix)
+    with pytest.raises(IndexError):
+        vectors[[0, 50]]
+    vectors.close()
+    vectors.close()  # closing twice is harmless
+
+
+def test_a_truncated_vector_file_is_reported(tmp_path):
+    np.save(tmp_path / "m.npy", np.zeros((10, 4), dtype=np.float32))
+    data = (tmp_path / "m.npy").read_bytes()
+    (tmp_path / "m.npy").write_bytes(data[:-16])
+    vectors = store.Vectors(tmp_path / "m.npy")
+    assert np.array_equal(vectors[:5], np.zeros((5, 4)))
+    with pytest.raises(IndexCorrupt):
+        vectors[9]
+
+
+def test_large_vector_files_are_read_not_mapped(monkeypatch, tiny_corpus, settings, fake_embedder):
+    monkeypatch.setattr(store, "MAP_LIMIT", 0)
+    build(tiny_corpus, settings, fake_embedder)
+    with load_index(settings) as index:
+        assert isinstance(index.passage_vectors, store.Vectors)
+        assert isinstance(index.sentence_vectors, store.Vectors)
+        from verbatim.answer import answer
+
+        result = answer("How long should bread dough rise?", index, fake_embedder, settings)
+        assert result.quotes or result.near_misses
+        for quote in result.quotes + result.near_misses:
+            assert index.text(quote.doc_id)[quote.start : quote.end] == quote.text
