@@ -1,0 +1,63 @@
+"""The load generator behind `make bench` and `make stress` counts what the server answered."""
+
+import asyncio
+import threading
+
+from eval.bench import http_load
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def _server(replies: list[bytes]):
+    """A loopback HTTP server answering each request with the next reply in `replies`."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    box = {}
+
+    async def handle(reader, writer):
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                reply = (
+                    replies.pop(0) if replies else b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+                )
+                writer.write(reply)
+                await writer.drain()
+                if b"Connection: close" in reply:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        box["port"] = server.sockets[0].getsockname()[1]
+        box["server"] = server
+        ready.set()
+        try:
+            await server.serve_forever()
+        except asyncio.CancelledError:  # closed by the test
+            pass
+
+    thread = threading.Thread(target=lambda: loop.run_until_complete(main()), daemon=True)
+    thread.start()
+    ready.wait(5)
+    return box["port"], lambda: loop.call_soon_threadsafe(box["server"].close)
+
+
+def test_statuses_and_retry_after_are_counted():
+    replies = [
+        b"HTTP/1.1 503 Busy\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n",  # no Retry-After: counted as -503
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello",
+    ]
+    port, stop = _server(replies)
+    latencies, statuses, errors = http_load(f"http://127.0.0.1:{port}", ["q"], 1, each=5)
+    assert statuses == {503: 1, -503: 1, 200: 3} and not errors
+    assert len(latencies) == 5 and all(t >= 0 for t in latencies)
+    stop()
+
+
+def test_a_refused_connection_is_an_error_not_a_hang():
+    _, statuses, errors = http_load("http://127.0.0.1:9", ["q"], 2, each=2)  # nothing listens
+    assert statuses == {-1: 4} and errors
