@@ -36,6 +36,9 @@ class Lexical:
         scores = retriever.scores if retriever else {"indptr": [0], "indices": []}
         self._indptr = np.asarray(scores["indptr"], dtype=np.int64)
         self._indices = np.asarray(scores["indices"])  # as stored (int32), memory-mapped
+        if retriever:  # plain views of bm25s's memory maps: slicing a np.memmap costs ~5 µs
+            for key in ("data", "indices", "indptr"):
+                retriever.scores[key] = np.asarray(retriever.scores[key])
         df = np.diff(self._indptr).astype(np.float64)
         self._idf = np.log1p((self.size - df + 0.5) / (df + 0.5))
         self._vocab = retriever.vocab_dict if retriever else {}

@@ -15,7 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -38,6 +39,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 EXAMPLE = "What if my husband refuses couples therapy?"
+ANSWER_JSON = TypeAdapter(Answer)
 
 
 def _whole(value: Any) -> Any:
@@ -239,14 +241,21 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
     def state(request: Request) -> State:
         return request.app.state.verbatim
 
+    # The answer endpoints are `async` and hand only the answer itself to a worker thread: a
+    # plain `def` endpoint costs FastAPI two thread hops per request (the endpoint, then the
+    # response's validation), and the Answer is already typed, so it is written out directly.
+    async def respond(request: Request, question: str, k: int | None, filters=None) -> Response:
+        answer = await run_in_threadpool(state(request).ask, question, k, filters)
+        return Response(ANSWER_JSON.dump_json(answer), media_type=JSON)
+
     @app.post("/api/ask", response_model=Answer, responses=ERRORS, tags=["api"])
-    def ask_post(request: Request, body: Annotated[AskRequest, Body()]) -> Answer:
+    async def ask_post(request: Request, body: Annotated[AskRequest, Body()]) -> Response:
         """Answer a question with verbatim, attributed quotes (or abstain)."""
         filters = body.filters.model_dump(exclude_none=True) if body.filters else None
-        return state(request).ask(body.question, body.k, filters)
+        return await respond(request, body.question, body.k, filters)
 
     @app.get("/api/ask", response_model=Answer, responses=ERRORS, tags=["api"])
-    def ask_get(
+    async def ask_get(
         request: Request,
         q: Annotated[
             str,
@@ -259,9 +268,9 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
             ),
         ],
         k: Annotated[int | None, Query(ge=1, le=20)] = None,
-    ) -> Answer:
+    ) -> Response:
         """The same as POST /api/ask, for links and curl."""
-        return state(request).ask(q, k)
+        return await respond(request, q, k)
 
     @app.get("/api/documents", response_model=DocumentPage, tags=["api"])
     def documents(
@@ -290,7 +299,9 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
         )
 
     @app.post("/api/admin/reload", response_model=Health, responses=ERRORS, tags=["admin"])
-    def reload(request: Request, authorization: Annotated[str | None, Header()] = None) -> Health:
+    async def reload(
+        request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> Health:
         """Switch to the newest index generation (after `verbatim ingest`), without downtime.
 
         Needs `Authorization: Bearer <VERBATIM_ADMIN_TOKEN>`; disabled when no token is set.
@@ -302,11 +313,11 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
         given = (authorization or "").removeprefix("Bearer ").encode()
         if not hmac.compare_digest(given, token.encode()):
             raise Forbidden("wrong or missing admin token (Authorization: Bearer <token>)")
-        state(request).reload()
-        return health(request)
+        await run_in_threadpool(state(request).reload)  # loading takes a while; keep serving
+        return await health(request)
 
     @app.get("/api/health", response_model=Health, tags=["api"])
-    def health(request: Request) -> Health:
+    async def health(request: Request) -> Health:
         """Which index generation is served, and how big it is."""
         s = state(request)
         index = s.engine.index
