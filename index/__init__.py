@@ -254,6 +254,13 @@ class Index:
             self.faiss.nprobe = _nprobe(self.faiss.nlist)
         self.sentence_vectors = store.open_vectors(path / "sentences.npy")
         self.passage_vectors = store.open_vectors(path / "passages.npy")
+        # Exact search of one question is one matrix-vector product over the (memory-mapped)
+        # passage vectors: three times faster than FAISS's flat search, whose fixed cost per
+        # call dominates at this size. FAISS searches IVF indexes.
+        flat = not hasattr(self.faiss, "nprobe")
+        self._exact = (
+            self.passage_vectors if flat and isinstance(self.passage_vectors, np.ndarray) else None
+        )
         self.lexical = Lexical.load(path / "bm25")
         self.sentence_lexical = Lexical.load(path / "bm25-sentences")
         self._db = sqlite3.connect(
@@ -356,6 +363,12 @@ class Index:
 
     def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows and cosine scores of the `k` passages nearest to a normalised query vector."""
+        if self._exact is not None:
+            scores = self._exact @ vector.astype(np.float32)
+            k = min(k, len(scores))
+            top = np.argpartition(-scores, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)
+            top = top[np.lexsort((top, -scores[top]))]  # best first; a tie to the lower row
+            return top, scores[top]
         scores, rows = self.faiss.search(vector.reshape(1, -1).astype(np.float32), k)
         keep = rows[0] >= 0
         return rows[0][keep], scores[0][keep]

@@ -112,6 +112,7 @@ class Retrieval:
     specific: float  # the question's specificity, 0..1
     began: float
     sentences: np.ndarray  # the sentence rows of every passage in the pool, ascending
+    sentence_cos: np.ndarray  # their cosine with the question
     sentence_has: np.ndarray  # whether each of those holds each term: (sentences, terms)
 
     @property
@@ -139,25 +140,43 @@ def _best_windows(found: Retrieval, index, rows: np.ndarray) -> list[tuple[int, 
     A window scores the cosine of the question with its mean sentence vector plus half the
     IDF-weighted share of question terms it contains; each extra sentence costs a little, so
     the minimal span that answers wins and unrelated neighbours dilute the mean. All windows of
-    all passages are scored in one pass over cumulative sums; ties go to the earliest, shortest.
+    all passages are scored in one pass; ties go to the earliest, shortest.
+
+    The cosine needs no window vector: for a window's sentence vectors v_i, the question q and
+    s = sum(v_i), cos(q, s) = sum(q . v_i) / |s| with |s|^2 = sum over pairs of v_i . v_j, so
+    the sentence cosines already known from retrieval and the dot products of neighbouring
+    sentences (one and two apart) give every window's score.
     """
     if not len(rows):
         return []
     lo, hi = index.sent_lo[rows], index.sent_hi[rows]
     sents = _spans(lo, hi)
     vecs = np.asarray(index.sentence_vectors[sents], dtype=np.float32)
-    summed = np.vstack([np.zeros((1, vecs.shape[1]), np.float32), np.cumsum(vecs, axis=0)])
-    has = found.sentence_terms(sents)
-    counts = np.vstack([np.zeros((1, has.shape[1])), np.cumsum(has, axis=0)])
     n = len(sents)
+    at = np.searchsorted(found.sentences, sents)
+
+    def padded(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([x, np.zeros(MAX_WINDOW)])
+
+    cos = padded(found.sentence_cos[at])
+    self_dot = padded(np.einsum("ij,ij->i", vecs, vecs))
+    near = {g: padded(np.einsum("ij,ij->i", vecs[:-g], vecs[g:])) for g in range(1, MAX_WINDOW)}
+    has = found.sentence_has[at]
+    counts = np.vstack([np.zeros((1, has.shape[1])), np.cumsum(has, axis=0)])
     ends = np.repeat(np.cumsum(hi - lo), hi - lo)  # one past each sentence's passage's last
     first = np.arange(n)
+    dot = np.zeros(n)  # q . s of the window of the current size starting at each sentence
+    norm2 = np.zeros(n)  # |s|^2 of the same windows
     starts, sizes, scores = [], [], []
     for size in range(1, MAX_WINDOW + 1):
+        last = size - 1  # the sentence this size adds, counted from the window's first
+        dot += cos[last : last + n]
+        norm2 += self_dot[last : last + n]
+        for g in range(1, size):  # its products with the sentences g before it
+            norm2 += 2 * near[g][last - g : last - g + n]
         ok = first + size <= ends
         i = first[ok]
-        mean = summed[i + size] - summed[i]
-        score = (mean @ found.vector) / (np.linalg.norm(mean, axis=1) + 1e-9)
+        score = dot[i] / (np.sqrt(np.maximum(norm2[i], 0)) + 1e-9)
         if len(found.terms):
             score = score + 0.5 * (((counts[i + size] - counts[i]) > 0) @ found.weights)
         starts.append(i)
@@ -231,7 +250,9 @@ def retrieve(
     if not len(pool):
         empty = np.zeros(0, dtype=np.float32)
         none = np.zeros((0, len(terms)), dtype=bool)
-        return Retrieval(text, qvec, terms, weights, pool, empty, 0.0, 0.0, 1.0, began, pool, none)
+        return Retrieval(
+            text, qvec, terms, weights, pool, empty, 0.0, 0.0, 1.0, began, pool, empty, none
+        )
     dense = np.asarray(index.passage_vectors[pool], dtype=np.float32) @ qvec
     passage_cover = index.lexical.contains(terms, pool) @ weights if terms else 0.0
     lo, hi = index.sent_lo[pool], index.sent_hi[pool]
@@ -257,6 +278,7 @@ def retrieve(
         specific,
         began,
         sents,
+        sent_cos,
         has,
     )
 
