@@ -195,19 +195,24 @@ def _exported(folder: Path, cache: Path, quantized: bool) -> Path:
             target.mkdir(parents=True, exist_ok=True)
             _export(folder, fp32)
         if quantized and not int8.exists():
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
             partial = int8.with_suffix(f".{os.getpid()}.tmp")
-            # Per-channel int8 weights for the matrix products only: the embeddings and layer
-            # norms stay float, which keeps the vectors within cosine .99 of the original.
+            # onnxruntime.quantization calls logging.basicConfig(level=INFO) when imported, and
+            # logs advice on pre-processing: keep the process's logging as it was.
             root = logging.getLogger()
-            level, root.level = root.level, logging.ERROR  # its advice on pre-processing
+            level, handlers = root.level, list(root.handlers)
             try:
+                from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                root.setLevel(logging.ERROR)
+                # Per-channel int8 weights for the matrix products only: the embeddings and
+                # layer norms stay float, which keeps the vectors within cosine .99 of the
+                # original.
                 quantize_dynamic(
                     fp32, partial, op_types_to_quantize=["MatMul"], per_channel=True,
                     weight_type=QuantType.QInt8,
                 )  # fmt: skip
             finally:
+                root.handlers[:] = handlers
                 root.setLevel(level)
             os.replace(partial, int8)
     except OSError as exc:

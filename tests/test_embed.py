@@ -1,5 +1,7 @@
 """The embedding backends: ONNX gives torch's vectors, int8 stays close, exports are cached."""
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -25,8 +27,12 @@ def test_onnx_gives_the_same_vectors_as_torch(real_embedder):
 
 
 def test_int8_stays_close_and_its_export_is_reused(real_embedder, model_cache):
+    root = logging.getLogger()
+    logging_before = (root.level, list(root.handlers))
     int8 = Embedder("all-MiniLM-L6-v2", backend="onnx-int8", cache_dir=model_cache)
     vectors = int8.encode(TEXTS)
+    # Quantising imports onnxruntime.quantization, which calls logging.basicConfig(INFO).
+    assert (root.level, list(root.handlers)) == logging_before
     cosine = (vectors * real_embedder.encode(TEXTS)).sum(axis=1)
     assert cosine.min() > 0.95 and cosine.mean() > 0.98
     [exported] = model_cache.glob("*/model-int8.onnx")
