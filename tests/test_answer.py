@@ -99,3 +99,43 @@ def test_text_fragment_link_encoding():
     assert text_fragment_link("javascript:alert(1)", "x") is None
     long = text_fragment_link("https://a.org/", "a b c d e f g h i j")
     assert long.endswith("#:~:text=a%20b%20c%20d,g%20h%20i%20j")
+
+
+def test_window_scores_are_the_cosine_of_the_mean_sentence_vector(
+    tiny_corpus, settings, fake_embedder
+):
+    """The closed form in `_best_windows` (sentence cosines and neighbours' dot products)
+    gives what the mean vector of each window gives, computed directly."""
+    import numpy as np
+
+    from index import build_index, load_index
+    from ingest import read_documents
+    from verbatim.answer import EXTRA_SENTENCE, MAX_WINDOW, _best_windows, retrieve
+
+    build_index(read_documents([tiny_corpus], settings), settings, fake_embedder)
+    with load_index(settings) as index:
+        found = retrieve("water the tomato plants", index, fake_embedder, settings)
+        windows = _best_windows(found, index, found.rows)
+        for row, (lo, hi, score) in zip(found.rows, windows, strict=True):
+            first, end = int(index.sent_lo[row]), int(index.sent_hi[row])
+            best = None
+            for start in range(first, end):
+                for stop in range(start + 1, min(start + MAX_WINDOW, end) + 1):
+                    mean = np.asarray(index.sentence_vectors[start:stop]).sum(axis=0)
+                    cosine = mean @ found.vector / np.linalg.norm(mean)
+                    rows = np.arange(start, stop)
+                    at = np.searchsorted(found.sentences, rows)
+                    covered = found.sentence_has[at].any(axis=0) @ found.weights
+                    value = cosine + 0.5 * covered - EXTRA_SENTENCE * (stop - start - 1)
+                    if best is None or value > best[2] + 1e-9:
+                        best = (start, stop, value)
+            assert (lo, hi) == best[:2]
+            assert score == pytest.approx(best[2], abs=1e-5)
+
+
+def test_an_open_engine_runs_blas_single_threaded(default_engine):
+    """A second BLAS thread only fights the model's threads for the cores (eval/README.md)."""
+    from threadpoolctl import threadpool_info
+
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert blas and all(pool["num_threads"] == 1 for pool in blas)

@@ -268,3 +268,17 @@ def test_large_vector_files_are_read_not_mapped(monkeypatch, tiny_corpus, settin
         assert result.quotes or result.near_misses
         for quote in result.quotes + result.near_misses:
             assert index.text(quote.doc_id)[quote.start : quote.end] == quote.text
+
+
+def test_exact_search_ranks_as_faiss_does(tiny_corpus, settings, fake_embedder):
+    build(tiny_corpus, settings, fake_embedder)
+    with load_index(settings) as index:
+        assert index._exact is not None  # a small index: one matrix-vector product
+        n = index.faiss.ntotal
+        for question in ["tomato pests", "bread dough", "engine oil", "nothing at all"]:
+            vector = fake_embedder.encode([question])[0]
+            for k in (1, 3, n, n + 5):
+                rows, scores = index.search(vector, k)
+                want_scores, want_rows = index.faiss.search(vector.reshape(1, -1), min(k, n))
+                assert list(rows) == list(want_rows[0])
+                assert np.allclose(scores, want_scores[0], atol=1e-6)

@@ -120,10 +120,6 @@ class Retrieval:
         """How strongly the corpus speaks to the question; see `blend()`."""
         return blend(self.best_passage, self.best_sentence, self.specific)
 
-    def sentence_terms(self, rows: np.ndarray) -> np.ndarray:
-        """The rows of `sentence_has` for sentence `rows` (all in the pool)."""
-        return self.sentence_has[np.searchsorted(self.sentences, rows)]
-
     def documents(self, index, n: int = 10) -> list[str]:
         """Document ids in rank order (each at its best passage), at most `n`."""
         seen: dict[str, None] = {}
@@ -153,7 +149,7 @@ def _best_windows(found: Retrieval, index, rows: np.ndarray) -> list[tuple[int, 
     sents = _spans(lo, hi)
     vecs = np.asarray(index.sentence_vectors[sents], dtype=np.float32)
     n = len(sents)
-    at = np.searchsorted(found.sentences, sents)
+    at = np.searchsorted(found.sentences, sents)  # where the pool's arrays hold them
 
     def padded(x: np.ndarray) -> np.ndarray:
         return np.concatenate([x, np.zeros(MAX_WINDOW)])
