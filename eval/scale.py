@@ -247,6 +247,23 @@ def main() -> None:
             shutil.rmtree(work)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(rows, indent=2))
+    for row in rows:
+        if row["size"] >= 1_000_000:
+            print(million_table(row))
+
+
+def million_table(row: dict) -> str:
+    """The issue's targets for a million passages, met or MISSED."""
+    checks = [
+        ("search p50 (ms)", row["search_p50_ms"], "<= 25", row["search_p50_ms"] <= 25),
+        ("recall@10 vs exact search", row["recall_at_10"], ">= 0.95", row["recall_at_10"] >= 0.95),
+        ("serving peak RSS (MB)", row["serve_peak_rss_mb"], "<= 3000",
+         row["serve_peak_rss_mb"] <= 3000),
+    ]  # fmt: skip
+    lines = [f"targets at {row['passages']:,} passages:"]
+    for name, value, target, met in checks:
+        lines.append(f"{name:<26}  {value:>8}  {target:<8}  {'met' if met else 'MISSED'}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

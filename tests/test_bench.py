@@ -61,3 +61,34 @@ def test_statuses_and_retry_after_are_counted():
 def test_a_refused_connection_is_an_error_not_a_hang():
     _, statuses, errors = http_load("http://127.0.0.1:9", ["q"], 2, each=2)  # nothing listens
     assert statuses == {-1: 4} and errors
+
+
+def test_the_target_table_says_met_or_missed_against_each_bound():
+    from eval.bench import target_table, targets
+
+    report = {
+        "backend": "onnx",
+        "cold_start_s": 8.0,  # on the bound: met
+        "ratios": {
+            "http_p50_1_client_over_bare_encode": 1.51,  # over 1.5: missed
+            "ingest_over_bare_encode": 0.9,
+            "reingest_over_ingest": 0.01,
+            "txtai_query_p50_over_verbatim_answer_p50": 2.5,  # under 3: missed
+        },
+    }
+    met = {name: ok for name, _, _, ok in targets(report)}
+    assert list(met.values()) == [False, True, True, False, True]
+    table = target_table(report)
+    assert table.count("MISSED") == 2 and table.count(" met") == 3
+    assert "backend onnx" in table
+
+
+def test_the_million_passage_table_says_met_or_missed():
+    from eval.scale import million_table
+
+    row = {"passages": 1_000_000, "search_p50_ms": 26.0, "recall_at_10": 0.95}
+    table = million_table(row | {"serve_peak_rss_mb": 1900})
+    assert table.count("MISSED") == 1 and "search p50 (ms)" in table.split("MISSED")[0]
+    assert million_table(row | {"search_p50_ms": 25.0, "serve_peak_rss_mb": 3001}).count(
+        "MISSED"
+    ) == 1  # fmt: skip
