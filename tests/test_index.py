@@ -282,3 +282,26 @@ def test_exact_search_ranks_as_faiss_does(tiny_corpus, settings, fake_embedder):
                 want_scores, want_rows = index.faiss.search(vector.reshape(1, -1), min(k, n))
                 assert list(rows) == list(want_rows[0])
                 assert np.allclose(scores, want_scores[0], atol=1e-6)
+
+
+def test_term_weights_are_idf_times_information_in_english():
+    from index.lexical import Lexical, information
+
+    texts = [
+        "The Normans settled in Normandy for a long time.",
+        "The Normans fought a long war with the English.",
+        "A quiet village far from any war.",
+        "Bread and cheese for a cold winter.",
+    ]
+    lexical = Lexical.build(texts)
+    question = "How long did the Normans stay?"
+    terms = lexical.terms(question)
+    weights = dict(zip(terms, lexical.weights(question, terms), strict=True))
+    assert set(weights) == {"long", "norman"} and sum(weights.values()) == pytest.approx(1)
+    # Equally rare here (each in two of four texts), but "long" is common English and
+    # "Normans" is not: the question is about the Normans.
+    assert lexical.idf("long") == pytest.approx(lexical.idf("norman"))
+    assert weights["norman"] > 1.5 * weights["long"]  # IDF alone: 0.5 each
+    assert information("the") < 2 < information("long") < information("normans") < 9
+    assert information("qzxvbnm") == pytest.approx(9)  # never seen in English: most informative
+    assert lexical.weights("", []).size == 0

@@ -91,12 +91,6 @@ def _spans(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.arange(int(sizes.sum()), dtype=np.int64) + offsets
 
 
-def _term_weights(index, terms: list[str]) -> np.ndarray:
-    """IDF weights of the question's indexed terms, summing to 1."""
-    weights = np.array([index.lexical.idf(t) for t in terms], dtype=np.float64)
-    return weights / weights.sum() if weights.sum() > 0 else weights
-
-
 @dataclass
 class Retrieval:
     """Passages ranked for a question, best first, before any quote is chosen."""
@@ -104,7 +98,7 @@ class Retrieval:
     question: str
     vector: np.ndarray
     terms: list[str]  # the question's indexed terms
-    weights: np.ndarray  # their IDF weights, summing to 1
+    weights: np.ndarray  # how much each says (IDF x information in English), summing to 1
     rows: np.ndarray  # passage rows
     scores: np.ndarray  # fused relevance, descending
     best_passage: float  # highest passage cosine in the pool
@@ -134,9 +128,9 @@ def _best_windows(found: Retrieval, index, rows: np.ndarray) -> list[tuple[int, 
     """For each passage row, the run of 1-3 consecutive sentences that best answers the question.
 
     A window scores the cosine of the question with its mean sentence vector plus half the
-    IDF-weighted share of question terms it contains; each extra sentence costs a little, so
-    the minimal span that answers wins and unrelated neighbours dilute the mean. All windows of
-    all passages are scored in one pass; ties go to the earliest, shortest.
+    weighted share (`Lexical.weights`) of question terms it contains; each extra sentence costs
+    a little, so the minimal span that answers wins and unrelated neighbours dilute the mean.
+    All windows of all passages are scored in one pass; ties go to the earliest, shortest.
 
     The cosine needs no window vector: for a window's sentence vectors v_i, the question q and
     s = sum(v_i), cos(q, s) = sum(q . v_i) / |s| with |s|^2 = sum over pairs of v_i . v_j, so
@@ -217,7 +211,8 @@ def retrieve(
     absolute scales, so no per-query normalisation (z-scores, min-max) can blow up the noise of
     a flat score distribution, as it does for long questions:
       passage cosine
-      + 0.4 x IDF-weighted share of the question's terms in the passage and in its best sentence
+      + 0.4 x weighted share (`Lexical.weights`) of the question's terms in the passage and in
+        its best sentence
       + w x best sentence cosine, w = min(1, 10 / content terms): a short, specific question is
         usually answered by one sentence, a long descriptive one by a passage as a whole
       + 0.1 x BM25 relative to the best candidate's.
@@ -234,7 +229,7 @@ def retrieve(
     n = min(CANDIDATES, index.faiss.ntotal)
     rows, _ = index.search(qvec, n)
     terms = index.lexical.terms(text)
-    weights = _term_weights(index, terms)
+    weights = index.lexical.weights(text, terms)
     lex = index.lexical.scores(terms)
     lex_rows = np.argpartition(-lex, n - 1)[:n] if n < len(lex) else np.arange(len(lex))
     lex_rows = lex_rows[lex[lex_rows] > 0]
