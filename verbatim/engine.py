@@ -61,6 +61,7 @@ def ingest_paths(paths: list[Path], settings: Settings, embedder=None):
 def open_engine(settings: Settings, embedder=None, build_if_missing: bool = False) -> Engine:
     """The current index, ready to answer. Optionally index `settings.corpus_dir` first."""
     from index import load_index
+    from index.lexical import information
 
     embedder = embedder or make_embedder(settings)
     try:
@@ -74,6 +75,7 @@ def open_engine(settings: Settings, embedder=None, build_if_missing: bool = Fals
         ingest_paths([settings.corpus_dir], settings, embedder)
         index = load_index(settings)
     embedder.encode(["warm up"], progress=False)  # load the model now, not in an answer
+    information("the")  # and the English word frequencies behind the term weights (0.2 s)
     _one_blas_thread()
     return Engine(settings, index, embedder)
 
