@@ -250,14 +250,14 @@ class Index:
         # IVF lists are memory-mapped (a million passages' vectors need not be in RAM); a flat
         # index is small by construction (EXACT_SEARCH_LIMIT) and read whole.
         self.faiss = faiss.read_index(str(path / "passages.faiss"), faiss.IO_FLAG_MMAP)
-        if hasattr(self.faiss, "nprobe"):  # the current rule, also for indexes built before it
+        flat = not hasattr(self.faiss, "nprobe")
+        if not flat:  # the current rule, also for indexes built before it
             self.faiss.nprobe = _nprobe(self.faiss.nlist)
         self.sentence_vectors = store.open_vectors(path / "sentences.npy")
         self.passage_vectors = store.open_vectors(path / "passages.npy")
         # Exact search of one question is one matrix-vector product over the (memory-mapped)
         # passage vectors: three times faster than FAISS's flat search, whose fixed cost per
         # call dominates at this size. FAISS searches IVF indexes.
-        flat = not hasattr(self.faiss, "nprobe")
         self._exact = (
             self.passage_vectors if flat and isinstance(self.passage_vectors, np.ndarray) else None
         )

@@ -95,12 +95,21 @@ class Lexical:
     def _words(self, text: str) -> list[str]:
         return [t for t in SPLIT(text.lower()) if t not in self._stopwords]
 
+    def _written(self, text: str) -> dict[str, str]:
+        """Each distinct indexed term of `text`, in order of first use, with its first word."""
+        words = self._words(text)
+        written: dict[str, str] = {}
+        for term, word in zip(self._stem(words), words, strict=True):
+            if term in self._vocab:
+                written.setdefault(term, word)
+        return written
+
     def terms(self, text: str) -> list[str]:
         """The distinct indexed terms of `text`, in order of first use."""
-        return list(dict.fromkeys(t for t in self.tokenize(text) if t in self._vocab))
+        return list(self._written(text))
 
-    def weights(self, text: str, terms: list[str]) -> np.ndarray:
-        """How much each of `terms` (see `terms()`) says about `text`, as shares summing to 1.
+    def query(self, text: str) -> tuple[list[str], np.ndarray]:
+        """The terms of `text` (see `terms()`) and how much each says, as shares summing to 1.
 
         A term's weight is its IDF in these texts times the information of its word (as
         written in `text`) in general English. IDF alone misjudges a small or one-topic corpus:
@@ -109,12 +118,11 @@ class Lexical:
         an article about them). Both are estimates of how specific a word is; their product
         keeps the words that are specific in both senses.
         """
-        words = self._words(text)
-        written = dict(zip(reversed(self._stem(words)), reversed(words), strict=True))
+        written = self._written(text)
         weights = np.array(
-            [self.idf(t) * information(written.get(t, t)) for t in terms], dtype=np.float64
+            [self.idf(t) * information(w) for t, w in written.items()], dtype=np.float64
         )
-        return weights / weights.sum() if weights.sum() > 0 else weights
+        return list(written), weights / weights.sum() if weights.sum() > 0 else weights
 
     def idf(self, term: str) -> float:
         """Inverse document frequency (BM25's form); 0 for a term the index never saw."""

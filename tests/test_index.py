@@ -295,8 +295,9 @@ def test_term_weights_are_idf_times_information_in_english():
     ]
     lexical = Lexical.build(texts)
     question = "How long did the Normans stay?"
-    terms = lexical.terms(question)
-    weights = dict(zip(terms, lexical.weights(question, terms), strict=True))
+    terms, shares = lexical.query(question)
+    assert terms == lexical.terms(question)
+    weights = dict(zip(terms, shares, strict=True))
     assert set(weights) == {"long", "norman"} and sum(weights.values()) == pytest.approx(1)
     # Equally rare here (each in two of four texts), but "long" is common English and
     # "Normans" is not: the question is about the Normans.
@@ -304,4 +305,5 @@ def test_term_weights_are_idf_times_information_in_english():
     assert weights["norman"] > 1.5 * weights["long"]  # IDF alone: 0.5 each
     assert information("the") < 2 < information("long") < information("normans") < 9
     assert information("qzxvbnm") == pytest.approx(9)  # never seen in English: most informative
-    assert lexical.weights("", []).size == 0
+    empty_terms, empty_shares = lexical.query("")
+    assert empty_terms == [] and empty_shares.size == 0

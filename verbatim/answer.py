@@ -128,7 +128,7 @@ def _best_windows(found: Retrieval, index, rows: np.ndarray) -> list[tuple[int, 
     """For each passage row, the run of 1-3 consecutive sentences that best answers the question.
 
     A window scores the cosine of the question with its mean sentence vector plus half the
-    weighted share (`Lexical.weights`) of question terms it contains; each extra sentence costs
+    weighted share (`Lexical.query`) of question terms it contains; each extra sentence costs
     a little, so the minimal span that answers wins and unrelated neighbours dilute the mean.
     All windows of all passages are scored in one pass; ties go to the earliest, shortest.
 
@@ -211,7 +211,7 @@ def retrieve(
     absolute scales, so no per-query normalisation (z-scores, min-max) can blow up the noise of
     a flat score distribution, as it does for long questions:
       passage cosine
-      + 0.4 x weighted share (`Lexical.weights`) of the question's terms in the passage and in
+      + 0.4 x weighted share (`Lexical.query`) of the question's terms in the passage and in
         its best sentence
       + w x best sentence cosine, w = min(1, 10 / content terms): a short, specific question is
         usually answered by one sentence, a long descriptive one by a passage as a whole
@@ -228,8 +228,7 @@ def retrieve(
     qvec = embedder.encode([text], progress=False)[0] if vector is None else vector
     n = min(CANDIDATES, index.faiss.ntotal)
     rows, _ = index.search(qvec, n)
-    terms = index.lexical.terms(text)
-    weights = index.lexical.weights(text, terms)
+    terms, weights = index.lexical.query(text)
     lex = index.lexical.scores(terms)
     lex_rows = np.argpartition(-lex, n - 1)[:n] if n < len(lex) else np.arange(len(lex))
     lex_rows = lex_rows[lex[lex_rows] > 0]
