@@ -20,6 +20,7 @@ from pathlib import Path
 
 from eval import corpus_engine, read_questions
 from eval.metrics import percentile
+from eval.report import checked, target_lines
 from verbatim.settings import Settings
 
 
@@ -238,33 +239,22 @@ def main() -> None:
 def targets(report: dict) -> list[tuple[str, float, str, bool]]:
     """The issue's targets that one bench run measures: (figure, measured, target, met)."""
     ratios = report["ratios"]
-    at_most, at_least = "<=", ">="
-    rows = [
+    return checked([
         ("HTTP /api/ask p50 at 1 client / bare encode p50",
-         ratios["http_p50_1_client_over_bare_encode"], at_most, 1.5),
+         ratios["http_p50_1_client_over_bare_encode"], "<=", 1.5),
         ("ingest wall time / bare encode of the same texts",
-         ratios["ingest_over_bare_encode"], at_most, 1.15),
+         ratios["ingest_over_bare_encode"], "<=", 1.15),
         ("re-ingest of the unchanged corpus / full ingest",
-         ratios["reingest_over_ingest"], at_most, 0.05),
+         ratios["reingest_over_ingest"], "<=", 0.05),
         ("txtai query p50 / answer() p50",
-         ratios["txtai_query_p50_over_verbatim_answer_p50"], at_least, 3),
-        ("cold start to first answer, default corpus (s)",
-         report["cold_start_s"], at_most, 8),
-    ]  # fmt: skip
-    return [
-        (name, value, f"{op} {bound}", value <= bound if op == at_most else value >= bound)
-        for name, value, op, bound in rows
-    ]
+         ratios["txtai_query_p50_over_verbatim_answer_p50"], ">=", 3),
+        ("cold start to first answer, default corpus (s)", report["cold_start_s"], "<=", 8),
+    ])  # fmt: skip
 
 
 def target_table(report: dict) -> str:
     """The targets as a plain-text table, backend named (1M passages: `make scale`)."""
-    rows = targets(report)
-    width = max(len(name) for name, *_ in rows)
-    lines = [f"targets, backend {report['backend']}:"]
-    for name, value, target, met in rows:
-        lines.append(f"{name:<{width}}  {value:>7}  {target:<7}  {'met' if met else 'MISSED'}")
-    return "\n".join(lines)
+    return target_lines(f"targets, backend {report['backend']}:", targets(report))
 
 
 def compare(passages: list[str], questions: list[str]) -> dict:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.metrics import percentile
+from eval.report import checked, target_lines
 from verbatim.settings import Settings
 
 PASSAGES_PER_DOC = 50
@@ -254,16 +255,12 @@ def main() -> None:
 
 def million_table(row: dict) -> str:
     """The issue's targets for a million passages, met or MISSED."""
-    checks = [
-        ("search p50 (ms)", row["search_p50_ms"], "<= 25", row["search_p50_ms"] <= 25),
-        ("recall@10 vs exact search", row["recall_at_10"], ">= 0.95", row["recall_at_10"] >= 0.95),
-        ("serving peak RSS (MB)", row["serve_peak_rss_mb"], "<= 3000",
-         row["serve_peak_rss_mb"] <= 3000),
-    ]  # fmt: skip
-    lines = [f"targets at {row['passages']:,} passages:"]
-    for name, value, target, met in checks:
-        lines.append(f"{name:<26}  {value:>8}  {target:<8}  {'met' if met else 'MISSED'}")
-    return "\n".join(lines)
+    rows = checked([
+        ("search p50 (ms)", row["search_p50_ms"], "<=", 25),
+        ("recall@10 vs exact search", row["recall_at_10"], ">=", 0.95),
+        ("serving peak RSS (MB)", row["serve_peak_rss_mb"], "<=", 3000),
+    ])  # fmt: skip
+    return target_lines(f"targets at {row['passages']:,} passages:", rows)
 
 
 if __name__ == "__main__":
