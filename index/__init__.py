@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from index import store
-from index.embed import Embedder
+from index.embed import INT8_VERSION, Embedder
 from index.lexical import Lexical
 from ingest import Corpus, split_passages
 from verbatim.errors import IndexCorrupt, ModelMismatch
@@ -194,7 +194,7 @@ def build_index(
         )
         manifest = {
             "model": settings.model,
-            "int8": settings.backend == "onnx-int8",
+            "int8": _space(settings)[1],
             "dim": int(dim),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "passage_chars": settings.passage_chars,
@@ -221,12 +221,13 @@ def build_index(
     )
 
 
-def _space(source: Settings | dict) -> tuple[str, bool]:
-    """The vector space of an index or of the configured embedder: the model, and whether its
-    weights are int8 (the `onnx` and `torch` backends give the same vectors)."""
+def _space(source: Settings | dict) -> tuple[str, int]:
+    """The vector space of an index or of the configured embedder: the model, and the version of
+    its int8 weights, 0 for float (the `onnx` and `torch` backends give the same vectors).
+    Manifests before versions said `true` for int8, which reads as 1."""
     if isinstance(source, dict):
-        return source["model"], bool(source.get("int8", False))
-    return source.model, source.backend == "onnx-int8"
+        return source["model"], int(source.get("int8", 0))
+    return source.model, INT8_VERSION if source.backend == "onnx-int8" else 0
 
 
 def corpus_hash(docs: list[Document]) -> str:
@@ -397,6 +398,8 @@ def load_index(settings: Settings) -> Index:
         if manifest["model"] == settings.model and _space(manifest) != _space(settings):
             index.close()
             built = "onnx-int8" if manifest.get("int8") else "onnx or torch"
+            if manifest.get("int8") and settings.backend == "onnx-int8":
+                built = "an older version of the onnx-int8"
             raise ModelMismatch(
                 f"the index in {settings.data_dir} was built with the {built} backend but "
                 f"VERBATIM_BACKEND is {settings.backend!r}; run `verbatim ingest` to rebuild it "

@@ -1,8 +1,10 @@
 """BM25 over passages (bm25s), with English stemming and stop words.
 
-Besides BM25 scores it answers "which texts contain this term" (the postings of the index's
-sparse matrix) and each term's IDF, so callers can measure how much of a question's information
-a passage or a single sentence covers.
+Besides BM25 scores it answers "which of these texts contain which of these terms" and each
+term's IDF, so callers can measure how much of a question's information a passage or a single
+sentence covers. For that it keeps the index's matrix transposed as well: each text's term ids
+(`terms.npy`, `terms-ptr.npy`), so the answer costs the length of the texts asked about, not of
+the terms' postings.
 """
 
 from __future__ import annotations
@@ -17,6 +19,23 @@ import numpy as np
 
 EMPTY = "empty.json"  # marks an index of texts without a single indexable term
 SPLIT = re.compile(r"(?u)\b\w\w+\b").findall  # bm25s.tokenize's own pattern
+TERMS, TERMS_PTR = "terms.npy", "terms-ptr.npy"  # text i's term ids: terms[ptr[i]:ptr[i + 1]]
+
+
+def spans(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The numbers lo[0]..hi[0]-1, lo[1]..hi[1]-1, ... in one array (a vectorised concatenation)."""
+    sizes = hi - lo
+    offsets = np.repeat(lo - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+    return np.arange(int(sizes.sum()), dtype=np.int64) + offsets
+
+
+def _by_text(indptr: np.ndarray, indices: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The term-by-text matrix (postings: `indptr` by term, `indices` = text rows) transposed:
+    each text's term ids, ascending, and where each text's run starts."""
+    term = np.repeat(np.arange(len(indptr) - 1, dtype=np.int32), np.diff(indptr))
+    terms = term[np.argsort(indices, kind="stable")]
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(indices, minlength=size))])
+    return terms, ptr.astype(np.int64)
 
 
 @functools.cache
@@ -41,7 +60,7 @@ def _stemmer():
 class Lexical:
     """A bm25s index over a list of texts; saved as plain `.npy`/JSON files."""
 
-    def __init__(self, retriever, size: int) -> None:
+    def __init__(self, retriever, size: int, by_text=None) -> None:
         self.retriever = retriever  # None when no text has a single indexable term
         self.size = size
         self._stem = _stemmer()
@@ -54,6 +73,7 @@ class Lexical:
         if retriever:  # plain views of bm25s's memory maps: slicing a np.memmap costs ~5 µs
             for key in ("data", "indices", "indptr"):
                 retriever.scores[key] = np.asarray(retriever.scores[key])
+        self._text_terms, self._text_ptr = by_text or _by_text(self._indptr, self._indices, size)
         df = np.diff(self._indptr).astype(np.float64)
         self._idf = np.log1p((self.size - df + 0.5) / (df + 0.5))
         self._vocab = retriever.vocab_dict if retriever else {}
@@ -77,7 +97,13 @@ class Lexical:
         if empty.exists():
             return cls(None, int(json.loads(empty.read_text())["size"]))
         retriever = bm25s.BM25.load(str(path), allow_pickle=False, show_progress=False, mmap=True)
-        return cls(retriever, int(retriever.scores["num_docs"]))
+        by_text = None  # indexes written before the transposed matrix get it computed here
+        if (path / TERMS).exists():
+            by_text = tuple(
+                np.asarray(np.load(path / name, mmap_mode="r", allow_pickle=False))
+                for name in (TERMS, TERMS_PTR)
+            )
+        return cls(retriever, int(retriever.scores["num_docs"]), by_text)
 
     def save(self, path: Path) -> None:
         if self.retriever is None:
@@ -85,6 +111,8 @@ class Lexical:
             (path / EMPTY).write_text(json.dumps({"size": self.size}))
         else:
             self.retriever.save(str(path), allow_pickle=False, show_progress=False)
+            np.save(path / TERMS, self._text_terms, allow_pickle=False)
+            np.save(path / TERMS_PTR, self._text_ptr, allow_pickle=False)
 
     def tokenize(self, text: str) -> list[str]:
         """Stemmed terms of `text`, stop words dropped: the analysis `build` gives bm25s, done
@@ -129,21 +157,24 @@ class Lexical:
         tid = self._vocab.get(term)
         return 0.0 if tid is None else float(self._idf[tid])
 
-    def postings(self, term: str) -> np.ndarray:
-        """Rows of the texts that contain `term`."""
-        tid = self._vocab.get(term)
-        if tid is None:
-            return np.zeros(0, dtype=np.int64)
-        return self._indices[self._indptr[tid] : self._indptr[tid + 1]]
-
     def contains(self, terms: list[str], rows: np.ndarray) -> np.ndarray:
-        """Boolean matrix (len(rows), len(terms)): whether each text holds each term."""
+        """Boolean matrix (len(rows), len(terms)): whether each text holds each (distinct) term.
+
+        Reads the texts' own term ids (the transposed matrix) in one vectorised pass.
+        """
         out = np.zeros((len(rows), len(terms)), dtype=bool)
-        for j, term in enumerate(terms):
-            post = self.postings(term)  # sorted row numbers
-            if len(post):
-                at = np.minimum(np.searchsorted(post, rows), len(post) - 1)
-                out[:, j] = post[at] == rows
+        wanted = np.array([self._vocab.get(t, -1) for t in terms], dtype=np.int64)
+        if not len(rows) or not (wanted >= 0).any():
+            return out
+        rows = np.asarray(rows, dtype=np.int64)
+        lo, hi = self._text_ptr[rows], self._text_ptr[rows + 1]
+        ids = self._text_terms[spans(lo, hi)]
+        order = np.argsort(wanted)
+        known = wanted[order]
+        at = np.minimum(np.searchsorted(known, ids), len(known) - 1)
+        hit = known[at] == ids
+        owner = np.repeat(np.arange(len(rows)), hi - lo)
+        out[owner[hit], order[at[hit]]] = True
         return out
 
     def scores(self, terms: list[str]) -> np.ndarray:

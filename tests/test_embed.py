@@ -24,6 +24,12 @@ def test_onnx_gives_the_same_vectors_as_torch(real_embedder):
     assert onnx.shape == torch.shape == (len(TEXTS), 384)
     assert np.allclose(np.linalg.norm(onnx, axis=1), 1, atol=1e-5)
     assert (onnx * torch).sum(axis=1).min() > 0.9999
+    # ... from a fused graph: one Attention node per layer (a plain export has none).
+    import onnx as onnx_format
+
+    [exported] = real_embedder.cache_dir.glob("*/model.onnx")
+    nodes = [n.op_type for n in onnx_format.load(str(exported)).graph.node]
+    assert nodes.count("Attention") == 6 and "Softmax" not in nodes
 
 
 def test_int8_stays_close_and_its_export_is_reused(real_embedder, model_cache):
@@ -36,6 +42,7 @@ def test_int8_stays_close_and_its_export_is_reused(real_embedder, model_cache):
     cosine = (vectors * real_embedder.encode(TEXTS)).sum(axis=1)
     assert cosine.min() > 0.95 and cosine.mean() > 0.98
     [exported] = model_cache.glob("*/model-int8.onnx")
+    assert b"QAttention" in exported.read_bytes()  # the fused graph, quantised
     made = exported.stat().st_mtime_ns
     again = Embedder("all-MiniLM-L6-v2", backend="onnx-int8", cache_dir=model_cache)
     assert np.array_equal(again.encode(TEXTS), vectors)  # deterministic, and not re-exported

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from index import build_index, load_index, store
+from index.embed import INT8_VERSION
 from ingest import read_documents
 from verbatim.errors import IndexCorrupt, IndexMissing, ModelMismatch
 
@@ -77,12 +78,18 @@ def test_model_mismatch_is_a_clear_error(tiny_corpus, settings, fake_embedder):
 def test_int8_index_is_not_served_to_the_float_backend(tiny_corpus, settings, fake_embedder):
     int8 = settings.model_copy(update={"backend": "onnx-int8"})
     build(tiny_corpus, int8, fake_embedder)
-    assert load_index(int8).manifest["int8"] is True
+    assert load_index(int8).manifest["int8"] == INT8_VERSION
     with pytest.raises(ModelMismatch, match="VERBATIM_BACKEND"):
         load_index(settings)
+    # An index from an older int8 export (manifests said `true`) has other vectors.
+    manifest = store.candidates(settings.data_dir)[0] / "manifest.json"
+    old = json.loads(manifest.read_text()) | {"int8": True}
+    manifest.write_text(json.dumps(old))
+    with pytest.raises(ModelMismatch, match="older version of the onnx-int8"):
+        load_index(int8)
     # onnx and torch give the same vectors: either serves a float index.
     build(tiny_corpus, settings, fake_embedder)
-    assert load_index(settings.model_copy(update={"backend": "torch"})).manifest["int8"] is False
+    assert load_index(settings.model_copy(update={"backend": "torch"})).manifest["int8"] == 0
 
 
 def index_files(tiny_corpus, settings, fake_embedder) -> list[str]:
@@ -307,3 +314,27 @@ def test_term_weights_are_idf_times_information_in_english():
     assert information("qzxvbnm") == pytest.approx(9)  # never seen in English: most informative
     empty_terms, empty_shares = lexical.query("")
     assert empty_terms == [] and empty_shares.size == 0
+
+
+def test_which_texts_hold_which_terms(tmp_path):
+    """`contains` reads each text's own term ids; checked against the texts' tokens, after a
+    save and load, and for an index saved before those ids were (they are computed on load)."""
+    from index.lexical import TERMS, TERMS_PTR, Lexical
+
+    rng = np.random.default_rng(7)
+    words = ["anxiety", "sleep", "partner", "therapy", "normans", "bread", "winter", "argue"]
+    texts = [" ".join(rng.choice(words, size=rng.integers(0, 6))) for _ in range(60)]
+    built = Lexical.build(texts)
+    built.save(tmp_path / "new")
+    built.save(tmp_path / "old")
+    (tmp_path / "old" / TERMS).unlink()
+    (tmp_path / "old" / TERMS_PTR).unlink()
+    terms = [*built.terms(" ".join(words)), "unseen"]
+    rows = np.array(sorted(rng.choice(60, size=25, replace=False)))
+    want = np.array([[t in built.tokenize(texts[r]) for t in terms] for r in rows])
+    assert want.any() and not want.all()
+    for lexical in (built, Lexical.load(tmp_path / "new"), Lexical.load(tmp_path / "old")):
+        assert np.array_equal(lexical.contains(terms, rows), want)
+        assert np.array_equal(lexical.contains(terms[::-1], rows[::-1]), want[::-1, ::-1])
+    assert lexical.contains([], rows).shape == (25, 0)
+    assert lexical.contains(terms, np.zeros(0, dtype=np.int64)).shape == (0, len(terms))

@@ -11,6 +11,7 @@ from urllib.parse import quote as urlquote
 
 import numpy as np
 
+from index.lexical import spans
 from verbatim.errors import InvalidQuestion
 from verbatim.records import Answer, Quote
 from verbatim.settings import Settings
@@ -84,13 +85,6 @@ def blend(passage: float, sentence: float, specific: float) -> float:
     return (1 - specific) * passage + specific * sentence
 
 
-def _spans(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """The rows lo[0]..hi[0]-1, lo[1]..hi[1]-1, ... in one array (a vectorised concatenation)."""
-    sizes = hi - lo
-    offsets = np.repeat(lo - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
-    return np.arange(int(sizes.sum()), dtype=np.int64) + offsets
-
-
 @dataclass
 class Retrieval:
     """Passages ranked for a question, best first, before any quote is chosen."""
@@ -140,7 +134,7 @@ def _best_windows(found: Retrieval, index, rows: np.ndarray) -> list[tuple[int, 
     if not len(rows):
         return []
     lo, hi = index.sent_lo[rows], index.sent_hi[rows]
-    sents = _spans(lo, hi)
+    sents = spans(lo, hi)
     vecs = np.asarray(index.sentence_vectors[sents], dtype=np.float32)
     n = len(sents)
     at = np.searchsorted(found.sentences, sents)  # where the pool's arrays hold them
@@ -246,7 +240,7 @@ def retrieve(
     dense = np.asarray(index.passage_vectors[pool], dtype=np.float32) @ qvec
     passage_cover = index.lexical.contains(terms, pool) @ weights if terms else 0.0
     lo, hi = index.sent_lo[pool], index.sent_hi[pool]
-    sents = _spans(lo, hi)
+    sents = spans(lo, hi)
     starts = np.concatenate([[0], np.cumsum(hi - lo)[:-1]])
     sent_cos = np.asarray(index.sentence_vectors[sents], dtype=np.float32) @ qvec
     best_sent = np.maximum.reduceat(sent_cos, starts)
