@@ -7,6 +7,7 @@ current; `load_index(settings)` opens the current one as an `Index`.
 from __future__ import annotations
 
 import array
+import functools
 import json
 import logging
 import sqlite3
@@ -31,6 +32,7 @@ log = logging.getLogger("verbatim")
 # costs about 0.26 µs a passage here (13 ms at 50k, as much as encoding the question), while IVF
 # scanning 1/16 of its lists finds .987 of the exact top 10 on real MiniLM vectors (eval/README.md).
 EXACT_SEARCH_LIMIT = 50_000
+TEXT_CACHE = 2048  # documents whose text is kept in memory once quoted
 
 
 def _nprobe(nlist: int) -> int:
@@ -297,7 +299,9 @@ class Index:
                 "FROM documents ORDER BY id"
             )
         }
-        self._texts: dict[str, str] = {}
+        # The texts quoted lately (bounded: a long-running server over a million documents
+        # would otherwise end up holding every text it ever quoted).
+        self._recent_texts = functools.lru_cache(maxsize=TEXT_CACHE)(self._read_text)
         if self.faiss.ntotal != len(self.passage_ids) or len(self.sentence_vectors) != len(
             self.sent_start
         ):
@@ -327,13 +331,14 @@ class Index:
         return None
 
     def text(self, doc_id: str) -> str:
-        """The clean text of a document (cached: every offset points into it)."""
-        if doc_id not in self._texts:
-            row = self._db.execute("SELECT text FROM documents WHERE id = ?", (doc_id,)).fetchone()
-            if row is None:
-                raise KeyError(doc_id)
-            self._texts[doc_id] = row[0]
-        return self._texts[doc_id]
+        """The clean text of a document: every offset points into it."""
+        return self._recent_texts(doc_id)
+
+    def _read_text(self, doc_id: str) -> str:
+        row = self._db.execute("SELECT text FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        if row is None:
+            raise KeyError(doc_id)
+        return row[0]
 
     def document(self, doc_id: str) -> Document:
         """The whole document with metadata and sections."""

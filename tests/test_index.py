@@ -338,3 +338,19 @@ def test_which_texts_hold_which_terms(tmp_path):
         assert np.array_equal(lexical.contains(terms[::-1], rows[::-1]), want[::-1, ::-1])
     assert lexical.contains([], rows).shape == (25, 0)
     assert lexical.contains(terms, np.zeros(0, dtype=np.int64)).shape == (0, len(terms))
+
+
+def test_quoted_texts_are_cached_within_a_bound(monkeypatch, tiny_corpus, settings, fake_embedder):
+    import index as index_module
+
+    monkeypatch.setattr(index_module, "TEXT_CACHE", 1)
+    build(tiny_corpus, settings, fake_embedder)
+    with load_index(settings) as index:
+        docs = sorted(index.documents)
+        assert len(docs) > 1
+        stored = dict(index._db.execute("SELECT id, text FROM documents"))
+        for doc in [*docs, *docs]:
+            assert index.text(doc) == stored[doc]
+        assert index._recent_texts.cache_info().currsize == 1
+        with pytest.raises(KeyError):
+            index.text("no-such-document")
