@@ -279,6 +279,6 @@ def open_vectors(path: Path):
     to the rows a question reads."""
     import numpy as np
 
-    if path.stat().st_size <= MAP_LIMIT:  # a plain view: indexing a np.memmap costs ~40 µs more
+    if path.stat().st_size <= MAP_LIMIT:  # a plain view: np.memmap's indexing adds a few µs
         return np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
     return Vectors(path)
