@@ -67,7 +67,8 @@ class Lexical:
         from bm25s.stopwords import STOPWORDS_EN
 
         self._stopwords = frozenset(STOPWORDS_EN)
-        scores = retriever.scores if retriever else {"indptr": [0], "indices": []}
+        empty = {"indptr": np.zeros(1, dtype=np.int64), "indices": np.zeros(0, dtype=np.int32)}
+        scores = retriever.scores if retriever else empty
         self._indptr = np.asarray(scores["indptr"], dtype=np.int64)
         self._indices = np.asarray(scores["indices"])  # as stored (int32), memory-mapped
         if retriever:  # plain views of bm25s's memory maps: slicing a np.memmap costs ~5 µs

@@ -338,6 +338,10 @@ def test_which_texts_hold_which_terms(tmp_path):
         assert np.array_equal(lexical.contains(terms[::-1], rows[::-1]), want[::-1, ::-1])
     assert lexical.contains([], rows).shape == (25, 0)
     assert lexical.contains(terms, np.zeros(0, dtype=np.int64)).shape == (0, len(terms))
+    nothing = Lexical.build(["", "a the of"])  # no indexable term at all
+    nothing.save(tmp_path / "empty")
+    for lexical in (nothing, Lexical.load(tmp_path / "empty")):
+        assert not lexical.contains(["therapy"], np.array([0, 1])).any()
 
 
 def test_quoted_texts_are_cached_within_a_bound(monkeypatch, tiny_corpus, settings, fake_embedder):
