@@ -402,11 +402,11 @@ def load_index(settings: Settings) -> Index:
             continue
         if manifest["model"] == settings.model and _space(manifest) != _space(settings):
             index.close()
-            built = "onnx-int8" if manifest.get("int8") else "onnx or torch"
+            built = "the onnx-int8" if manifest.get("int8") else "the onnx or torch"
             if manifest.get("int8") and settings.backend == "onnx-int8":
                 built = "an older version of the onnx-int8"
             raise ModelMismatch(
-                f"the index in {settings.data_dir} was built with the {built} backend but "
+                f"the index in {settings.data_dir} was built with {built} backend but "
                 f"VERBATIM_BACKEND is {settings.backend!r}; run `verbatim ingest` to rebuild it "
                 f"or change VERBATIM_BACKEND back"
             )
