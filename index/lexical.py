@@ -69,13 +69,12 @@ class Lexical:
         self._stopwords = frozenset(STOPWORDS_EN)
         empty = {"indptr": np.zeros(1, dtype=np.int64), "indices": np.zeros(0, dtype=np.int32)}
         scores = retriever.scores if retriever else empty
-        self._indptr = np.asarray(scores["indptr"], dtype=np.int64)
-        self._indices = np.asarray(scores["indices"])  # as stored (int32), memory-mapped
+        indptr = np.asarray(scores["indptr"], dtype=np.int64)
         if retriever:  # plain views of bm25s's memory maps: slicing a np.memmap costs ~5 µs
             for key in ("data", "indices", "indptr"):
                 retriever.scores[key] = np.asarray(retriever.scores[key])
-        self._text_terms, self._text_ptr = by_text or _by_text(self._indptr, self._indices, size)
-        df = np.diff(self._indptr).astype(np.float64)
+        self._text_terms, self._text_ptr = by_text or _by_text(indptr, scores["indices"], size)
+        df = np.diff(indptr).astype(np.float64)
         self._idf = np.log1p((self.size - df + 0.5) / (df + 0.5))
         self._vocab = retriever.vocab_dict if retriever else {}
 
