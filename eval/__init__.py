@@ -25,8 +25,10 @@ from eval.metrics import (
 from verbatim.errors import VerbatimError
 from verbatim.settings import Settings
 
-# What an index depends on: a change to any of these invalidates cached eval indexes.
-PIPELINE = ("ingest/*.py", "index/*.py", "verbatim/calibrate.py", "verbatim/offtopic.txt")
+# What an index depends on: a change to any of these invalidates cached eval indexes. The
+# abstention thresholds stored with an index come from asking it questions (calibrate.py asks
+# through answer.retrieve), so the answering code is part of the index too.
+PIPELINE = ("ingest/*.py", "index/*.py", "verbatim/*.py", "verbatim/offtopic.txt")
 
 
 @dataclass(frozen=True)

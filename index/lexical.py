@@ -13,6 +13,7 @@ import functools
 import json
 import math
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,7 @@ class Lexical:
         df = np.diff(indptr).astype(np.float64)
         self._idf = np.log1p((self.size - df + 0.5) / (df + 0.5))
         self._vocab = retriever.vocab_dict if retriever else {}
+        self._scratch = threading.local()  # each thread's own term-id -> column table
 
     @classmethod
     def build(cls, texts: list[str]) -> Lexical:
@@ -160,22 +162,35 @@ class Lexical:
     def contains(self, terms: list[str], rows: np.ndarray) -> np.ndarray:
         """Boolean matrix (len(rows), len(terms)): whether each text holds each (distinct) term.
 
-        Reads the texts' own term ids (the transposed matrix) in one vectorised pass.
+        Reads the texts' own term ids (the transposed matrix) in one vectorised pass, each id
+        looked up in a table from term id to column (-1: not asked), one per thread, kept
+        between calls and reset after each.
         """
         out = np.zeros((len(rows), len(terms)), dtype=bool)
         wanted = np.array([self._vocab.get(t, -1) for t in terms], dtype=np.int64)
-        if not len(rows) or not (wanted >= 0).any():
+        known = np.flatnonzero(wanted >= 0)
+        if not len(rows) or not len(known):
             return out
         rows = np.asarray(rows, dtype=np.int64)
         lo, hi = self._text_ptr[rows], self._text_ptr[rows + 1]
         ids = self._text_terms[spans(lo, hi)]
-        order = np.argsort(wanted)
-        known = wanted[order]
-        at = np.minimum(np.searchsorted(known, ids), len(known) - 1)
-        hit = known[at] == ids
-        owner = np.repeat(np.arange(len(rows)), hi - lo)
-        out[owner[hit], order[at[hit]]] = True
+        column = self._columns()
+        column[wanted[known]] = known
+        try:
+            at = column[ids]
+        finally:
+            column[wanted[known]] = -1
+        hit = np.flatnonzero(at >= 0)
+        owner = np.searchsorted(np.cumsum(hi - lo), hit, side="right")  # the text of each id
+        out[owner, at[hit]] = True
         return out
+
+    def _columns(self) -> np.ndarray:
+        """This thread's table from term id to column in `contains`, all -1 between calls."""
+        table = getattr(self._scratch, "table", None)
+        if table is None:  # int32: a question may have more terms than int16 counts
+            table = self._scratch.table = np.full(len(self._idf), -1, dtype=np.int32)
+        return table
 
     def scores(self, terms: list[str]) -> np.ndarray:
         """BM25 score of every text for the query `terms` (see `terms()`), by row."""

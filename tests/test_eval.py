@@ -211,3 +211,32 @@ def test_source_at_1_counts_the_first_quote_and_abstentions_as_misses():
     report = _report([result(["a", "b"]), result(["b", "a"]), result([], abstained=True)])
     assert report.metrics["quotes"]["source@1"] == round(1 / 3, 4)  # figures keep 4 places
     assert report.metrics["retrieval"]["recall@1"] == 1.0  # the ranking is not the quotes
+
+
+def test_cached_eval_indexes_cover_all_code_that_builds_them():
+    """Every project module that building an eval index runs (`verbatim.engine`, which ingests,
+    calibrates and opens it, and all it imports) is part of the cache key, so a change to any
+    rebuilds cached eval indexes. The stored thresholds come from `answer.retrieve`."""
+    import ast
+
+    from eval import PIPELINE
+
+    def project_imports(path: Path) -> set[Path]:
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in filter(None, names):
+                stem = ROOT / name.replace(".", "/")
+                found |= {p for p in (stem.with_suffix(".py"), stem / "__init__.py") if p.is_file()}
+        return found
+
+    reached, todo = set(), [ROOT / "verbatim" / "engine.py"]
+    while todo:
+        path = todo.pop()
+        if path not in reached:
+            reached.add(path)
+            todo += project_imports(path)
+    covered = {p for pattern in PIPELINE for p in ROOT.glob(pattern)}
+    assert ROOT / "verbatim" / "answer.py" in reached  # calibrate.py asks through it
+    assert reached <= covered, sorted(str(p.relative_to(ROOT)) for p in reached - covered)
