@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import json
 import math
+import queue
 import re
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +78,7 @@ class Lexical:
         df = np.diff(indptr).astype(np.float64)
         self._idf = np.log1p((self.size - df + 0.5) / (df + 0.5))
         self._vocab = retriever.vocab_dict if retriever else {}
-        self._scratch = threading.local()  # each thread's own term-id -> column table
+        self._tables: queue.SimpleQueue = queue.SimpleQueue()  # `contains`'s, when not in use
 
     @classmethod
     def build(cls, texts: list[str]) -> Lexical:
@@ -163,8 +163,8 @@ class Lexical:
         """Boolean matrix (len(rows), len(terms)): whether each text holds each (distinct) term.
 
         Reads the texts' own term ids (the transposed matrix) in one vectorised pass, each id
-        looked up in a table from term id to column (-1: not asked), one per thread, kept
-        between calls and reset after each.
+        looked up in a table from term id to column (-1: not asked). Tables are kept between
+        calls, reset after each, one per call running at the same time.
         """
         out = np.zeros((len(rows), len(terms)), dtype=bool)
         wanted = np.array([self._vocab.get(t, -1) for t in terms], dtype=np.int64)
@@ -174,23 +174,20 @@ class Lexical:
         rows = np.asarray(rows, dtype=np.int64)
         lo, hi = self._text_ptr[rows], self._text_ptr[rows + 1]
         ids = self._text_terms[spans(lo, hi)]
-        column = self._columns()
-        column[wanted[known]] = known
         try:
+            column = self._tables.get_nowait()
+        except queue.Empty:  # int32: a question may have more terms than int16 counts
+            column = np.full(len(self._idf), -1, dtype=np.int32)
+        try:
+            column[wanted[known]] = known
             at = column[ids]
         finally:
             column[wanted[known]] = -1
+            self._tables.put(column)
         hit = np.flatnonzero(at >= 0)
         owner = np.searchsorted(np.cumsum(hi - lo), hit, side="right")  # the text of each id
         out[owner, at[hit]] = True
         return out
-
-    def _columns(self) -> np.ndarray:
-        """This thread's table from term id to column in `contains`, all -1 between calls."""
-        table = getattr(self._scratch, "table", None)
-        if table is None:  # int32: a question may have more terms than int16 counts
-            table = self._scratch.table = np.full(len(self._idf), -1, dtype=np.int32)
-        return table
 
     def scores(self, terms: list[str]) -> np.ndarray:
         """BM25 score of every text for the query `terms` (see `terms()`), by row."""
