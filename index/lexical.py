@@ -78,7 +78,7 @@ class Lexical:
         df = np.diff(indptr).astype(np.float64)
         self._idf = np.log1p((self.size - df + 0.5) / (df + 0.5))
         self._vocab = retriever.vocab_dict if retriever else {}
-        self._tables: queue.SimpleQueue = queue.SimpleQueue()  # `contains`'s, when not in use
+        self._tables: queue.SimpleQueue = queue.SimpleQueue()  # idle lookup tables of `contains`
 
     @classmethod
     def build(cls, texts: list[str]) -> Lexical:
