@@ -178,11 +178,12 @@ class Lexical:
             column = self._tables.get_nowait()
         except queue.Empty:  # int32: a question may have more terms than int16 counts
             column = np.full(len(self._idf), -1, dtype=np.int32)
+        asked = wanted[known]  # the term ids of the columns in `known`
         try:
-            column[wanted[known]] = known
+            column[asked] = known
             at = column[ids]
         finally:
-            column[wanted[known]] = -1
+            column[asked] = -1
             self._tables.put(column)
         hit = np.flatnonzero(at >= 0)
         owner = np.searchsorted(np.cumsum(hi - lo), hit, side="right")  # the text of each id
