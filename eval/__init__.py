@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from eval.metrics import (
+from verbatim.eval.metrics import (
     coverage_precision,
     mrr_at,
     ndcg_at,
@@ -22,6 +22,7 @@ from eval.metrics import (
     quote_hit,
     recall_at,
 )
+
 from verbatim.errors import VerbatimError
 from verbatim.settings import Settings
 

@@ -2,7 +2,7 @@
 
 Everything is measured in one run on the CounselChat corpus and reported as ratios against the
 bare embedding call measured in the same run, because the machine is shared and noisy.
-Run: `python -m eval.bench [--benchmarks ../shared/benchmarks] [--json OUT]`.
+Run: `python -m verbatim.eval.bench [--benchmarks ../shared/benchmarks] [--json OUT]`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from eval import corpus_engine, read_questions
-from eval.metrics import percentile
-from eval.report import checked, target_lines
+from verbatim.eval import corpus_engine, read_questions
+from verbatim.eval.metrics import percentile
+from verbatim.eval.report import checked, target_lines
+
 from verbatim.settings import Settings
 
 
@@ -267,7 +268,7 @@ def compare(passages: list[str], questions: list[str]) -> dict:
         given = Path(folder) / "given.json"
         given.write_text(json.dumps({"passages": passages, "questions": questions}))
         done = subprocess.run(
-            [sys.executable, "-m", "eval.bench", "--compare", str(given)],
+            [sys.executable, "-m", "verbatim.eval.bench", "--compare", str(given)],
             check=True,
             capture_output=True,
             text=True,
@@ -279,10 +280,10 @@ def _compare_here(given: Path) -> dict:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from index import Embedder
+    from verbatim.index import ModelEmbedder
 
     data = json.loads(given.read_text())
-    torch = Embedder(Settings().model, backend="torch")
+    torch = ModelEmbedder(Settings().model, backend="torch")
     torch.encode(["warm up"])
     took = []
     for q in data["questions"]:
@@ -299,8 +300,7 @@ def txtai_figures(passages: list[str], questions: list[str]) -> dict:
     """The same passages and questions through txtai's hybrid (BM25 + dense) `Embeddings`, with
     the same model from the same folder, in its default (torch) runtime."""
     from txtai import Embeddings
-
-    from index.embed import BUNDLED, model_path
+    from verbatim.index.embed import BUNDLED, model_path
 
     embeddings = Embeddings(path=model_path(BUNDLED), hybrid=True, content=False)
     began = time.perf_counter()
@@ -320,8 +320,9 @@ def txtai_figures(passages: list[str], questions: list[str]) -> dict:
 
 def ingest_ratio(corpus: Path, n_docs: int) -> dict:
     """Full ingest of the first `n_docs` documents against bare encoding of the same texts."""
-    from index import _passage_text as passage_text
-    from ingest import read_documents, split_passages
+    from verbatim.index import passage_text
+    from verbatim.ingest import read_documents
+
     from verbatim.engine import ingest_paths, make_embedder
 
     folder = Path(tempfile.mkdtemp(prefix="verbatim-bench-corpus-"))
@@ -330,10 +331,10 @@ def ingest_ratio(corpus: Path, n_docs: int) -> dict:
     settings = Settings(data_dir=folder / "data", progress=False)
     embedder = make_embedder(settings)
     embedder.encode(["warm up"])
-    docs = read_documents([folder], settings).documents
-    passages = [(d, p) for d in docs for p in split_passages(d, settings.passage_chars)]
-    texts = [passage_text(d, p) for d, p in passages]
-    texts += [d.text[s.start : s.end] for d, p in passages for s in p.sentences]
+    corpus = read_documents([folder], settings)
+    docs = {d.id: d for d in corpus.documents}
+    texts = [passage_text(docs[p.doc_id], p) for p in corpus.passages]
+    texts += [docs[p.doc_id].text[s.start : s.end] for p in corpus.passages for s in p.sentences]
     began = time.perf_counter()
     embedder.encode(texts)
     bare = time.perf_counter() - began

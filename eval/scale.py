@@ -8,7 +8,7 @@ to 200k passages, IVF above), calibration, load_index, search and `answer()`. Qu
 real CounselChat dev questions, embedded by the real model.
 
 Each size is built in one subprocess and searched in another, so each reports its own peak RSS.
-Run: `python -m eval.scale [--sizes 10000 100000 1000000] [--json OUT]`.
+Run: `python -m verbatim.eval.scale [--sizes 10000 100000 1000000] [--json OUT]`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from verbatim.eval.metrics import percentile
+from verbatim.eval.report import checked, target_lines
 
-from eval.metrics import percentile
-from eval.report import checked, target_lines
 from verbatim.settings import Settings
 
 PASSAGES_PER_DOC = 50
@@ -103,7 +103,8 @@ def build(work: Path) -> dict:
 
 
 def search(work: Path) -> dict:
-    from index import load_index
+    from verbatim.index import load_index
+
     from verbatim.answer import answer, clean_question
 
     settings = _settings(work)
@@ -177,7 +178,7 @@ def _settings(work: Path) -> Settings:
 
 def prepare(work: Path, benchmarks: Path) -> None:
     """Real CounselChat passage vectors and sentences, and the real dev questions, embedded."""
-    from eval import corpus_engine, read_questions
+    from verbatim.eval import corpus_engine, read_questions
 
     cc = benchmarks / "counselchat"
     engine = corpus_engine(cc / "corpus.jsonl", Settings(progress=False))
@@ -200,7 +201,7 @@ def prepare(work: Path, benchmarks: Path) -> None:
 def _stage(stage: str, work: Path) -> str:
     """Run one stage in a process of its own; its JSON result."""
     done = subprocess.run(
-        [sys.executable, "-m", "eval.scale", "--stage", stage, "--work", str(work)],
+        [sys.executable, "-m", "verbatim.eval.scale", "--stage", stage, "--work", str(work)],
         check=True,
         stdout=subprocess.PIPE,
         text=True,

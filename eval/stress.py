@@ -2,7 +2,7 @@
 
 Load runs against a real `verbatim serve` on loopback with bounded request counts and times;
 the crash and fuzz suites are the test files run with larger counts.
-Run: `python -m eval.stress [--json OUT]`.
+Run: `python -m verbatim.eval.stress [--json OUT]`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from eval.bench import _free_port, _ms, http_load, serve
+from verbatim.eval.bench import _free_port, _ms, http_load, serve
 
 QUESTIONS = [
     "How can I get my partner to go to therapy?",

@@ -8,24 +8,22 @@ from __future__ import annotations
 
 import array
 import functools
-import json
 import logging
-import sqlite3
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from verbatim.index import store
+from verbatim.index.embed import INT8_VERSION, ModelEmbedder
+from verbatim.index.lexical import Lexical
 
-from index import store
-from index.embed import INT8_VERSION, Embedder
-from index.lexical import Lexical
-from ingest import Corpus, split_passages
 from verbatim.errors import IndexCorrupt, ModelMismatch
-from verbatim.records import Document, Passage, Section
+from verbatim.records import Corpus, Document, DocumentMeta, Embedder, Passage
 from verbatim.settings import Settings
 
-__all__ = ["Embedder", "Index", "IngestReport", "build_index", "load_index"]
+__all__ = ["Index", "IngestReport", "ModelEmbedder", "build_index", "load_index", "passage_text"]
 log = logging.getLogger("verbatim")
 
 # Above this many passages an approximate (IVF) FAISS index replaces exact search: exact search
@@ -40,6 +38,9 @@ def _nprobe(nlist: int) -> int:
     return min(nlist, max(32, nlist // 16))
 
 
+Calibrate = Callable[["Index"], dict]  # the new index -> its abstention thresholds
+
+
 @dataclass
 class IngestReport:
     generation: str
@@ -51,7 +52,7 @@ class IngestReport:
     seconds: float
 
 
-def _passage_text(doc: Document, passage: Passage) -> str:
+def passage_text(doc: Document, passage: Passage) -> str:
     """What is embedded for a passage: its text, with the title and heading as context."""
     context = " — ".join(x for x in (doc.title, passage.heading) if x)
     return f"{context}\n{passage.text}" if context else passage.text
@@ -74,27 +75,123 @@ def _faiss_index(vectors: np.ndarray):
     return index
 
 
-def _previous(settings: Settings) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The current generation's manifest, and its passage and sentence vectors by passage id."""
+@dataclass
+class _Reuse:
+    """What the current generation offers a new one: its manifest, and the passage and sentence
+    vectors of each passage id (empty when it is missing or in another vector space)."""
+
+    manifest: dict = field(default_factory=dict)
+    passages: dict[str, np.ndarray] = field(default_factory=dict)
+    sentences: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _reusable(settings: Settings) -> _Reuse:
     try:
         old = load_index(settings)
     except Exception as exc:  # no usable previous index: embed everything
         log.debug("nothing to reuse: %s", exc)
-        return {}, {}, {}
+        return _Reuse()
     with old:
         if _space(old.manifest) != _space(settings):
-            return {}, {}, {}
+            return _Reuse()
+        reuse = _Reuse(old.manifest)
         pvecs = old.passage_vectors
-        passages, sentences = {}, {}
         for row, pid in enumerate(old.passage_ids):
-            passages[pid] = pvecs[row]
+            reuse.passages[pid] = pvecs[row]
             lo, hi = old.sent_lo[row], old.sent_hi[row]
-            sentences[pid] = np.asarray(old.sentence_vectors[lo:hi])
-    return old.manifest, passages, sentences
+            reuse.sentences[pid] = np.asarray(old.sentence_vectors[lo:hi])
+    return reuse
+
+
+def _texts_to_embed(docs: dict[str, Document], passages: list[Passage], todo: list[int]) -> list:
+    """The new passages' texts, then all their sentences', in order."""
+    texts = [passage_text(docs[passages[i].doc_id], passages[i]) for i in todo]
+    for p in (passages[i] for i in todo):
+        text = docs[p.doc_id].text
+        texts += [text[s.start : s.end] for s in p.sentences]
+    return texts
+
+
+def _assemble(
+    passages: list[Passage], todo: list[int], fresh: np.ndarray, reuse: _Reuse, dim: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Passage and sentence vectors of the new generation, by row: freshly embedded for the
+    passages in `todo` (`fresh` holds theirs, then their sentences'), reused for the rest."""
+    pvecs = np.zeros((len(passages), dim), dtype=np.float32)
+    svecs = np.zeros((sum(len(p.sentences) for p in passages), dim), dtype=np.float32)
+    fresh_row: dict[int, tuple[int, int]] = {}  # passage -> rows of its and its sentences' vectors
+    at = len(todo)
+    for k, i in enumerate(todo):
+        fresh_row[i] = (k, at)
+        at += len(passages[i].sentences)
+    n_sent = 0
+    for row, p in enumerate(passages):
+        span = slice(n_sent, n_sent + len(p.sentences))
+        if row in fresh_row:
+            k, first = fresh_row[row]
+            pvecs[row] = fresh[k]
+            svecs[span] = fresh[first : first + len(p.sentences)]
+        else:
+            pvecs[row] = reuse.passages[p.id]
+            svecs[span] = reuse.sentences[p.id]
+        n_sent += len(p.sentences)
+    return pvecs, svecs
+
+
+def _dim(embedder: Embedder, fresh: np.ndarray, reuse: _Reuse) -> int:
+    if len(fresh):
+        return int(fresh.shape[1])
+    if reuse.passages:
+        return len(next(iter(reuse.passages.values())))
+    return embedder.dim
+
+
+def _write_search_files(
+    workspace: Path, corpus: Corpus, pvecs: np.ndarray, svecs: np.ndarray
+) -> None:
+    """The vector files, the FAISS index and both BM25 indexes (passages, sentences)."""
+    import faiss
+
+    np.save(workspace / "sentences.npy", svecs, allow_pickle=False)
+    np.save(workspace / "passages.npy", pvecs, allow_pickle=False)
+    faiss.write_index(_faiss_index(pvecs), str(workspace / "passages.faiss"))
+    docs = {d.id: d for d in corpus.documents}
+    Lexical.build([passage_text(docs[p.doc_id], p) for p in corpus.passages]).save(
+        workspace / "bm25"
+    )
+    sentences = [docs[p.doc_id].text[s.start : s.end] for p in corpus.passages for s in p.sentences]
+    Lexical.build(sentences).save(workspace / "bm25-sentences")
+
+
+def _manifest(corpus: Corpus, settings: Settings, dim: int) -> dict:
+    return {
+        "model": settings.model,
+        "int8": _space(settings)[1],
+        "dim": int(dim),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "passage_chars": settings.passage_chars,
+        "counts": {
+            "documents": len(corpus.documents),
+            "passages": len(corpus.passages),
+            "sentences": sum(len(p.sentences) for p in corpus.passages),
+        },
+        "corpus_hash": corpus_hash(corpus.documents),
+    }
+
+
+def _calibration(workspace: Path, manifest: dict, old: dict, calibrate: Calibrate | None):
+    """The abstention thresholds: kept when the corpus is unchanged, else measured afresh."""
+    unchanged = all(old.get(key) == manifest[key] for key in ("corpus_hash", "passage_chars"))
+    if unchanged and "calibration" in old:
+        return old["calibration"]  # same corpus, same answer
+    if calibrate is None:
+        return None
+    with Index(workspace, {**manifest, "files": {}}) as fresh_index:
+        return calibrate(fresh_index)
 
 
 def build_index(
-    corpus: Corpus, settings: Settings, embedder: Embedder, calibrate=None
+    corpus: Corpus, settings: Settings, embedder: Embedder, calibrate: Calibrate | None = None
 ) -> IngestReport:
     """Embed `corpus` and publish it as the new current generation.
 
@@ -103,122 +200,34 @@ def build_index(
     `publish` returns, the previous generation stays current: a crash loses nothing.
 
     Args:
-        calibrate: `callable(Index) -> dict` run on the new index before publishing; its result
-            is stored in the manifest under "calibration".
+        calibrate: run on the new index before publishing; its result is stored in the
+            manifest under "calibration".
     """
     began = time.perf_counter()
-    docs = corpus.documents
-    passages = [(doc, p) for doc in docs for p in split_passages(doc, settings.passage_chars)]
-    old_manifest, old_passages, old_sentences = _previous(settings)
-    todo_p = [i for i, (_, p) in enumerate(passages) if p.id not in old_passages]
-    texts = [_passage_text(*passages[i]) for i in todo_p]
-    texts += [
-        doc.text[s.start : s.end] for doc, p in (passages[i] for i in todo_p) for s in p.sentences
-    ]
-    fresh = embedder.encode(texts)  # new passages' vectors, then their sentences', in order
-    dim = (
-        embedder.dim
-        if not len(fresh) and not old_passages
-        else (fresh.shape[1] if len(fresh) else len(next(iter(old_passages.values()))))
-    )
-    fresh_row: dict[int, tuple[int, int]] = {}  # passage -> rows of its and its sentences' vectors
-    at = len(todo_p)
-    for k, i in enumerate(todo_p):
-        fresh_row[i] = (k, at)
-        at += len(passages[i][1].sentences)
-
+    reuse = _reusable(settings)
+    todo = [i for i, p in enumerate(corpus.passages) if p.id not in reuse.passages]
+    texts = _texts_to_embed({d.id: d for d in corpus.documents}, corpus.passages, todo)
+    fresh = embedder.encode(texts)
+    dim = _dim(embedder, fresh, reuse)
+    pvecs, svecs = _assemble(corpus.passages, todo, fresh, reuse, dim)
+    del fresh  # a million rows' worth, as are the reused vectors
+    old_manifest, reuse = reuse.manifest, None
     with store.writing(settings.data_dir) as workspace:
-        db = store.create_db(workspace / "store.sqlite")
-        with db:
-            db.executemany(
-                "INSERT INTO documents VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        d.id,
-                        d.title,
-                        d.author,
-                        d.date,
-                        d.url,
-                        d.site,
-                        d.source,
-                        d.content_hash,
-                        json.dumps(
-                            {"metadata": d.metadata, "sections": [asdict(s) for s in d.sections]}
-                        ),
-                        d.text,
-                    )
-                    for d in docs
-                ],
-            )
-            n_total = sum(len(p.sentences) for _, p in passages)
-            pvecs = np.zeros((len(passages), dim), dtype=np.float32)
-            svecs = np.zeros((n_total, dim), dtype=np.float32)
-            prows, srows = [], []
-            n_sent = 0
-            for row, (_doc, p) in enumerate(passages):
-                span = slice(n_sent, n_sent + len(p.sentences))
-                if row in fresh_row:
-                    k, first = fresh_row[row]
-                    pvecs[row] = fresh[k]
-                    svecs[span] = fresh[first : first + len(p.sentences)]
-                else:
-                    pvecs[row] = old_passages[p.id]
-                    svecs[span] = old_sentences[p.id]
-                prows.append(
-                    (
-                        row,
-                        p.id,
-                        p.doc_id,
-                        p.start,
-                        p.end,
-                        p.heading,
-                        p.role,
-                        n_sent,
-                        n_sent + len(p.sentences),
-                    )
-                )
-                srows.extend((n_sent + j, row, s.start, s.end) for j, s in enumerate(p.sentences))
-                n_sent += len(p.sentences)
-            db.executemany("INSERT INTO passages VALUES (?,?,?,?,?,?,?,?,?)", prows)
-            db.executemany("INSERT INTO sentences VALUES (?,?,?,?)", srows)
-        db.close()
-        del fresh, prows, srows, old_passages, old_sentences  # a million rows' worth, each
-        np.save(workspace / "sentences.npy", svecs, allow_pickle=False)
-        del svecs
-        np.save(workspace / "passages.npy", pvecs, allow_pickle=False)
-        import faiss
-
-        faiss.write_index(_faiss_index(pvecs), str(workspace / "passages.faiss"))
-        del pvecs
-        Lexical.build([_passage_text(d, p) for d, p in passages]).save(workspace / "bm25")
-        Lexical.build([d.text[s.start : s.end] for d, p in passages for s in p.sentences]).save(
-            workspace / "bm25-sentences"
-        )
-        manifest = {
-            "model": settings.model,
-            "int8": _space(settings)[1],
-            "dim": int(dim),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "passage_chars": settings.passage_chars,
-            "counts": {"documents": len(docs), "passages": len(passages), "sentences": n_sent},
-            "corpus_hash": corpus_hash(docs),
-        }
-        unchanged = all(
-            old_manifest.get(key) == manifest[key] for key in ("corpus_hash", "passage_chars")
-        )
-        if unchanged and "calibration" in old_manifest:
-            manifest["calibration"] = old_manifest["calibration"]  # same corpus, same answer
-        elif calibrate is not None:
-            with Index(workspace, {**manifest, "files": {}}) as fresh_index:
-                manifest["calibration"] = calibrate(fresh_index)
+        store.write_rows(workspace / "store.sqlite", corpus.documents, corpus.passages)
+        _write_search_files(workspace, corpus, pvecs, svecs)
+        del pvecs, svecs
+        manifest = _manifest(corpus, settings, dim)
+        calibration = _calibration(workspace, manifest, old_manifest, calibrate)
+        if calibration is not None:
+            manifest["calibration"] = calibration
         name = store.publish(workspace, manifest, settings.data_dir)
     return IngestReport(
         generation=name,
-        documents=len(docs),
-        passages=len(passages),
-        sentences=n_sent,
+        documents=len(corpus.documents),
+        passages=len(corpus.passages),
+        sentences=manifest["counts"]["sentences"],
         embedded=len(texts),
-        reused=len(passages) - len(todo_p),
+        reused=len(corpus.passages) - len(todo),
         seconds=time.perf_counter() - began,
     )
 
@@ -245,11 +254,29 @@ class Index:
     """A loaded, read-only generation. Safe to share between threads."""
 
     def __init__(self, path: Path, manifest: dict) -> None:
-        import faiss
-
         self.path = path
         self.generation = path.name
         self.manifest = manifest
+        self._open_search(path)
+        self._db = store.open_db(path / "store.sqlite")
+        self._read_passages()
+        self.sent_start = np.fromiter(store.read_sentence_column(self._db, "start"), np.int64)
+        self.sent_end = np.fromiter(store.read_sentence_column(self._db, "end"), np.int64)
+        self.sent_passage = np.repeat(
+            np.arange(len(self.passage_ids), dtype=np.int32), self.sent_hi - self.sent_lo
+        )
+        self.documents: dict[str, DocumentMeta] = store.read_documents(self._db)
+        # The texts quoted lately (bounded: a long-running server over a million documents
+        # would otherwise end up holding every text it ever quoted).
+        self._recent_texts = functools.lru_cache(maxsize=TEXT_CACHE)(self._read_text)
+        if self.faiss.ntotal != len(self.passage_ids) or len(self.sentence_vectors) != len(
+            self.sent_start
+        ):
+            raise IndexCorrupt(f"{path}: vector and row counts differ; run `verbatim ingest`")
+
+    def _open_search(self, path: Path) -> None:
+        import faiss
+
         # IVF lists are memory-mapped (a million passages' vectors need not be in RAM); a flat
         # index is small by construction (EXACT_SEARCH_LIMIT) and read whole.
         self.faiss = faiss.read_index(str(path / "passages.faiss"), faiss.IO_FLAG_MMAP)
@@ -266,49 +293,24 @@ class Index:
         )
         self.lexical = Lexical.load(path / "bm25")
         self.sentence_lexical = Lexical.load(path / "bm25-sentences")
-        self._db = sqlite3.connect(
-            f"file:{path / 'store.sqlite'}?mode=ro", uri=True, check_same_thread=False
-        )
-        # Row by row into compact columns: a million passages fetched as a list of tuples would
-        # take gigabytes for a moment. A repeated string (document, heading, role) is kept once.
-        self.passage_ids, self.passage_doc, self.passage_heading, self.passage_role = [], [], [], []
+
+    def _read_passages(self) -> None:
+        """Row by row into compact columns: a million passages fetched as a list of tuples would
+        take gigabytes for a moment. A repeated string (document, heading, role) is kept once."""
+        self.passage_ids: list[str] = []
+        self.passage_doc: list[str] = []
+        self.passage_heading: list[str] = []
+        self.passage_role: list[str] = []
         numbers = array.array("q")  # start, end, sent_lo, sent_hi of each passage in turn
-        shared: dict[str | None, str | None] = {}
-        query = (
-            'SELECT id, doc_id, heading, role, start, "end", sent_lo, sent_hi FROM passages '
-            "ORDER BY row"
-        )
-        for pid, doc, heading, role, *spans in self._db.execute(query):
+        shared: dict[str, str] = {}
+        for pid, doc, heading, role, *spans in store.read_passages(self._db):
             self.passage_ids.append(pid)
             self.passage_doc.append(shared.setdefault(doc, doc))
             self.passage_heading.append(shared.setdefault(heading, heading))
             self.passage_role.append(shared.setdefault(role, role))
             numbers.extend(spans)
-        del shared
         columns = np.frombuffer(numbers, dtype=np.int64).reshape(-1, 4).T.copy()
         self.passage_start, self.passage_end, self.sent_lo, self.sent_hi = columns
-        self.sent_start = self._column("SELECT start FROM sentences ORDER BY row")
-        self.sent_end = self._column('SELECT "end" FROM sentences ORDER BY row')
-        self.sent_passage = np.repeat(
-            np.arange(len(self.passage_ids), dtype=np.int32), self.sent_hi - self.sent_lo
-        )
-        self.documents = {
-            r[0]: r
-            for r in self._db.execute(
-                "SELECT id, title, author, date, url, site, source, content_hash, metadata "
-                "FROM documents ORDER BY id"
-            )
-        }
-        # The texts quoted lately (bounded: a long-running server over a million documents
-        # would otherwise end up holding every text it ever quoted).
-        self._recent_texts = functools.lru_cache(maxsize=TEXT_CACHE)(self._read_text)
-        if self.faiss.ntotal != len(self.passage_ids) or len(self.sentence_vectors) != len(
-            self.sent_start
-        ):
-            raise IndexCorrupt(f"{path}: vector and row counts differ; run `verbatim ingest`")
-
-    def _column(self, query: str) -> np.ndarray:
-        return np.fromiter((r[0] for r in self._db.execute(query)), dtype=np.int64)
 
     def __enter__(self) -> Index:
         return self
@@ -335,37 +337,11 @@ class Index:
         return self._recent_texts(doc_id)
 
     def _read_text(self, doc_id: str) -> str:
-        row = self._db.execute("SELECT text FROM documents WHERE id = ?", (doc_id,)).fetchone()
-        if row is None:
-            raise KeyError(doc_id)
-        return row[0]
+        return store.read_text(self._db, doc_id)
 
     def document(self, doc_id: str) -> Document:
         """The whole document with metadata and sections."""
-        r = self.documents[doc_id]
-        extra = json.loads(r[8])
-        return Document(
-            id=r[0],
-            title=r[1],
-            author=r[2],
-            date=r[3],
-            url=r[4],
-            site=r[5],
-            source=r[6],
-            content_hash=r[7],
-            text=self.text(doc_id),
-            metadata=extra["metadata"],
-            sections=tuple(
-                Section(
-                    s["start"],
-                    s["end"],
-                    s["heading"],
-                    s["role"],
-                    tuple(tuple(p) for p in s["paragraphs"]),
-                )
-                for s in extra["sections"]
-            ),
-        )
+        return store.document(self.documents[doc_id], self.text(doc_id))
 
     def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows and cosine scores of the `k` passages nearest to a normalised query vector."""

@@ -49,7 +49,7 @@ def _offline() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-class Embedder:
+class ModelEmbedder:
     """Encodes texts into L2-normalised float32 vectors (cosine similarity = inner product).
 
     Args:

@@ -18,16 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from verbatim.arrays import spans
+
 EMPTY = "empty.json"  # marks an index of texts without a single indexable term
 SPLIT = re.compile(r"(?u)\b\w\w+\b").findall  # bm25s.tokenize's own pattern
 TERMS, TERMS_PTR = "terms.npy", "terms-ptr.npy"  # text i's term ids: terms[ptr[i]:ptr[i + 1]]
-
-
-def spans(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """The numbers lo[0]..hi[0]-1, lo[1]..hi[1]-1, ... in one array (a vectorised concatenation)."""
-    sizes = hi - lo
-    offsets = np.repeat(lo - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
-    return np.arange(int(sizes.sum()), dtype=np.int64) + offsets
 
 
 def _by_text(indptr: np.ndarray, indices: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,27 +1,22 @@
 """Read folders of documents into clean `Document`s and split them into `Passage`s.
 
-Public entry points: `read_documents(paths, settings)` and `split_passages(doc, max_chars)`.
+Public entry point: `read_documents(paths, settings)` -> `Corpus` (documents, their passages
+and the files skipped). `split_passages(doc, max_chars)` splits one document.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.read import SUFFIXES, UnreadableFile, read_file
-from ingest.split import split_passages, split_sentences
+from verbatim.ingest.read import SUFFIXES, UnreadableFile, read_file
+from verbatim.ingest.split import split_passages, split_sentences
+
 from verbatim.errors import NoDocuments
-from verbatim.records import Document, Skipped
+from verbatim.records import Corpus, Document, Skipped
 from verbatim.settings import Settings
 
 __all__ = ["Corpus", "read_documents", "split_passages", "split_sentences"]
-
-
-@dataclass
-class Corpus:
-    documents: list[Document]
-    skipped: list[Skipped]
 
 
 def _walk(root: Path) -> list[Path]:
@@ -78,7 +73,8 @@ def read_documents(paths: list[Path], settings: Settings) -> Corpus:
     if not documents:
         where = ", ".join(str(p) for p in paths)
         raise NoDocuments(
-            f"no readable documents in {where}; supported: .md .txt .html .htm .jsonl"
+            f"no readable documents in {where}; supported: {' '.join(sorted(SUFFIXES))}"
             + "".join(f"\n  skipped {s.path}: {s.reason}" for s in skipped[:20])
         )
-    return Corpus(documents, skipped)
+    passages = [p for doc in documents for p in split_passages(doc, settings.passage_chars)]
+    return Corpus(documents, passages, skipped)

@@ -1,5 +1,5 @@
 """FastAPI JSON API and the server-rendered web form. Entry point: `create_app(settings)`."""
 
-from server.app import create_app
+from verbatim.server.app import create_app
 
 __all__ = ["create_app"]

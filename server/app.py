@@ -20,8 +20,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from verbatim import __version__
 from verbatim.errors import Forbidden, NotFound, VerbatimError
-from verbatim.records import Answer
+from verbatim.records import Answer, DocumentMeta
 from verbatim.settings import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -155,7 +156,8 @@ class State:
         already running finish on the old index, which is closed a minute later. If loading
         fails, the old index keeps serving and the error is raised.
         """
-        from index import load_index
+        from verbatim.index import load_index
+
         from verbatim.engine import Engine
 
         with self._reloading:
@@ -200,7 +202,7 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
     app = FastAPI(
         title="Verbatim",
         summary="Answers questions only with verbatim, attributed quotes from its documents.",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
@@ -449,9 +451,9 @@ def _page_error(templates, request, status: int, message: str, headers=None):
     )
 
 
-def _summary(row) -> DocumentSummary:
+def _summary(doc: DocumentMeta) -> DocumentSummary:
     return DocumentSummary(
-        id=row[0], title=row[1], author=row[2], date=row[3], url=row[4], site=row[5]
+        id=doc.id, title=doc.title, author=doc.author, date=doc.date, url=doc.url, site=doc.site
     )
 
 
@@ -467,7 +469,7 @@ def _safe_url(url: str | None) -> str | None:
 
 def _examples(state: State) -> list[str]:
     index = state.engine.index
-    titles = [row[1] for row in index.documents.values() if row[1].rstrip().endswith("?")]
+    titles = [d.title for d in index.documents.values() if d.title.rstrip().endswith("?")]
     return (list(state.settings.examples) or [EXAMPLE, *titles])[:4]
 
 

@@ -104,9 +104,9 @@ def model_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_embedder(model_cache):
-    from index import Embedder
+    from verbatim.index import ModelEmbedder
 
-    return Embedder("all-MiniLM-L6-v2", cache_dir=model_cache)
+    return ModelEmbedder("all-MiniLM-L6-v2", cache_dir=model_cache)
 
 
 @pytest.fixture(scope="session")

@@ -107,9 +107,9 @@ def test_window_scores_are_the_cosine_of_the_mean_sentence_vector(
     """The closed form in `_best_windows` (sentence cosines and neighbours' dot products)
     gives what the mean vector of each window gives, computed directly."""
     import numpy as np
+    from verbatim.index import build_index, load_index
+    from verbatim.ingest import read_documents
 
-    from index import build_index, load_index
-    from ingest import read_documents
     from verbatim.answer import EXTRA_SENTENCE, MAX_WINDOW, _best_windows, retrieve
 
     build_index(read_documents([tiny_corpus], settings), settings, fake_embedder)

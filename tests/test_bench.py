@@ -3,7 +3,7 @@
 import asyncio
 import threading
 
-from eval.bench import http_load
+from verbatim.eval.bench import http_load
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
 
@@ -64,7 +64,7 @@ def test_a_refused_connection_is_an_error_not_a_hang():
 
 
 def test_the_target_table_says_met_or_missed_against_each_bound():
-    from eval.bench import target_table, targets
+    from verbatim.eval.bench import target_table, targets
 
     report = {
         "backend": "onnx",
@@ -84,7 +84,7 @@ def test_the_target_table_says_met_or_missed_against_each_bound():
 
 
 def test_the_million_passage_table_says_met_or_missed():
-    from eval.scale import million_table
+    from verbatim.eval.scale import million_table
 
     row = {"passages": 1_000_000, "search_p50_ms": 26.0, "recall_at_10": 0.95}
     table = million_table(row | {"serve_peak_rss_mb": 1900})

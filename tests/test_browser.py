@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from server import create_app
+from verbatim.server import create_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from index import load_index, store
+from verbatim.index import load_index, store
+
 from verbatim.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

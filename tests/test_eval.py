@@ -3,9 +3,8 @@ import math
 from pathlib import Path
 
 import pytest
-
-from eval import _check, evaluate, load_questions, read_questions
-from eval.metrics import (
+from verbatim.eval import _check, evaluate, load_questions, read_questions
+from verbatim.eval.metrics import (
     coverage_precision,
     mrr_at,
     ndcg_at,
@@ -14,9 +13,10 @@ from eval.metrics import (
     quote_hit,
     recall_at,
 )
-from eval.report import gate
-from index import build_index
-from ingest import read_documents
+from verbatim.eval.report import gate
+from verbatim.index import build_index
+from verbatim.ingest import read_documents
+
 from verbatim.engine import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +104,7 @@ def tiny_engine(tmp_path, settings, fake_embedder):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps(d) + "\n" for d in TINY))
     build_index(read_documents([corpus], settings), settings, fake_embedder)
-    from index import load_index
+    from verbatim.index import load_index
 
     engine = Engine(settings, load_index(settings), fake_embedder)
     yield engine
@@ -174,10 +174,9 @@ def test_gate_reports_each_failure():
 def test_scale_corpus_has_one_passage_per_paragraph_and_real_code_finds_it(tmp_path):
     """`make scale` relies on this: n paragraphs in, n passages through the real ingest."""
     import numpy as np
-
-    from eval.scale import Jitter, _settings, write_corpus
-    from index import load_index
-    from ingest import split_passages
+    from verbatim.eval.scale import Jitter, _settings, write_corpus
+    from verbatim.index import load_index
+    from verbatim.ingest import split_passages
 
     sentences = [
         f"Sentence {i} is about topic {i % 7} at length, and then some more. " * 2
@@ -199,7 +198,7 @@ def test_scale_corpus_has_one_passage_per_paragraph_and_real_code_finds_it(tmp_p
 
 
 def test_source_at_1_counts_the_first_quote_and_abstentions_as_misses():
-    from eval import Result, _report
+    from verbatim.eval import Result, _report
 
     def result(quotes, abstained=False):
         return Result(
@@ -219,7 +218,7 @@ def test_cached_eval_indexes_cover_all_code_that_builds_them():
     rebuilds cached eval indexes. The stored thresholds come from `answer.retrieve`."""
     import ast
 
-    from eval import PIPELINE
+    from verbatim.eval import PIPELINE
 
     def project_imports(path: Path) -> set[Path]:
         found = set()

@@ -9,8 +9,7 @@ import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
-
-from server import create_app
+from verbatim.server import create_app
 
 pytestmark = pytest.mark.slow
 EXAMPLES = int(os.environ.get("VERBATIM_FUZZ_EXAMPLES", "25"))

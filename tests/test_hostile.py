@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from verbatim.index import build_index, load_index, store
+from verbatim.ingest import read_documents
 
-from index import build_index, load_index, store
-from ingest import read_documents
 from verbatim.cli import cli
 from verbatim.errors import IndexWriteFailed
 

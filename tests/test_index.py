@@ -3,10 +3,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from verbatim.index import build_index, load_index, store
+from verbatim.index.embed import INT8_VERSION
+from verbatim.ingest import read_documents
 
-from index import build_index, load_index, store
-from index.embed import INT8_VERSION
-from ingest import read_documents
 from verbatim.errors import IndexCorrupt, IndexMissing, ModelMismatch
 
 
@@ -174,7 +174,7 @@ def test_unchanged_corpus_keeps_its_calibration(tiny_corpus, settings, fake_embe
 
 
 def test_large_indexes_switch_to_approximate_search(monkeypatch):
-    import index as index_module
+    import verbatim.index as index_module
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(40, 32))  # embeddings cluster by topic; uniform noise does not
@@ -198,8 +198,7 @@ def test_question_analysis_matches_the_indexed_analysis():
     from pathlib import Path
 
     import bm25s
-
-    from index.lexical import Lexical, _stemmer
+    from verbatim.index.lexical import Lexical, _stemmer
 
     corpus = Path(__file__).resolve().parent.parent / "corpus"
     texts = [p.read_text() for p in sorted(corpus.glob("*.md"))]
@@ -219,7 +218,8 @@ def test_question_analysis_matches_the_indexed_analysis():
 def test_an_approximate_index_is_memory_mapped_and_answers(
     monkeypatch, tiny_corpus, settings, fake_embedder
 ):
-    import index as index_module
+    import verbatim.index as index_module
+
     from verbatim.answer import answer
 
     monkeypatch.setattr(index_module, "EXACT_SEARCH_LIMIT", 2)
@@ -293,7 +293,7 @@ def test_exact_search_ranks_as_faiss_does(tiny_corpus, settings, fake_embedder):
 
 
 def test_term_weights_are_idf_times_information_in_english():
-    from index.lexical import Lexical, information
+    from verbatim.index.lexical import Lexical, information
 
     texts = [
         "The Normans settled in Normandy for a long time.",
@@ -320,7 +320,7 @@ def test_term_weights_are_idf_times_information_in_english():
 def test_which_texts_hold_which_terms(tmp_path):
     """`contains` reads each text's own term ids; checked against the texts' tokens, after a
     save and load, and for an index saved before those ids were (they are computed on load)."""
-    from index.lexical import TERMS, TERMS_PTR, Lexical
+    from verbatim.index.lexical import TERMS, TERMS_PTR, Lexical
 
     rng = np.random.default_rng(7)
     words = ["anxiety", "sleep", "partner", "therapy", "normans", "bread", "winter", "argue"]
@@ -358,7 +358,7 @@ def test_which_texts_hold_which_terms(tmp_path):
 
 
 def test_quoted_texts_are_cached_within_a_bound(monkeypatch, tiny_corpus, settings, fake_embedder):
-    import index as index_module
+    import verbatim.index as index_module
 
     monkeypatch.setattr(index_module, "TEXT_CACHE", 1)
     build(tiny_corpus, settings, fake_embedder)

@@ -1,8 +1,8 @@
 from pathlib import Path
 
 import pytest
+from verbatim.ingest import read_documents, split_passages
 
-from ingest import read_documents, split_passages
 from verbatim.errors import NoDocuments
 from verbatim.settings import Settings
 

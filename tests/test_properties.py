@@ -5,9 +5,9 @@ from pathlib import Path
 
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, given, settings
+from verbatim.index import build_index, load_index
+from verbatim.ingest import read_documents
 
-from index import build_index, load_index
-from ingest import read_documents
 from verbatim.engine import Engine
 from verbatim.settings import Settings
 

@@ -4,8 +4,8 @@ import threading
 
 import pytest
 from fastapi.testclient import TestClient
+from verbatim.server import create_app
 
-from server import create_app
 from verbatim.engine import ingest_paths, open_engine
 from verbatim.settings import Settings
 

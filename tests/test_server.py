@@ -2,8 +2,7 @@
 
 import pytest
 from fastapi.testclient import TestClient
-
-from server import create_app
+from verbatim.server import create_app
 
 pytestmark = pytest.mark.slow
 QUESTION = "What if my husband refuses couples therapy?"

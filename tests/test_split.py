@@ -1,8 +1,7 @@
 import hypothesis.strategies as st
 from hypothesis import given, settings
-
-from ingest.read import build_text, make_document
-from ingest.split import split_passages, split_sentences
+from verbatim.ingest.read import build_text, make_document
+from verbatim.ingest.split import split_passages, split_sentences
 
 
 def sentences_of(text):

@@ -8,8 +8,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from verbatim.server import create_app
 
-from server import create_app
 from verbatim.engine import ingest_paths, open_engine
 from verbatim.settings import Settings
 

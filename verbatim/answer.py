@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote as urlquote
 
 import numpy as np
 
-from index.lexical import spans
+from verbatim.arrays import spans
 from verbatim.errors import InvalidQuestion
-from verbatim.records import Answer, Quote
+from verbatim.index import Index
+from verbatim.records import Answer, Embedder, Quote
 from verbatim.settings import Settings
 
-CANDIDATES = 50  # passages considered before quote selection
+CANDIDATES = 50  # passages considered before quote selection (by embedding and by BM25 each)
+COVER_WEIGHT = 0.4  # weighted share of question terms in a passage, and in its best sentence
+BM25_WEIGHT = 0.1  # BM25 relative to the pool's best
+WINDOW_COVER_WEIGHT = 0.5  # weighted share of question terms in a quote's sentence window
 MAX_WINDOW = 3  # sentences in one quote at most
 DEFAULT_THRESHOLD = 0.30
 EXTRA_SENTENCE = 0.05  # what each sentence beyond the first must add to a quote's score
@@ -162,7 +165,9 @@ def _best_windows(found: Retrieval, index, rows: np.ndarray) -> list[tuple[int, 
         i = first[ok]
         score = dot[i] / (np.sqrt(np.maximum(norm2[i], 0)) + 1e-9)
         if len(found.terms):
-            score = score + 0.5 * (((counts[i + size] - counts[i]) > 0) @ found.weights)
+            score = score + WINDOW_COVER_WEIGHT * (
+                ((counts[i + size] - counts[i]) > 0) @ found.weights
+            )
         starts.append(i)
         sizes.append(np.full(len(i), size))
         scores.append(score - EXTRA_SENTENCE * (size - 1))
@@ -184,20 +189,18 @@ def _allowed_rows(index, filters: dict) -> np.ndarray:
         d
         for d in wanted
         if d in index.documents
-        and filters.get("author") in (None, index.documents[d][2])
-        and filters.get("site") in (None, index.documents[d][5])
+        and filters.get("author") in (None, index.documents[d].author)
+        and filters.get("site") in (None, index.documents[d].site)
     }
     return np.array([r for r, d in enumerate(index.passage_doc) if d in docs], dtype=np.int64)
 
 
 def retrieve(
     question: str,
-    index,
-    embedder,
+    index: Index,
+    embedder: Embedder,
     settings: Settings,
     filters: dict | None = None,
-    exclude: int | None = None,
-    vector: np.ndarray | None = None,
 ) -> Retrieval:
     """Rank passages for `question` by dense and lexical evidence together.
 
@@ -205,25 +208,43 @@ def retrieve(
     absolute scales, so no per-query normalisation (z-scores, min-max) can blow up the noise of
     a flat score distribution, as it does for long questions:
       passage cosine
-      + 0.4 x weighted share (`Lexical.query`) of the question's terms in the passage and in
-        its best sentence
+      + COVER_WEIGHT (0.4) x weighted share (`Lexical.query`) of the question's terms in the
+        passage and in its best sentence
       + w x best sentence cosine, w = min(1, 10 / content terms): a short, specific question is
         usually answered by one sentence, a long descriptive one by a passage as a whole
-      + 0.1 x BM25 relative to the best candidate's.
-    See eval/README.md for the measurements behind each term.
+      + BM25_WEIGHT (0.1) x BM25 relative to the best candidate's.
+    See docs/design.md for the measurements behind each term.
 
     Args:
         filters: optional `documents` (ids), `author`, `site`: only matching documents count.
-        exclude: a passage row left out (calibration asks the corpus's own sentences).
-        vector: the question's embedding, when it is already known (those sentences').
     """
     began = time.perf_counter()
     text = clean_question(question, settings)
-    qvec = embedder.encode([text], progress=False)[0] if vector is None else vector
+    vector = embedder.encode([text], progress=False)[0]
+    return _rank(text, vector, index, filters, None, began)
+
+
+def retrieve_by_vector(
+    question: str,
+    vector: np.ndarray,
+    index: Index,
+    settings: Settings,
+    exclude: int | None = None,
+) -> Retrieval:
+    """`retrieve` for a question whose embedding is already known.
+
+    Calibration asks the corpus's own sentences, embedded at ingest, each with its own passage
+    row left out (`exclude`) so that other text must answer it.
+    """
+    began = time.perf_counter()
+    return _rank(clean_question(question, settings), vector, index, None, exclude, began)
+
+
+def _pool(index: Index, vector: np.ndarray, lex: np.ndarray, filters, exclude) -> np.ndarray:
+    """Candidate passage rows: the nearest by embedding and the best by BM25, or, with filters,
+    every passage of the matching documents."""
     n = min(CANDIDATES, index.faiss.ntotal)
-    rows, _ = index.search(qvec, n)
-    terms, weights = index.lexical.query(text)
-    lex = index.lexical.scores(terms)
+    rows, _ = index.search(vector, n)
     lex_rows = np.argpartition(-lex, n - 1)[:n] if n < len(lex) else np.arange(len(lex))
     lex_rows = lex_rows[lex[lex_rows] > 0]
     pool = np.unique(np.concatenate([rows, lex_rows])).astype(np.int64)
@@ -231,12 +252,34 @@ def retrieve(
         pool = _allowed_rows(index, filters)
     if exclude is not None:
         pool = pool[pool != exclude]
-    if not len(pool):
-        empty = np.zeros(0, dtype=np.float32)
-        none = np.zeros((0, len(terms)), dtype=bool)
-        return Retrieval(
-            text, qvec, terms, weights, pool, empty, 0.0, 0.0, 1.0, began, pool, empty, none
-        )
+    return pool
+
+
+def _rank(text: str, qvec: np.ndarray, index: Index, filters, exclude, began: float) -> Retrieval:
+    terms, weights = index.lexical.query(text)
+    lex = index.lexical.scores(terms)
+    pool = _pool(index, qvec, lex, filters, exclude)
+    found = Retrieval(
+        question=text,
+        vector=qvec,
+        terms=terms,
+        weights=weights,
+        rows=pool,
+        scores=np.zeros(0, dtype=np.float32),
+        best_passage=0.0,
+        best_sentence=0.0,
+        specific=1.0,
+        began=began,
+        sentences=pool,
+        sentence_cos=np.zeros(0, dtype=np.float32),
+        sentence_has=np.zeros((0, len(terms)), dtype=bool),
+    )
+    return _fuse(found, index, lex) if len(pool) else found
+
+
+def _fuse(found: Retrieval, index: Index, lex: np.ndarray) -> Retrieval:
+    """Score the pool's passages (see `retrieve`) and order them, best first."""
+    pool, qvec, terms, weights = found.rows, found.vector, found.terms, found.weights
     dense = np.asarray(index.passage_vectors[pool], dtype=np.float32) @ qvec
     passage_cover = index.lexical.contains(terms, pool) @ weights if terms else 0.0
     lo, hi = index.sent_lo[pool], index.sent_hi[pool]
@@ -248,22 +291,23 @@ def retrieve(
     best_cover = np.maximum.reduceat(has @ weights, starts) if terms else 0.0
     specific = specificity(len(terms))
     bm25 = lex[pool] / lex[pool].max() if lex[pool].max() > 0 else np.zeros(len(pool))
-    fused = dense + 0.4 * (passage_cover + best_cover) + specific * best_sent + 0.1 * bm25
+    fused = (
+        dense
+        + COVER_WEIGHT * (passage_cover + best_cover)
+        + specific * best_sent
+        + BM25_WEIGHT * bm25
+    )
     order = np.argsort(-fused, kind="stable")
-    return Retrieval(
-        text,
-        qvec,
-        terms,
-        weights,
-        pool[order],
-        fused[order],
-        float(dense.max()),
-        float(best_sent.max()),
-        specific,
-        began,
-        sents,
-        sent_cos,
-        has,
+    return replace(
+        found,
+        rows=pool[order],
+        scores=fused[order],
+        best_passage=float(dense.max()),
+        best_sentence=float(best_sent.max()),
+        specific=specific,
+        sentences=sents,
+        sentence_cos=sent_cos,
+        sentence_has=has,
     )
 
 
@@ -380,26 +424,23 @@ def _quote(index, c: _Candidate) -> Quote:
     text = index.text(doc_id)
     start, end = int(index.sent_start[c.window[0]]), int(index.sent_end[c.window[1] - 1])
     body = text[start:end]
-    metadata_section = ""
     heading = index.passage_heading[c.row]
-    if not heading:
-        metadata_section = json.loads(doc[8])["metadata"].get("section") or ""
     return Quote(
         text=body,
         doc_id=doc_id,
-        title=doc[1],
-        author=doc[2],
-        date=doc[3],
-        url=doc[4],
-        site=doc[5],
-        section=heading or metadata_section,
+        title=doc.title,
+        author=doc.author,
+        date=doc.date,
+        url=doc.url,
+        site=doc.site,
+        section=heading or doc.metadata().get("section") or "",
         role=index.passage_role[c.row],
         passage_id=index.passage_ids[c.row],
         passage_start=int(index.passage_start[c.row]),
         passage_end=int(index.passage_end[c.row]),
         start=start,
         end=end,
-        content_hash=doc[7],
+        content_hash=doc.content_hash,
         score=round(c.score, 4),
-        link=text_fragment_link(doc[4], body),
+        link=text_fragment_link(doc.url, body),
     )

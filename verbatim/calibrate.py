@@ -20,6 +20,9 @@ from importlib.resources import files
 
 import numpy as np
 
+from verbatim.answer import retrieve_by_vector
+from verbatim.index import Index
+from verbatim.records import Embedder
 from verbatim.settings import Settings
 
 MIN_WORDS = 8
@@ -31,13 +34,13 @@ def offtopic_questions() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
 
 
-def _best(index, settings: Settings, texts: list[str], vectors: np.ndarray, exclude: list):
+def _best(
+    index: Index, settings: Settings, texts: list[str], vectors: np.ndarray, exclude: list
+) -> np.ndarray:
     """(n, 2): each probe's best passage and best sentence cosine, asked as a question is."""
-    from verbatim.answer import retrieve
-
     out = []
     for text, vector, row in zip(texts, vectors, exclude, strict=True):
-        found = retrieve(text, index, None, settings, exclude=row, vector=vector)
+        found = retrieve_by_vector(text, vector, index, settings, exclude=row)
         out.append((found.best_passage, found.best_sentence))
     return np.array(out).reshape(-1, 2)
 
@@ -50,7 +53,7 @@ def _summary(values: np.ndarray) -> dict:
     }
 
 
-def calibrate(index, embedder, settings: Settings) -> dict:
+def calibrate(index: Index, embedder: Embedder, settings: Settings) -> dict:
     """The passage and sentence thresholds, and both probe distributions, for the manifest."""
     settings = settings.model_copy(update={"max_question_chars": 1_000_000})
     questions = offtopic_questions()

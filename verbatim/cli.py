@@ -127,7 +127,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     """
     import uvicorn
 
-    from server import create_app
+    from verbatim.server import create_app
 
     settings = _settings(data_dir, host=host, port=port)
     app = create_app(settings)
@@ -175,10 +175,10 @@ def eval_command(
     QUESTIONS is a file in Verbatim's eval format (one JSON object a line) or a BEIR folder
     (corpus.jsonl, queries.jsonl, qrels/*.tsv).
     """
-    from eval import corpus_engine, evaluate, load_questions, read_questions
-    from eval.report import gate as check_gate
-    from eval.report import plot, table
     from verbatim.engine import open_engine
+    from verbatim.eval import corpus_engine, evaluate, load_questions, read_questions
+    from verbatim.eval.report import gate as check_gate
+    from verbatim.eval.report import plot, table
 
     settings = _settings(data_dir)
     items, beir_corpus = load_questions(questions)

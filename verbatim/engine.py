@@ -6,8 +6,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from verbatim.answer import answer
+from verbatim.calibrate import calibrate
 from verbatim.errors import IndexMissing
-from verbatim.records import Answer, Skipped
+from verbatim.index import Index, IngestReport, ModelEmbedder, build_index, load_index
+from verbatim.index.lexical import information
+from verbatim.ingest import read_documents
+from verbatim.records import Answer, Embedder, Skipped
 from verbatim.settings import Settings
 
 
@@ -16,22 +21,18 @@ class Engine:
     """A loaded index with its embedder: what answering needs."""
 
     settings: Settings
-    index: object
-    embedder: object
+    index: Index
+    embedder: Embedder
 
     def ask(self, question: str, k: int | None = None, filters: dict | None = None) -> Answer:
-        from verbatim.answer import answer
-
         return answer(question, self.index, self.embedder, self.settings, k, filters)
 
     def close(self) -> None:
         self.index.close()
 
 
-def make_embedder(settings: Settings):
-    from index import Embedder
-
-    return Embedder(
+def make_embedder(settings: Settings) -> ModelEmbedder:
+    return ModelEmbedder(
         settings.model,
         settings.batch_size,
         progress=settings.progress,
@@ -40,29 +41,26 @@ def make_embedder(settings: Settings):
     )
 
 
-def ingest_paths(paths: list[Path], settings: Settings, embedder=None):
+def ingest_paths(
+    paths: list[Path], settings: Settings, embedder: Embedder | None = None
+) -> tuple[IngestReport, list[Skipped]]:
     """Read, embed, calibrate and publish `paths` as the new index generation.
 
     Returns:
         The `IngestReport` and the list of skipped files.
     """
-    from index import build_index
-    from ingest import read_documents
-    from verbatim.calibrate import calibrate
-
     corpus = read_documents(paths, settings)
-    embedder = embedder or make_embedder(settings)
+    model = embedder or make_embedder(settings)
     report = build_index(
-        corpus, settings, embedder, calibrate=lambda index: calibrate(index, embedder, settings)
+        corpus, settings, model, calibrate=lambda index: calibrate(index, model, settings)
     )
     return report, corpus.skipped
 
 
-def open_engine(settings: Settings, embedder=None, build_if_missing: bool = False) -> Engine:
+def open_engine(
+    settings: Settings, embedder: Embedder | None = None, build_if_missing: bool = False
+) -> Engine:
     """The current index, ready to answer. Optionally index `settings.corpus_dir` first."""
-    from index import load_index
-    from index.lexical import information
-
     embedder = embedder or make_embedder(settings)
     try:
         index = load_index(settings)

@@ -1,8 +1,14 @@
-"""Plain records passed between the stages: ingest -> index -> answer."""
+"""Plain records passed between the stages (ingest -> index -> answer), and the one interface
+they meet: `Embedder`."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,26 @@ class Document:
     metadata: dict = field(default_factory=dict)
 
 
+class DocumentMeta(NamedTuple):
+    """A document without its text: what a loaded index keeps in memory for every document.
+
+    A NamedTuple, so a million of them cost no more than the rows they were read from.
+    """
+
+    id: str
+    title: str
+    author: str | None
+    date: str | None
+    url: str | None
+    site: str | None
+    source: str
+    content_hash: str
+    extra: str  # JSON {"metadata": {...}, "sections": [...]}, parsed only when asked for
+
+    def metadata(self) -> dict:
+        return json.loads(self.extra)["metadata"]
+
+
 @dataclass(frozen=True)
 class Sentence:
     start: int
@@ -59,6 +85,15 @@ class Skipped:
 
     path: str
     reason: str
+
+
+@dataclass
+class Corpus:
+    """What ingest read: the documents, their passages in order, and the files it skipped."""
+
+    documents: list[Document]
+    passages: list[Passage]
+    skipped: list[Skipped]
 
 
 @dataclass
@@ -95,3 +130,15 @@ class Answer:
     threshold: float
     timing_ms: float
     generation: str
+
+
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors, one row a text (cosine = inner product).
+
+    The real model is `verbatim.index.ModelEmbedder`; tests pass deterministic fakes.
+    """
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode(self, texts: list[str], progress: bool | None = None) -> np.ndarray: ...

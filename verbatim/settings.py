@@ -10,7 +10,13 @@ import platformdirs
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+def bundled_corpus() -> Path:
+    """The default corpus: package data in an installed Verbatim (`verbatim/corpus/`), the
+    top-level `corpus/` folder in a source checkout (an editable install maps no data folder)."""
+    package = Path(__file__).resolve().parent
+    installed = package / "corpus"
+    return installed if installed.is_dir() else package.parent / "corpus"
 
 
 class Settings(BaseSettings):
@@ -23,7 +29,8 @@ class Settings(BaseSettings):
         description="Where indexes live (never inside the source tree).",
     )
     corpus_dir: Path = Field(
-        default=SOURCE_ROOT / "corpus", description="Documents indexed when no path is given."
+        default_factory=bundled_corpus,
+        description="Documents indexed when no path is given (default: the bundled corpus).",
     )
     model: str = Field(
         default="all-MiniLM-L6-v2",
