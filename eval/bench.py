@@ -331,10 +331,10 @@ def ingest_ratio(corpus: Path, n_docs: int) -> dict:
     settings = Settings(data_dir=folder / "data", progress=False)
     embedder = make_embedder(settings)
     embedder.encode(["warm up"])
-    corpus = read_documents([folder], settings)
-    docs = {d.id: d for d in corpus.documents}
-    texts = [passage_text(docs[p.doc_id], p) for p in corpus.passages]
-    texts += [docs[p.doc_id].text[s.start : s.end] for p in corpus.passages for s in p.sentences]
+    read = read_documents([folder], settings)
+    docs = {d.id: d for d in read.documents}
+    texts = [passage_text(docs[p.doc_id], p) for p in read.passages]
+    texts += [docs[p.doc_id].text[s.start : s.end] for p in read.passages for s in p.sentences]
     began = time.perf_counter()
     embedder.encode(texts)
     bare = time.perf_counter() - began
