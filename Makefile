@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint fix eval bench scale stress audit browser clean
+.PHONY: install run test lint typecheck install-check fix eval bench scale stress audit browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,14 +22,25 @@ run: install
 browser:
 	bash scripts/install-browser.sh
 
+# Everything: lint, types, the fast suite and the slow one (real model, Chromium, real app),
+# a wheel installed without extras, and the quality gate. A bare `pytest` is the fast suite.
 test: install browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest
+	$(PY) scripts/typecheck.py
+	$(PY) -m pytest -m ""
+	bash scripts/check-install.sh
 	$(VENV)/bin/verbatim eval eval/seeds.jsonl --corpus corpus --gate
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(PY) scripts/typecheck.py
+
+# Build the wheel, install it without extras in a fresh environment, ingest and serve.
+install-check:
+	bash scripts/check-install.sh
 
 fix: install
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from verbatim.index import store
@@ -28,7 +29,8 @@ log = logging.getLogger("verbatim")
 
 # Above this many passages an approximate (IVF) FAISS index replaces exact search: exact search
 # costs about 0.26 µs a passage here (13 ms at 50k, as much as encoding the question), while IVF
-# scanning 1/16 of its lists finds .987 of the exact top 10 on real MiniLM vectors (eval/README.md).
+# scanning 1/16 of its lists finds .987 of the exact top 10 on real MiniLM vectors
+# (docs/design.md).
 EXACT_SEARCH_LIMIT = 50_000
 TEXT_CACHE = 2048  # documents whose text is kept in memory once quoted
 
@@ -62,6 +64,7 @@ def _faiss_index(vectors: np.ndarray):
     import faiss
 
     dim = vectors.shape[1]
+    index: Any
     if len(vectors) <= EXACT_SEARCH_LIMIT:
         # Inner product on L2-normalised vectors is cosine similarity.
         index = faiss.IndexFlatIP(dim)
@@ -211,7 +214,8 @@ def build_index(
     dim = _dim(embedder, fresh, reuse)
     pvecs, svecs = _assemble(corpus.passages, todo, fresh, reuse, dim)
     del fresh  # a million rows' worth, as are the reused vectors
-    old_manifest, reuse = reuse.manifest, None
+    old_manifest = reuse.manifest
+    del reuse
     with store.writing(settings.data_dir) as workspace:
         store.write_rows(workspace / "store.sqlite", corpus.documents, corpus.passages)
         _write_search_files(workspace, corpus, pvecs, svecs)
@@ -279,10 +283,12 @@ class Index:
 
         # IVF lists are memory-mapped (a million passages' vectors need not be in RAM); a flat
         # index is small by construction (EXACT_SEARCH_LIMIT) and read whole.
-        self.faiss = faiss.read_index(str(path / "passages.faiss"), faiss.IO_FLAG_MMAP)
-        flat = not hasattr(self.faiss, "nprobe")
-        if not flat:  # the current rule, also for indexes built before it
-            self.faiss.nprobe = _nprobe(self.faiss.nlist)
+        searcher: Any = faiss.read_index(str(path / "passages.faiss"), faiss.IO_FLAG_MMAP)
+        nlist = getattr(searcher, "nlist", None)  # IVF indexes only
+        flat = nlist is None
+        if nlist is not None:  # the current rule, also for indexes built before it
+            searcher.nprobe = _nprobe(nlist)
+        self.faiss = searcher
         self.sentence_vectors = store.open_vectors(path / "sentences.npy")
         self.passage_vectors = store.open_vectors(path / "passages.npy")
         # Exact search of one question is one matrix-vector product over the (memory-mapped)

@@ -69,7 +69,10 @@ class Lexical:
         if retriever:  # plain views of bm25s's memory maps: slicing a np.memmap costs ~5 µs
             for key in ("data", "indices", "indptr"):
                 retriever.scores[key] = np.asarray(retriever.scores[key])
-        self._text_terms, self._text_ptr = by_text or _by_text(indptr, scores["indices"], size)
+        indices = np.asarray(scores["indices"])
+        terms_ptr = by_text or _by_text(indptr, indices, size)
+        self._text_terms: np.ndarray = terms_ptr[0]
+        self._text_ptr: np.ndarray = terms_ptr[1]
         df = np.diff(indptr).astype(np.float64)
         self._idf = np.log1p((self.size - df + 0.5) / (df + 0.5))
         self._vocab = retriever.vocab_dict if retriever else {}

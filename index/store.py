@@ -2,8 +2,11 @@
 
     data_dir/
       CURRENT                 name of the generation being served (replaced atomically)
-      generations/<name>/     manifest.json, store.sqlite, passages.faiss, sentences.npy
+      generations/<name>/     manifest.json, store.sqlite, passages.faiss, passages.npy,
+                              sentences.npy, bm25/ and bm25-sentences/ (bm25s's own files)
       generations/.tmp-*      a generation being written; removed by the next ingest
+      models/                 the ONNX export of the model, made once
+      eval/<key>/             `verbatim eval`'s cached benchmark indexes, each laid out as above
 
 No pickle: vectors are `.npy` (allow_pickle=False) and a FAISS file, records are SQLite rows.
 """
@@ -354,7 +357,7 @@ class Vectors:
         for lo, hi in zip([0, *breaks], [*breaks, len(flat)], strict=True):
             if lo == hi:
                 continue
-            buffer = memoryview(out[lo:hi]).cast("B")
+            buffer = out[lo:hi].data.cast("B")
             offset = self._offset + int(flat[lo]) * self._row_bytes
             if os.preadv(self._fd, [buffer], offset) != len(buffer):
                 raise IndexCorrupt("a vector file is shorter than its header says")

@@ -8,6 +8,7 @@ import json
 import re
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 from verbatim.records import Document, Section
 
@@ -51,7 +52,8 @@ def build_text(
     parts: list[str] = []
     pos = 0
     sections: list[Section] = []
-    heading, sec_role, sec_start, paragraphs = "", role, 0, []
+    heading, sec_role, sec_start = "", role, 0
+    paragraphs: list[tuple[int, int]] = []
 
     def close(end: int) -> None:
         if paragraphs:
@@ -136,7 +138,8 @@ def read_markdown(raw: bytes) -> tuple[str, tuple[Section, ...], dict]:
     except Exception as exc:  # yaml errors come in many classes
         raise UnreadableFile(f"front matter is not valid YAML: {exc}") from None
     meta = dict(post.metadata)
-    roles = meta.get("roles") if isinstance(meta.get("roles"), dict) else {}
+    given = meta.get("roles")
+    roles = given if isinstance(given, dict) else {}
     text, sections = build_text(
         post.content, markdown=True, roles=roles, role=str(meta.get("role", "article"))
     )
@@ -158,7 +161,7 @@ def read_html(raw: bytes) -> tuple[str, tuple[Section, ...], dict]:
     import trafilatura
 
     html = decode(raw)
-    result = trafilatura.bare_extraction(
+    result: Any = trafilatura.bare_extraction(
         html,
         with_metadata=True,
         include_formatting=True,

@@ -13,7 +13,7 @@ import numpy as np
 from verbatim.arrays import spans
 from verbatim.errors import InvalidQuestion
 from verbatim.index import Index
-from verbatim.records import Answer, Embedder, Quote
+from verbatim.records import Answer, Embedder, Quote, web_url
 from verbatim.settings import Settings
 
 CANDIDATES = 50  # passages considered before quote selection (by embedding and by BM25 each)
@@ -32,7 +32,8 @@ def clean_question(question: str, settings: Settings) -> str:
 
     Raises:
         InvalidQuestion: longer than `settings.max_question_chars` as given, or empty once
-            normalised.
+            normalised: nothing but white space, control and invisible format characters
+            (category Cf: zero-width spaces and joiners, a byte-order mark, soft hyphens).
     """
     if not isinstance(question, str):
         raise InvalidQuestion("the question must be text")
@@ -44,14 +45,15 @@ def clean_question(question: str, settings: Settings) -> str:
     text = unicodedata.normalize("NFKC", question)
     text = CONTROL.sub(" ", text)
     text = " ".join(text.split())
-    if not text:
+    if all(c == " " or unicodedata.category(c) == "Cf" for c in text):  # nothing visible
         raise InvalidQuestion("the question is empty; type a question, e.g. 'How do I start?'")
     return text
 
 
 def text_fragment_link(url: str | None, quote: str) -> str | None:
     """The source URL with a Text Fragment (`#:~:text=`) that scrolls to and highlights `quote`."""
-    if not url or not url.lower().startswith(("http://", "https://")):
+    url = web_url(url)
+    if url is None:
         return None
     words = quote.split()
 
@@ -171,14 +173,15 @@ def _best_windows(found: Retrieval, index, rows: np.ndarray) -> list[tuple[int, 
         starts.append(i)
         sizes.append(np.full(len(i), size))
         scores.append(score - EXTRA_SENTENCE * (size - 1))
-    start, size, score = (np.concatenate(x) for x in (starts, sizes, scores))
-    owner = np.repeat(np.arange(len(rows)), hi - lo)[start]  # the passage of each window
+    w_start, w_size, w_score = (np.concatenate(x) for x in (starts, sizes, scores))
+    owner = np.repeat(np.arange(len(rows)), hi - lo)[w_start]  # the passage of each window
     # Best window per passage: sort by passage, then score descending, then earliest and
     # shortest (a tie goes to those); each passage's first window is its best.
-    order = np.lexsort((size, start, -score, owner))
+    order = np.lexsort((w_size, w_start, -w_score, owner))
     best = order[np.searchsorted(owner[order], np.arange(len(rows)))]
     return [
-        (int(sents[start[k]]), int(sents[start[k]]) + int(size[k]), float(score[k])) for k in best
+        (int(sents[w_start[k]]), int(sents[w_start[k]]) + int(w_size[k]), float(w_score[k]))
+        for k in best
     ]
 
 
@@ -325,7 +328,9 @@ def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -
     threshold = settings.min_score
     if threshold is None:
         calibrated = index.thresholds
-        threshold = blend(*calibrated, found.specific) if calibrated else DEFAULT_THRESHOLD
+        threshold = (
+            blend(calibrated[0], calibrated[1], found.specific) if calibrated else DEFAULT_THRESHOLD
+        )
     evidence = found.evidence
     quotes = _select(index, candidates, k)
     abstained = evidence < threshold or not quotes

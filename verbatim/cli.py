@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import textwrap
 import threading
 from dataclasses import asdict
@@ -13,7 +12,7 @@ from pathlib import Path
 import click
 
 from verbatim.errors import VerbatimError
-from verbatim.settings import Settings
+from verbatim.settings import MAX_K, Settings
 
 
 def _settings(data_dir: Path | None, **extra) -> Settings:
@@ -51,7 +50,8 @@ def cli() -> None:
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @data_dir_option
 def ingest(paths: tuple[Path, ...], data_dir: Path | None) -> None:
-    """Index PATHS (folders or files: .md .txt .html .jsonl); default: the bundled corpus.
+    """Index PATHS (folders or files of Markdown, text, HTML or JSONL); default: the bundled
+    corpus.
 
     Writes a new index generation and switches to it only once it is complete; unchanged
     passages reuse their stored vectors.
@@ -88,7 +88,9 @@ def _print_quote(q) -> None:
 
 @cli.command(cls=_Command)
 @click.argument("question")
-@click.option("-k", type=click.IntRange(1, 20), default=None, help="Quotes to return (1-20).")
+@click.option(
+    "-k", type=click.IntRange(1, MAX_K), default=None, help=f"Quotes to return (1-{MAX_K})."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @data_dir_option
 def ask(question: str, k: int | None, as_json: bool, data_dir: Path | None) -> None:
@@ -198,11 +200,3 @@ def eval_command(
         if failures:
             raise click.ClickException("quality gate failed:\n  " + "\n  ".join(failures))
         click.echo("quality gate passed")
-
-
-def main() -> None:  # pragma: no cover
-    cli(prog_name="verbatim")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -39,6 +39,11 @@ class Document:
     metadata: dict = field(default_factory=dict)
 
 
+def web_url(url: str | None) -> str | None:
+    """`url` if a reader's browser may open it as a source link (http or https), else None."""
+    return url if url and url.lower().startswith(("http://", "https://")) else None
+
+
 class DocumentMeta(NamedTuple):
     """A document without its text: what a loaded index keeps in memory for every document.
 

@@ -10,6 +10,8 @@ import platformdirs
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+MAX_K = 20  # the most quotes one answer may ask for (CLI, API and form)
+
 
 def bundled_corpus() -> Path:
     """The default corpus: package data in an installed Verbatim (`verbatim/corpus/`), the
@@ -48,7 +50,7 @@ class Settings(BaseSettings):
     )
     max_file_bytes: int = Field(default=20_000_000, ge=1, description="Larger files are skipped.")
     max_question_chars: int = Field(default=1000, ge=1)
-    default_k: int = Field(default=5, ge=1, le=20, description="Quotes returned by default.")
+    default_k: int = Field(default=5, ge=1, le=MAX_K, description="Quotes returned by default.")
     min_score: float | None = Field(
         default=None,
         description="Abstain below this evidence score; unset uses the index's calibrated value.",
