@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from verbatim.errors import VerbatimError
 from verbatim.eval.metrics import (
     coverage_precision,
     mrr_at,
@@ -22,14 +26,24 @@ from verbatim.eval.metrics import (
     quote_hit,
     recall_at,
 )
-
-from verbatim.errors import VerbatimError
 from verbatim.settings import Settings
 
-# What an index depends on: a change to any of these invalidates cached eval indexes. The
-# abstention thresholds stored with an index come from asking it questions (calibrate.py asks
-# through answer.retrieve), so the answering code is part of the index too.
-PIPELINE = ("ingest/*.py", "index/*.py", "verbatim/*.py", "verbatim/offtopic.txt")
+if TYPE_CHECKING:
+    from verbatim.answer import Retrieval
+    from verbatim.engine import Engine
+    from verbatim.index import Index
+    from verbatim.records import Answer, Embedder, Quote
+
+# What an index depends on, as (package, file pattern): a change to any of these invalidates
+# cached eval indexes. The abstention thresholds stored with an index come from asking it
+# questions (calibrate.py asks through answer.retrieve_by_vector), so the answering code is part
+# of the index too. Packages, not source folders: an installed copy has no source tree.
+PIPELINE = (
+    ("verbatim.ingest", "*.py"),
+    ("verbatim.index", "*.py"),
+    ("verbatim", "*.py"),
+    ("verbatim", "offtopic.txt"),
+)
 
 
 @dataclass(frozen=True)
@@ -127,19 +141,25 @@ def load_questions(path: Path) -> tuple[list[Question], Path | None]:
     return read_questions(path), None
 
 
+def pipeline_files() -> list[Path]:
+    """The files `PIPELINE` names, found where the packages were imported from."""
+    files: list[Path] = []
+    for package, pattern in PIPELINE:
+        folder = Path(importlib.import_module(package).__path__[0]).resolve()
+        files += sorted(folder.glob(pattern))
+    return files
+
+
 def _cache_key(corpus: Path, settings: Settings) -> str:
     int8 = settings.backend == "onnx-int8"  # onnx and torch give the same vectors
     digest = hashlib.sha256(f"{settings.model}\0{int8}\0{settings.passage_chars}".encode())
     files = [corpus] if corpus.is_file() else sorted(p for p in corpus.rglob("*") if p.is_file())
-    root = Path(__file__).resolve().parent.parent
-    for pattern in PIPELINE:
-        files += sorted(root.glob(pattern))
-    for path in files:
+    for path in files + pipeline_files():
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:20]
 
 
-def corpus_engine(corpus: Path, settings: Settings, embedder=None):
+def corpus_engine(corpus: Path, settings: Settings, embedder: Embedder | None = None) -> Engine:
     """An engine over `corpus`, indexed into its own cached data directory.
 
     The cache key covers the corpus bytes, the model and the pipeline's source, so a second
@@ -158,7 +178,7 @@ def corpus_engine(corpus: Path, settings: Settings, embedder=None):
         return open_engine(own, embedder)
 
 
-def _check(index, quote) -> tuple[bool, bool]:
+def _check(index: Index, quote: Quote) -> tuple[bool, bool]:
     """(grounded, attributed) for one quote, against the stored document."""
     doc = index.document(quote.doc_id)
     grounded = doc.text[quote.start : quote.end] == quote.text and (
@@ -178,7 +198,10 @@ def _check(index, quote) -> tuple[bool, bool]:
 
 
 def evaluate(
-    questions: list[Question], engine, offtopic: list[Question] = (), progress: bool = True
+    questions: list[Question],
+    engine: Engine,
+    offtopic: Sequence[Question] = (),
+    progress: bool = True,
 ) -> Report:
     """Ask every question and compute the metrics defined in eval/README.md."""
     from tqdm import tqdm
@@ -200,38 +223,37 @@ def evaluate(
         found = retrieve(q.question, index, engine.embedder, settings)
         ans = compose(found, index, settings, k=max(3, settings.default_k))
         latency = (time.perf_counter() - began) * 1000
-        checks = [_check(index, quote) for quote in ans.quotes + ans.near_misses]
-        texts = [quote.text for quote in ans.quotes]
-        gold = kind == "answerable" and bool(q.answers)
-        results.append(
-            Result(
-                id=q.id,
-                question=q.question,
-                kind=kind,
-                abstained=ans.abstained,
-                evidence=round(found.evidence, 4),
-                ranked=found.documents(index, 10),
-                relevant=list(q.relevant),
-                quotes=[
-                    {
-                        "doc_id": x.doc_id,
-                        "start": x.start,
-                        "end": x.end,
-                        "text": x.text,
-                        "role": x.role,
-                    }
-                    for x in ans.quotes
-                ],
-                hit1=quote_hit(texts, q.answers, 1) if gold else None,
-                hit3=quote_hit(texts, q.answers, 3) if gold else None,
-                checked=len(checks),
-                grounded=sum(g for g, _ in checks),
-                attributed=sum(a for _, a in checks),
-                letters=sum(x.role == "letter" for x in ans.quotes),
-                latency_ms=round(latency, 2),
-            )
-        )
+        results.append(_result(q, kind, found, ans, index, latency))
     return _report(results)
+
+
+def _result(
+    q: Question, kind: str, found: Retrieval, ans: Answer, index: Index, latency: float
+) -> Result:
+    """One question's record: what was answered, and each quote checked against the store."""
+    checks = [_check(index, quote) for quote in ans.quotes + ans.near_misses]
+    texts = [quote.text for quote in ans.quotes]
+    gold = kind == "answerable" and bool(q.answers)
+    return Result(
+        id=q.id,
+        question=q.question,
+        kind=kind,
+        abstained=ans.abstained,
+        evidence=round(found.evidence, 4),
+        ranked=found.documents(index, 10),
+        relevant=list(q.relevant),
+        quotes=[
+            {"doc_id": x.doc_id, "start": x.start, "end": x.end, "text": x.text, "role": x.role}
+            for x in ans.quotes
+        ],
+        hit1=quote_hit(texts, q.answers, 1) if gold else None,
+        hit3=quote_hit(texts, q.answers, 3) if gold else None,
+        checked=len(checks),
+        grounded=sum(g for g, _ in checks),
+        attributed=sum(a for _, a in checks),
+        letters=sum(x.role == "letter" for x in ans.quotes),
+        latency_ms=round(latency, 2),
+    )
 
 
 def _mean(values) -> float | None:

@@ -1,13 +1,15 @@
 """`make bench`: how close a question and an ingest come to the bare model's cost.
 
-Everything is measured in one run on the CounselChat corpus and reported as ratios against the
-bare embedding call measured in the same run, because the machine is shared and noisy.
+Everything is measured in one run on the CounselChat corpus (the cold start on the default one)
+and reported as ratios against the bare embedding call measured in the same run, because the
+machine is shared and noisy. torch's bare encode and txtai run in a process of their own.
 Run: `python -m verbatim.eval.bench [--benchmarks ../shared/benchmarks] [--json OUT]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import resource
@@ -16,18 +18,37 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import SplitResult, urlencode, urlsplit
 
 from verbatim.eval import corpus_engine, read_questions
 from verbatim.eval.metrics import percentile
 from verbatim.eval.report import checked, target_lines
-
 from verbatim.settings import Settings
+
+if TYPE_CHECKING:
+    from verbatim.engine import Engine
+    from verbatim.index import Index
+
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 def _ms(seconds: list[float]) -> dict:
     ms = [s * 1000 for s in seconds]
     return {q: round(percentile(ms, v), 2) for q, v in (("p50", 50), ("p95", 95), ("p99", 99))}
+
+
+def _seconds(call: Callable[[str], object], texts: list[str]) -> list[float]:
+    """Seconds each `call(text)` took, one text after another."""
+    took = []
+    for text in texts:
+        began = time.perf_counter()
+        call(text)
+        took.append(time.perf_counter() - began)
+    return took
 
 
 def _free_port() -> int:
@@ -36,7 +57,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def _get(reader, writer, target: str) -> tuple[int, dict[str, str]]:
+async def _get(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str
+) -> tuple[int, dict[str, str]]:
     """One HTTP/1.1 GET on an open keep-alive connection: the status and headers (body read)."""
     writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     await writer.drain()
@@ -45,6 +68,54 @@ async def _get(reader, writer, target: str) -> tuple[int, dict[str, str]]:
     headers = {name.strip().lower(): value.strip() for name, _, value in fields}
     await reader.readexactly(int(headers.get("content-length", 0)))
     return int(head[0].split()[1]), headers
+
+
+@dataclass
+class _Tally:
+    """What the clients of one `http_load` saw, request by request."""
+
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+async def _client(
+    address: SplitResult,
+    questions: list[str],
+    n: int,
+    tally: _Tally,
+    stop: float | None,
+    each: int | None,
+) -> None:
+    """Client `n` of `http_load`: asks on its own keep-alive connection until `stop` or `each`."""
+    connection: Connection | None = None
+    i = 0
+    while (stop and time.monotonic() < stop) or (each and i < each):
+        began = time.perf_counter()
+        target = "/api/ask?" + urlencode({"q": questions[(n + i) % len(questions)]})
+        try:
+            if connection is None:
+                connection = await asyncio.wait_for(
+                    asyncio.open_connection(address.hostname, address.port), 30
+                )
+            reader, writer = connection
+            code, headers = await asyncio.wait_for(_get(reader, writer, target), 30)
+            if code == 503 and "retry-after" not in headers:
+                code = -503
+            if headers.get("connection", "").lower() == "close":
+                writer.close()
+                connection = None
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            code = -1
+            tally.errors.append(repr(exc))
+            if connection is not None:
+                connection[1].close()
+            connection = None
+        tally.latencies.append(time.perf_counter() - began)
+        tally.statuses[code] = tally.statuses.get(code, 0) + 1
+        i += 1
+    if connection is not None:
+        connection[1].close()
 
 
 def http_load(
@@ -66,48 +137,17 @@ def http_load(
     Returns the latencies, the count of each status (-1: no response; -503: a 503 without
     Retry-After) and the first few transport errors.
     """
-    import asyncio
-    from urllib.parse import urlencode, urlsplit
-
     address = urlsplit(base)
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    errors: list[str] = []
+    tally = _Tally()
     stop = time.monotonic() + seconds if seconds else None
 
-    async def worker(n: int) -> None:
-        connection = None
-        i = 0
-        while (stop and time.monotonic() < stop) or (each and i < each):
-            began = time.perf_counter()
-            target = "/api/ask?" + urlencode({"q": questions[(n + i) % len(questions)]})
-            try:
-                connection = connection or await asyncio.wait_for(
-                    asyncio.open_connection(address.hostname, address.port), 30
-                )
-                code, headers = await asyncio.wait_for(_get(*connection, target), 30)
-                if code == 503 and "retry-after" not in headers:
-                    code = -503
-                if headers.get("connection", "").lower() == "close":
-                    connection[1].close()
-                    connection = None
-            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
-                code = -1
-                errors.append(repr(exc))
-                if connection:
-                    connection[1].close()
-                connection = None
-            latencies.append(time.perf_counter() - began)
-            statuses[code] = statuses.get(code, 0) + 1
-            i += 1
-        if connection:
-            connection[1].close()
-
     async def run() -> None:
-        await asyncio.gather(*(worker(n) for n in range(clients)))
+        await asyncio.gather(
+            *(_client(address, questions, n, tally, stop, each) for n in range(clients))
+        )
 
     asyncio.run(run())
-    return latencies, statuses, errors[:3]
+    return tally.latencies, tally.statuses, tally.errors[:3]
 
 
 def load_figures(base: str, questions: list[str], clients: int, total: int) -> dict:
@@ -148,14 +188,89 @@ def serve(data_dir: Path, port: int) -> tuple[subprocess.Popen, float]:
     raise RuntimeError("verbatim serve did not answer within 120 s")
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--benchmarks", type=Path, default=Path("../shared/benchmarks"))
     parser.add_argument("--json", type=Path, default=Path("eval/reports/bench.json"))
     parser.add_argument("--questions", type=int, default=200)
     parser.add_argument("--ingest-docs", type=int, default=300)
     parser.add_argument("--compare", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def in_process(engine: Engine, questions: list[str]) -> dict:
+    """The bare query encode and a whole `answer()`, each question once, in this process."""
+    return {
+        "bare_query_encode_ms": _ms(
+            _seconds(lambda q: engine.embedder.encode([q], progress=False), questions)
+        ),
+        "backend": engine.settings.backend,
+        "answer_in_process_ms": _ms(_seconds(engine.ask, questions)),
+    }
+
+
+def _passages(index: Index) -> list[str]:
+    """Every passage's text, in row order."""
+    return [
+        index.text(doc)[start:end]
+        for doc, start, end in zip(
+            index.passage_doc, index.passage_start, index.passage_end, strict=True
+        )
+    ]
+
+
+def http_figures(data_dir: Path, questions: list[str]) -> list[dict]:
+    """`load_figures` at 1, 8 and 32 clients against a `verbatim serve` over `data_dir`."""
+    port = _free_port()
+    proc, _ = serve(data_dir, port)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        # One client asks each question once, as the bare encode did: a like-for-like ratio.
+        return [
+            load_figures(base, questions, c, len(questions) if c == 1 else max(100, 4 * c))
+            for c in (1, 8, 32)
+        ]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def ingest_default(prefix: str) -> Path:
+    """`verbatim ingest` of the default corpus into a new temporary data directory."""
+    data = Path(tempfile.mkdtemp(prefix=prefix))
+    subprocess.run(
+        [sys.executable, "-m", "verbatim", "ingest", "--data-dir", str(data)],
+        check=True,
+        capture_output=True,
+    )
+    return data
+
+
+def cold_start() -> float:
+    """Seconds from starting `verbatim serve` on the default corpus to its first answer."""
+    proc, cold = serve(ingest_default("verbatim-bench-"), _free_port())
+    proc.terminate()
+    proc.wait(10)
+    return cold
+
+
+def ratios(report: dict) -> dict:
+    """Each figure over the bare model call it is compared with."""
+    bare_p50 = report["bare_query_encode_ms"]["p50"]
+    answer_p50 = report["answer_in_process_ms"]["p50"]
+    return {
+        "http_p50_1_client_over_bare_encode": round(report["http"][0]["p50"] / bare_p50, 2),
+        "answer_p50_over_bare_encode": round(answer_p50 / bare_p50, 2),
+        "ingest_over_bare_encode": report["ingest"]["ratio"],
+        "reingest_over_ingest": report["ingest"]["reingest_ratio"],
+        "txtai_query_p50_over_verbatim_answer_p50": round(
+            report["txtai"]["query_p50_ms"] / answer_p50, 2
+        ),
+    }
+
+
+def main() -> None:
+    args = _parse_args()
     if args.compare:
         print(json.dumps(_compare_here(args.compare)))
         return
@@ -164,68 +279,16 @@ def main() -> None:
     engine = corpus_engine(cc / "corpus.jsonl", settings)
     questions = [q.question for q in read_questions(cc / "questions.dev.jsonl")][: args.questions]
     short = [" ".join(q.split()[:60]) for q in questions]  # within the API's 1,000 characters
-    report: dict = {}
-
-    bare = []
-    for q in short:
-        began = time.perf_counter()
-        engine.embedder.encode([q], progress=False)
-        bare.append(time.perf_counter() - began)
-    report["bare_query_encode_ms"] = _ms(bare)
-    report["backend"] = settings.backend
-    answers = []
-    for q in short:
-        began = time.perf_counter()
-        engine.ask(q)
-        answers.append(time.perf_counter() - began)
-    report["answer_in_process_ms"] = _ms(answers)
-
-    index = engine.index
-    passages = [
-        index.text(doc)[start:end]
-        for doc, start, end in zip(
-            index.passage_doc, index.passage_start, index.passage_end, strict=True
-        )
-    ]
-    report |= compare(passages, short)
+    report = in_process(engine, short)
+    report |= compare(_passages(engine.index), short)
     report["txtai"]["verbatim_answer_p50_ms"] = report["answer_in_process_ms"]["p50"]
     data_dir = engine.settings.data_dir
     engine.close()
-    port = _free_port()
-    proc, _ = serve(data_dir, port)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        # One client asks each question once, as the bare encode above did: a like-for-like ratio.
-        report["http"] = [
-            load_figures(base, short, c, len(short) if c == 1 else max(100, 4 * c))
-            for c in (1, 8, 32)
-        ]
-    finally:
-        proc.terminate()
-        proc.wait(10)
-    default_dir = Path(tempfile.mkdtemp(prefix="verbatim-bench-"))
-    subprocess.run(
-        [sys.executable, "-m", "verbatim", "ingest", "--data-dir", str(default_dir)],
-        check=True,
-        capture_output=True,
-    )
-    proc, cold = serve(default_dir, _free_port())
-    proc.terminate()
-    proc.wait(10)
-    report["cold_start_s"] = round(cold, 2)
-
+    report["http"] = http_figures(data_dir, short)
+    report["cold_start_s"] = round(cold_start(), 2)
     report["ingest"] = ingest_ratio(cc / "corpus.jsonl", args.ingest_docs)
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    bare_p50 = report["bare_query_encode_ms"]["p50"]
-    report["ratios"] = {
-        "http_p50_1_client_over_bare_encode": round(report["http"][0]["p50"] / bare_p50, 2),
-        "answer_p50_over_bare_encode": round(report["answer_in_process_ms"]["p50"] / bare_p50, 2),
-        "ingest_over_bare_encode": report["ingest"]["ratio"],
-        "reingest_over_ingest": report["ingest"]["reingest_ratio"],
-        "txtai_query_p50_over_verbatim_answer_p50": round(
-            report["txtai"]["query_p50_ms"] / report["answer_in_process_ms"]["p50"], 2
-        ),
-    }
+    report["ratios"] = ratios(report)
     report["targets"] = [
         {"figure": name, "measured": value, "target": target, "met": met}
         for name, value, target, met in targets(report)
@@ -277,19 +340,13 @@ def compare(passages: list[str], questions: list[str]) -> dict:
 
 
 def _compare_here(given: Path) -> dict:
-    import os
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from verbatim.index import ModelEmbedder
 
     data = json.loads(given.read_text())
     torch = ModelEmbedder(Settings().model, backend="torch")
     torch.encode(["warm up"])
-    took = []
-    for q in data["questions"]:
-        began = time.perf_counter()
-        torch.encode([q])
-        took.append(time.perf_counter() - began)
+    took = _seconds(lambda q: torch.encode([q]), data["questions"])
     return {
         "bare_query_encode_torch_ms": _ms(took),
         "txtai": txtai_figures(data["passages"], data["questions"]),
@@ -300,17 +357,14 @@ def txtai_figures(passages: list[str], questions: list[str]) -> dict:
     """The same passages and questions through txtai's hybrid (BM25 + dense) `Embeddings`, with
     the same model from the same folder, in its default (torch) runtime."""
     from txtai import Embeddings
+
     from verbatim.index.embed import BUNDLED, model_path
 
     embeddings = Embeddings(path=model_path(BUNDLED), hybrid=True, content=False)
     began = time.perf_counter()
     embeddings.index(passages)
     indexed = time.perf_counter() - began
-    took = []
-    for q in questions:
-        began = time.perf_counter()
-        embeddings.search(q, 5)
-        took.append(time.perf_counter() - began)
+    took = _seconds(lambda q: embeddings.search(q, 5), questions)
     return {
         "passages": len(passages),
         "index_s": round(indexed, 2),
@@ -320,10 +374,9 @@ def txtai_figures(passages: list[str], questions: list[str]) -> dict:
 
 def ingest_ratio(corpus: Path, n_docs: int) -> dict:
     """Full ingest of the first `n_docs` documents against bare encoding of the same texts."""
+    from verbatim.engine import ingest_paths, make_embedder
     from verbatim.index import passage_text
     from verbatim.ingest import read_documents
-
-    from verbatim.engine import ingest_paths, make_embedder
 
     folder = Path(tempfile.mkdtemp(prefix="verbatim-bench-corpus-"))
     lines = corpus.read_text(encoding="utf-8").splitlines()[:n_docs]

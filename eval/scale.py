@@ -4,8 +4,8 @@ Encoding a million passages with MiniLM would take hours here, so the embedder i
 one that returns vectors drawn around real embeddings: each text gets a real CounselChat passage
 vector (chosen by a hash of the text) plus Gaussian noise, normalised. Everything else is the
 real code path: read_documents over JSONL files, split_passages, SQLite, BM25, FAISS (exact up
-to 200k passages, IVF above), calibration, load_index, search and `answer()`. Questions are the
-real CounselChat dev questions, embedded by the real model.
+to 50,000 passages, `EXACT_SEARCH_LIMIT`; IVF above), calibration, load_index, search and
+`answer()`. Questions are the real CounselChat dev questions, embedded by the real model.
 
 Each size is built in one subprocess and searched in another, so each reports its own peak RSS.
 Run: `python -m verbatim.eval.scale [--sizes 10000 100000 1000000] [--json OUT]`.
@@ -25,9 +25,10 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+
 from verbatim.eval.metrics import percentile
 from verbatim.eval.report import checked, target_lines
-
+from verbatim.records import Embedder
 from verbatim.settings import Settings
 
 PASSAGES_PER_DOC = 50
@@ -35,15 +36,18 @@ NOISE = 0.03  # per dimension: a copy keeps cosine ~.86 with the real vector it 
 
 
 class Jitter:
-    """A stand-in embedder: real vectors plus noise, deterministic per text."""
+    """A stand-in `Embedder`: real vectors plus noise, deterministic per text."""
 
     name = "jitter"
 
     def __init__(self, base: np.ndarray) -> None:
         self.base = base
-        self.dim = base.shape[1]
         rng = np.random.default_rng(0)
         self.noise = rng.normal(0, NOISE, (1 << 16, self.dim)).astype(np.float32)
+
+    @property
+    def dim(self) -> int:
+        return int(self.base.shape[1])
 
     def encode(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
         """A real vector and a noise vector, both picked by the text's CRC-32, summed."""
@@ -54,6 +58,21 @@ class Jitter:
             vecs = self.base[crc % len(self.base)] + self.noise[crc >> 16]
             out[at : at + len(chunk)] = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
         return out
+
+
+class Known:
+    """A stand-in `Embedder` for known questions: their real-model vectors, looked up by the
+    cleaned question text, so that timing `answer` leaves out the encoding."""
+
+    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
+        self.vectors = vectors
+
+    @property
+    def dim(self) -> int:
+        return len(next(iter(self.vectors.values())))
+
+    def encode(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
+        return np.stack([self.vectors[text] for text in texts])
 
 
 def _rss_mb() -> float:
@@ -89,7 +108,7 @@ def build(work: Path) -> dict:
     from verbatim.engine import ingest_paths
 
     settings = _settings(work)
-    embedder = Jitter(np.load(work / "base.npy"))
+    embedder: Embedder = Jitter(np.load(work / "base.npy"))
     began = time.perf_counter()
     report, skipped = ingest_paths([work / "corpus"], settings, embedder)
     if skipped:
@@ -103,9 +122,8 @@ def build(work: Path) -> dict:
 
 
 def search(work: Path) -> dict:
-    from verbatim.index import load_index
-
     from verbatim.answer import answer, clean_question
+    from verbatim.index import load_index
 
     settings = _settings(work)
     began = time.perf_counter()
@@ -119,16 +137,13 @@ def search(work: Path) -> dict:
         rows, _ = index.search(q, 10)
         took.append(time.perf_counter() - began)
         found.append(set(rows.tolist()))
-    lookup = {clean_question(t, settings): q for t, q in zip(texts, questions, strict=True)}
-
-    class Known:  # the questions' real-model vectors: `answer` minus the encoding
-        def encode(self, batch, progress=None):
-            return lookup[batch[0]][None, :]
-
+    known: Embedder = Known(
+        {clean_question(t, settings): q for t, q in zip(texts, questions, strict=True)}
+    )
     answers = []
     for text in texts:
         began = time.perf_counter()
-        answer(text, index, Known(), settings)
+        answer(text, index, known, settings)
         answers.append(time.perf_counter() - began)
     serving_rss = _rss_mb()  # before the exact search below reads every vector
     vectors = np.load(index.path / "passages.npy", mmap_mode="r")
@@ -209,7 +224,7 @@ def _stage(stage: str, work: Path) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--benchmarks", type=Path, default=Path("../shared/benchmarks"))
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -221,7 +236,26 @@ def main() -> None:
     )
     parser.add_argument("--stage", choices=["build", "search"], help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def measure(root: Path, size: int, sentences: list[str]) -> dict:
+    """Build `size` passages under `root` (unless built there already), then search them."""
+    work = root / str(size)
+    built = work / "build.json"
+    if not built.exists():
+        shutil.rmtree(work, ignore_errors=True)  # an unfinished build
+        work.mkdir()
+        for name in ("base.npy", "questions.npy", "questions.json"):
+            (work / name).symlink_to(root / name)
+        write_corpus(work / "corpus", sentences, size)
+        built.write_text(_stage("build", work))
+        shutil.rmtree(work / "corpus")
+    return {"size": size} | json.loads(built.read_text()) | json.loads(_stage("search", work))
+
+
+def main() -> None:
+    args = _parse_args()
     if args.stage:
         print(json.dumps((build if args.stage == "build" else search)(args.work)))
         return
@@ -232,21 +266,11 @@ def main() -> None:
     sentences = json.loads((root / "sentences.json").read_text())
     rows = []
     for size in args.sizes:
-        work = root / str(size)
-        built = work / "build.json"
-        if not built.exists():
-            shutil.rmtree(work, ignore_errors=True)  # an unfinished build
-            work.mkdir()
-            for name in ("base.npy", "questions.npy", "questions.json"):
-                (work / name).symlink_to(root / name)
-            write_corpus(work / "corpus", sentences, size)
-            built.write_text(_stage("build", work))
-            shutil.rmtree(work / "corpus")
-        row = {"size": size} | json.loads(built.read_text()) | json.loads(_stage("search", work))
+        row = measure(root, size, sentences)
         print(json.dumps(row), flush=True)
         rows.append(row)
         if not args.keep:
-            shutil.rmtree(work)
+            shutil.rmtree(root / str(size))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(rows, indent=2))
     for row in rows:

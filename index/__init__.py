@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from verbatim.errors import IndexCorrupt, ModelMismatch
 from verbatim.index import store
 from verbatim.index.embed import INT8_VERSION, ModelEmbedder
 from verbatim.index.lexical import Lexical
-
-from verbatim.errors import IndexCorrupt, ModelMismatch
 from verbatim.records import Corpus, Document, DocumentMeta, Embedder, Passage
 from verbatim.settings import Settings
 

@@ -1,13 +1,28 @@
+"""Shared fixtures. The default run (`pytest`) is the fast suite: the deterministic
+`FakeEmbedder`, TestClient, tiny corpora in `tmp_path`. Tests marked `slow` load the real
+model and `browser` ones drive Chromium; `pytest -m ""` runs everything."""
+
 import hashlib
 import os
 import re
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from hypothesis import settings as hypothesis_settings
 
+from verbatim.records import Embedder
 from verbatim.settings import Settings
+
+if TYPE_CHECKING:
+    from verbatim.engine import Engine
 
 # CI runs the same examples every time (a red build is then reproducible); `make stress` and
 # local runs explore new ones.
@@ -16,19 +31,33 @@ if os.environ.get("CI") == "true":
     hypothesis_settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 class FakeEmbedder:
-    """Deterministic bag-of-words vectors: texts sharing words are similar. No model needed."""
+    """Deterministic bag-of-words vectors: texts sharing words are similar. No model needed.
+
+    Implements `verbatim.records.Embedder`; `calls` and `texts` count what was encoded.
+    """
 
     name = "fake"
-    dim = 64
+    dim: int = 64
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.calls = 0
         self.texts = 0
 
-    def encode(self, texts, progress=None):
+    def encode(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
         self.calls += 1
         self.texts += len(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -53,8 +82,14 @@ def settings(tmp_path) -> Settings:
 
 
 @pytest.fixture
-def fake_embedder() -> FakeEmbedder:
+def fake_embedder() -> Embedder:
     return FakeEmbedder()
+
+
+@pytest.fixture
+def fake_model(monkeypatch) -> None:
+    """The CLI, `ingest_paths` and `open_engine` build a `FakeEmbedder`, not the real model."""
+    monkeypatch.setattr("verbatim.engine.make_embedder", lambda settings: FakeEmbedder())
 
 
 TINY = {
@@ -96,6 +131,63 @@ def tiny_corpus(tmp_path) -> Path:
     return folder
 
 
+@pytest.fixture
+def fake_engine(tiny_corpus, settings, fake_embedder) -> Iterator["Engine"]:
+    """The tiny corpus ingested (and calibrated) with the fake embedder, open to answer."""
+    from verbatim.engine import Engine, ingest_paths
+    from verbatim.index import load_index
+
+    ingest_paths([tiny_corpus], settings, fake_embedder)
+    engine = Engine(settings, load_index(settings), fake_embedder)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def serve() -> Callable[..., AbstractContextManager[str]]:
+    """`with serve(app) as url:` runs `app` under uvicorn in a thread on a free loopback port."""
+    import uvicorn
+
+    @contextmanager
+    def serving(app) -> Iterator[str]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started, "uvicorn did not start"
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            thread.join(10)
+
+    return serving
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium driven by Playwright; skipped where it is not installed
+    (an error on CI, where `make test` installs it)."""
+    if CHROMIUM is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(
+                "chromium is not installed; `make test` installs it (apt-get install chromium)"
+            )
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> Path:
     """One ONNX export of the real model for the whole test session."""
@@ -119,3 +211,13 @@ def default_engine(tmp_path_factory, real_embedder):
     engine = open_engine(settings, real_embedder)
     yield engine
     engine.close()
+
+
+def pytest_collection_modifyitems(items):
+    """A test that loads the real model must say so (`slow`), so that the default run stays
+    fast: one using a real-model fixture without the mark is an error, not a silent minute."""
+    real = {"real_embedder", "default_engine", "model_cache"}
+    for item in items:
+        uses = real & set(getattr(item, "fixturenames", ()))
+        if uses and item.get_closest_marker("slow") is None:
+            raise pytest.UsageError(f"{item.nodeid} uses {sorted(uses)} but is not marked slow")

@@ -1,12 +1,11 @@
-"""The real model on the bundled corpus: grounding, attribution, roles, abstention."""
+"""Answers: grounding, attribution, roles and abstention with the real model on the bundled
+corpus (`slow`); question checks, quote windows and selection with the fake embedder."""
 
 import pytest
 
 from verbatim.answer import clean_question, text_fragment_link
 from verbatim.errors import InvalidQuestion
 from verbatim.settings import Settings
-
-pytestmark = pytest.mark.slow
 
 QUESTIONS = [
     "How can I get my partner to go to therapy?",
@@ -30,6 +29,7 @@ def check_grounded(engine, quote):
     assert quote.title == doc.title and quote.author == doc.author and quote.url == doc.url
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("question", QUESTIONS)
 def test_every_quote_is_exact_and_attributed(default_engine, question):
     result = default_engine.ask(question, k=5)
@@ -40,6 +40,7 @@ def test_every_quote_is_exact_and_attributed(default_engine, question):
         assert quote.role != "letter"
 
 
+@pytest.mark.slow
 def test_partner_question_quotes_both_articles_and_the_reply(default_engine):
     result = default_engine.ask("How can I get my partner to go to therapy?")
     docs = {q.doc_id for q in result.quotes}
@@ -49,6 +50,7 @@ def test_partner_question_quotes_both_articles_and_the_reply(default_engine):
     assert all("Dear Ask Me Instead" not in q.text for q in result.quotes)
 
 
+@pytest.mark.slow
 def test_quotes_link_to_the_source_with_a_text_fragment(default_engine):
     result = default_engine.ask("How can I get my partner to go to therapy?")
     column = next(q for q in result.quotes if q.url)
@@ -56,12 +58,35 @@ def test_quotes_link_to_the_source_with_a_text_fragment(default_engine):
     assert all(q.link is None for q in result.quotes if not q.url)
 
 
-def test_no_three_quotes_from_one_passage(default_engine):
-    for question in QUESTIONS:
-        passages = [q.passage_id for q in default_engine.ask(question, k=10).quotes]
-        assert len(passages) == len(set(passages))
+def test_no_three_quotes_from_one_passage(tmp_path, settings, fake_embedder):
+    """A passage gives at most one quote: its best window. Selection holds to that even when
+    several windows of one passage are candidates (they collapse, as repeated passages do)."""
+    from verbatim.answer import _Candidate, _select, answer
+    from verbatim.index import build_index, load_index
+    from verbatim.ingest import read_documents
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "kites.md").write_text(" ".join(f"Kite {n} flies in the wind." for n in range(6)))
+    (docs / "bread.md").write_text("Knead the dough for ten minutes. The wind is cold.")
+    build_index(read_documents([docs], settings), settings, fake_embedder)
+    with load_index(settings) as index:
+        kites = index.passage_doc.index("kites")
+        bread = index.passage_doc.index("bread")
+        lo = int(index.sent_lo[kites])
+        assert int(index.sent_hi[kites]) - lo == 6  # one passage of six kite sentences
+        three = [_Candidate(kites, 1.0 - n / 10, (lo + n, lo + n + 1), 0.0) for n in range(3)]
+        first = int(index.sent_lo[bread])
+        other = _Candidate(bread, 0.5, (first, first + 1), 0.0)
+        quotes = _select(index, [*three, other], k=10)
+        assert [q.doc_id for q in quotes] == ["kites", "bread"]
+        assert quotes[0].text == "Kite 0 flies in the wind."  # the best of the three windows
+        result = answer("kites in the wind", index, fake_embedder, settings, k=10)
+        passages = [q.passage_id for q in result.quotes + result.near_misses]
+        assert passages and len(passages) == len(set(passages))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "question",
     [
@@ -107,10 +132,10 @@ def test_window_scores_are_the_cosine_of_the_mean_sentence_vector(
     """The closed form in `_best_windows` (sentence cosines and neighbours' dot products)
     gives what the mean vector of each window gives, computed directly."""
     import numpy as np
-    from verbatim.index import build_index, load_index
-    from verbatim.ingest import read_documents
 
     from verbatim.answer import EXTRA_SENTENCE, MAX_WINDOW, _best_windows, retrieve
+    from verbatim.index import build_index, load_index
+    from verbatim.ingest import read_documents
 
     build_index(read_documents([tiny_corpus], settings), settings, fake_embedder)
     with load_index(settings) as index:
@@ -133,9 +158,16 @@ def test_window_scores_are_the_cosine_of_the_mean_sentence_vector(
             assert score == pytest.approx(best[2], abs=1e-5)
 
 
-def test_an_open_engine_runs_blas_single_threaded(default_engine):
+def test_an_open_engine_runs_blas_single_threaded(tiny_corpus, settings, fake_embedder):
     """A second BLAS thread only fights the model's threads for the cores (eval/README.md)."""
-    from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info, threadpool_limits
 
-    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    from verbatim.engine import ingest_paths, open_engine
+
+    ingest_paths([tiny_corpus], settings, fake_embedder)
+    # Two threads first, so that the engine must set one; the other tests get theirs back.
+    with threadpool_limits(limits=2, user_api="blas"):
+        engine = open_engine(settings, fake_embedder)
+        blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+        engine.close()
     assert blas and all(pool["num_threads"] == 1 for pool in blas)

@@ -1,42 +1,46 @@
-"""SIGKILL an ingest at random moments: the index is always exactly the old or the new one."""
+"""SIGKILL an ingest at random moments: the index is always exactly the old or the new one.
 
+Each ingest runs in a process forked from a server that has imported Verbatim once, so that
+the kills land in the ingest itself, not in a fresh interpreter's imports.
+"""
+
+import hashlib
 import json
+import multiprocessing
 import os
 import random
+import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from verbatim.index import load_index, store
-
-from verbatim.settings import Settings
-
-ROOT = Path(__file__).resolve().parent.parent
-CHILD = """
-import sys, time, hashlib, re
 import numpy as np
-sys.path.insert(0, {root!r})
-from pathlib import Path
+
 from verbatim.engine import ingest_paths
+from verbatim.index import load_index, store
 from verbatim.settings import Settings
+
 
 class SlowFake:
+    """A bag-of-words embedder that takes a little time per batch, as a model does."""
+
     dim = 32
-    def encode(self, texts, progress=None):
+
+    def encode(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
         time.sleep(0.01)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for w in re.findall(r"\\w+", t.lower()):
-                out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % self.dim] += 1
+        for i, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                out[i, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1
             out[i, -1] += 0.01
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
-settings = Settings(data_dir=Path(sys.argv[1]), model="fake", progress=False, batch_size=8,
-                    calibration_probes=20)
-ingest_paths([Path(sys.argv[2])], settings, SlowFake())
-"""
+
+def ingest(data: Path, corpus: Path) -> None:
+    settings = Settings(
+        data_dir=data, model="fake", progress=False, batch_size=8, calibration_probes=20
+    )
+    ingest_paths([corpus], settings, SlowFake())
 
 
 def write_corpus(path: Path, generation: int) -> None:
@@ -53,16 +57,18 @@ def write_corpus(path: Path, generation: int) -> None:
 
 
 def run_child(data: Path, corpus: Path, kill_after: float | None) -> int:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD.format(root=str(ROOT)), str(data), str(corpus)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    forkserver = multiprocessing.get_context("forkserver")
+    # Imported once by the server, not by every child (Verbatim imports these lazily).
+    forkserver.set_forkserver_preload(
+        ["__main__", "verbatim.engine", "bm25s", "Stemmer", "wordfreq", __name__]
     )
-    if kill_after is None:
-        return proc.wait(120)
-    time.sleep(kill_after)
-    proc.send_signal(signal.SIGKILL)
-    return proc.wait(30)
+    proc = forkserver.Process(target=ingest, args=(data, corpus))
+    proc.start()
+    if kill_after is not None:
+        time.sleep(kill_after)
+        proc.kill()  # SIGKILL
+    proc.join(120)
+    return proc.exitcode
 
 
 def test_sigkill_during_ingest_never_mixes_generations(tmp_path):
@@ -79,10 +85,10 @@ def test_sigkill_during_ingest_never_mixes_generations(tmp_path):
     # in a shuffled order so that consecutive kills do not creep through the run.
     moments = [full * 1.15 * (i + 0.5) / kills for i in range(kills)]
     random.Random(7).shuffle(moments)
-    generations = {store.current_name(data)}
+    generations, codes = {store.current_name(data)}, []
     for n in range(kills):
         write_corpus(corpus, n + 1)
-        run_child(data, corpus, moments[n])
+        codes.append(run_child(data, corpus, moments[n]))
         began = time.monotonic()
         with load_index(settings) as index:  # verifies every hash against the manifest
             assert time.monotonic() - began < 5
@@ -96,6 +102,7 @@ def test_sigkill_during_ingest_never_mixes_generations(tmp_path):
             versions = {index.text(f"d{i}").split("version ")[1].split()[0] for i in range(120)}
             assert len(versions) == 1  # never a mix of two corpora
             generations.add(index.generation)
+    assert -signal.SIGKILL in codes  # runs were cut short, not all let finish
     write_corpus(corpus, kills + 1)
     assert run_child(data, corpus, None) == 0  # a clean run afterwards publishes...
     assert not list(store.generations_dir(data).glob(".tmp-*"))  # ...and removes leftovers

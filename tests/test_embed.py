@@ -4,9 +4,9 @@ import logging
 
 import numpy as np
 import pytest
-from verbatim.index import ModelEmbedder
 
 from verbatim.errors import IndexWriteFailed, ModelUnsupported
+from verbatim.index import ModelEmbedder
 
 TEXTS = [
     "How do I convince my husband to go to couples therapy?",
@@ -15,9 +15,8 @@ TEXTS = [
     "A much longer sentence " * 40,  # longer than the model's 256 tokens: truncated alike
 ]
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_onnx_gives_the_same_vectors_as_torch(real_embedder):
     torch = ModelEmbedder("all-MiniLM-L6-v2", backend="torch").encode(TEXTS)
     onnx = real_embedder.encode(TEXTS)
@@ -32,6 +31,7 @@ def test_onnx_gives_the_same_vectors_as_torch(real_embedder):
     assert nodes.count("Attention") == 6 and "Softmax" not in nodes
 
 
+@pytest.mark.slow
 def test_int8_stays_close_and_its_export_is_reused(real_embedder, model_cache):
     root = logging.getLogger()
     logging_before = (root.level, list(root.handlers))
@@ -49,6 +49,7 @@ def test_int8_stays_close_and_its_export_is_reused(real_embedder, model_cache):
     assert exported.stat().st_mtime_ns == made
 
 
+@pytest.mark.slow
 def test_batches_sorted_by_length_keep_the_input_order(real_embedder):
     small = ModelEmbedder("all-MiniLM-L6-v2", batch_size=2, cache_dir=real_embedder.cache_dir)
     assert np.allclose(small.encode(TEXTS), real_embedder.encode(TEXTS), atol=1e-5)

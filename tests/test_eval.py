@@ -3,6 +3,8 @@ import math
 from pathlib import Path
 
 import pytest
+
+from verbatim.engine import Engine
 from verbatim.eval import _check, evaluate, load_questions, read_questions
 from verbatim.eval.metrics import (
     coverage_precision,
@@ -16,8 +18,6 @@ from verbatim.eval.metrics import (
 from verbatim.eval.report import gate
 from verbatim.index import build_index
 from verbatim.ingest import read_documents
-
-from verbatim.engine import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -174,7 +174,8 @@ def test_gate_reports_each_failure():
 def test_scale_corpus_has_one_passage_per_paragraph_and_real_code_finds_it(tmp_path):
     """`make scale` relies on this: n paragraphs in, n passages through the real ingest."""
     import numpy as np
-    from verbatim.eval.scale import Jitter, _settings, write_corpus
+
+    from verbatim.eval.scale import Jitter, Known, _settings, write_corpus
     from verbatim.index import load_index
     from verbatim.ingest import split_passages
 
@@ -189,12 +190,15 @@ def test_scale_corpus_has_one_passage_per_paragraph_and_real_code_finds_it(tmp_p
     assert sum(len(split_passages(d, settings.passage_chars)) for d in docs) == 120
     base = np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32)
     jitter = Jitter(base)
+    assert jitter.dim == 16
     vectors = jitter.encode(["a", "b", "a"])
     assert np.array_equal(vectors[0], vectors[2]) and not np.array_equal(vectors[0], vectors[1])
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     build_index(read_documents([tmp_path / "corpus"], settings), settings, jitter)
     with load_index(settings) as index:
         assert index.faiss.ntotal == 120
+    known = Known({"q1": vectors[0], "q2": vectors[1]})
+    assert known.dim == 16 and np.array_equal(known.encode(["q2", "q1"]), vectors[[1, 0]])
 
 
 def test_source_at_1_counts_the_first_quote_and_abstentions_as_misses():
@@ -212,30 +216,65 @@ def test_source_at_1_counts_the_first_quote_and_abstentions_as_misses():
     assert report.metrics["retrieval"]["recall@1"] == 1.0  # the ranking is not the quotes
 
 
+def _module_file(name: str) -> Path | None:
+    """The file a `verbatim` module is imported from (the package-dir mapping applied), if any."""
+    import importlib.util
+
+    if name.split(".")[0] != "verbatim":
+        return None
+    try:
+        spec = importlib.util.find_spec(name)
+    except ModuleNotFoundError:  # `from verbatim.answer import retrieve`: not a module
+        return None
+    return Path(spec.origin).resolve() if spec and spec.origin else None
+
+
+def _project_imports(path: Path) -> set[Path]:
+    """The files of the `verbatim` modules that `path` imports, at the top or in a function."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        found |= {f for f in map(_module_file, names) if f is not None}
+    return found
+
+
 def test_cached_eval_indexes_cover_all_code_that_builds_them():
     """Every project module that building an eval index runs (`verbatim.engine`, which ingests,
     calibrates and opens it, and all it imports) is part of the cache key, so a change to any
-    rebuilds cached eval indexes. The stored thresholds come from `answer.retrieve`."""
-    import ast
+    rebuilds cached eval indexes. The stored thresholds come from `answer.retrieve_by_vector`,
+    whose questions include `offtopic.txt`."""
+    from verbatim.eval import pipeline_files
 
-    from verbatim.eval import PIPELINE
-
-    def project_imports(path: Path) -> set[Path]:
-        found = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
-            for name in filter(None, names):
-                stem = ROOT / name.replace(".", "/")
-                found |= {p for p in (stem.with_suffix(".py"), stem / "__init__.py") if p.is_file()}
-        return found
-
-    reached, todo = set(), [ROOT / "verbatim" / "engine.py"]
+    reached, todo = set(), [_module_file("verbatim.engine")]
     while todo:
         path = todo.pop()
         if path not in reached:
             reached.add(path)
-            todo += project_imports(path)
-    covered = {p for pattern in PIPELINE for p in ROOT.glob(pattern)}
-    assert ROOT / "verbatim" / "answer.py" in reached  # calibrate.py asks through it
-    assert reached <= covered, sorted(str(p.relative_to(ROOT)) for p in reached - covered)
+            todo += _project_imports(path)
+    covered = set(pipeline_files())
+    init = _module_file("verbatim")
+    assert init is not None
+    package = init.parent
+    assert package / "answer.py" in reached  # calibrate.py asks through it
+    assert _module_file("verbatim.index.store") in reached  # `from verbatim.index import store`
+    assert package / "offtopic.txt" in covered  # the off-topic probes calibration asks
+    assert reached <= covered, sorted(str(p) for p in reached - covered)
+
+
+def test_the_cache_key_changes_with_any_pipeline_file(tmp_path, monkeypatch, settings):
+    import verbatim.eval
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("{}\n")
+    code = tmp_path / "code.py"
+    code.write_text("a = 1\n")
+    monkeypatch.setattr(verbatim.eval, "pipeline_files", lambda: [code])
+    before = verbatim.eval._cache_key(corpus, settings)
+    code.write_text("a = 2\n")
+    assert verbatim.eval._cache_key(corpus, settings) != before

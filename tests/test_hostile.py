@@ -6,11 +6,11 @@ import os
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from verbatim.index import build_index, load_index, store
-from verbatim.ingest import read_documents
 
 from verbatim.cli import cli
 from verbatim.errors import IndexWriteFailed
+from verbatim.index import build_index, load_index, store
+from verbatim.ingest import read_documents
 
 EVIL_HTML = """<html><head><title>Safe Title</title>
 <script>alert('head')</script><meta name="author" content="Eve"></head>
@@ -82,8 +82,7 @@ def test_disk_full_during_ingest_keeps_the_old_generation(
         assert "more" not in index.documents and "gardening" in index.documents
 
 
-@pytest.mark.slow
-def test_unwritable_data_dir_is_a_clean_cli_error(tiny_corpus, tmp_path):
+def test_unwritable_data_dir_is_a_clean_cli_error(tiny_corpus, tmp_path, fake_model):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where a folder of the data directory should be")
     data = blocker / "data"

@@ -1,13 +1,14 @@
 import json
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+
+from verbatim.errors import IndexCorrupt, IndexMissing, ModelMismatch
 from verbatim.index import build_index, load_index, store
 from verbatim.index.embed import INT8_VERSION
 from verbatim.ingest import read_documents
-
-from verbatim.errors import IndexCorrupt, IndexMissing, ModelMismatch
 
 
 def build(folder, settings, embedder):
@@ -93,12 +94,6 @@ def test_int8_index_is_not_served_to_the_float_backend(tiny_corpus, settings, fa
     assert load_index(settings.model_copy(update={"backend": "torch"})).manifest["int8"] == 0
 
 
-def index_files(tiny_corpus, settings, fake_embedder) -> list[str]:
-    report = build(tiny_corpus, settings, fake_embedder)
-    manifest = store.generations_dir(settings.data_dir) / report.generation / "manifest.json"
-    return [*json.loads(manifest.read_text())["files"], "manifest.json"]
-
-
 def hurt(path, damage: str) -> None:
     data = bytearray(path.read_bytes())
     if damage == "flip":
@@ -109,7 +104,12 @@ def hurt(path, damage: str) -> None:
 
 
 def test_every_index_file_is_covered(tiny_corpus, settings, fake_embedder):
-    files = index_files(tiny_corpus, settings, fake_embedder)
+    """The manifest hashes every file of a generation, so damage to any of them is seen."""
+    report = build(tiny_corpus, settings, fake_embedder)
+    generation = store.generations_dir(settings.data_dir) / report.generation
+    listed = set(json.loads((generation / "manifest.json").read_text())["files"])
+    on_disk = {p.relative_to(generation).as_posix() for p in generation.rglob("*") if p.is_file()}
+    assert listed == on_disk - {"manifest.json"}
     assert {
         "store.sqlite",
         "sentences.npy",
@@ -117,21 +117,23 @@ def test_every_index_file_is_covered(tiny_corpus, settings, fake_embedder):
         "passages.faiss",
         "bm25/params.index.json",
         "bm25-sentences/vocab.index.json",
-    } <= set(files)
+    } <= listed
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_damage_to_any_file_falls_back_or_is_refused(tmp_path, tiny_corpus, fake_embedder, damage):
     from verbatim.settings import Settings
 
-    probe = Settings(data_dir=tmp_path / "probe", model="fake", progress=False)
-    for n, victim in enumerate(index_files(tiny_corpus, probe, fake_embedder)):
-        settings = Settings(data_dir=tmp_path / f"d{n}", model="fake", progress=False)
-        first = build(tiny_corpus, settings, fake_embedder).generation
-        (tiny_corpus / "extra.md").write_text(f"Extra note {n}.")
-        second = build(tiny_corpus, settings, fake_embedder).generation
-        (tiny_corpus / "extra.md").unlink()
-
+    intact = Settings(data_dir=tmp_path / "intact", model="fake", progress=False)
+    first = build(tiny_corpus, intact, fake_embedder).generation
+    (tiny_corpus / "extra.md").write_text("An extra note.")
+    second = build(tiny_corpus, intact, fake_embedder).generation
+    manifest = store.generations_dir(intact.data_dir) / second / "manifest.json"
+    victims = [*json.loads(manifest.read_text())["files"], "manifest.json"]
+    assert len(victims) > 5
+    for n, victim in enumerate(victims):
+        settings = intact.model_copy(update={"data_dir": tmp_path / f"d{n}"})
+        shutil.copytree(intact.data_dir, settings.data_dir)  # two generations, both intact
         root = store.generations_dir(settings.data_dir)
         hurt(root / second / victim, damage)
         with load_index(settings) as index:  # the intact older generation serves
@@ -198,6 +200,7 @@ def test_question_analysis_matches_the_indexed_analysis():
     from pathlib import Path
 
     import bm25s
+
     from verbatim.index.lexical import Lexical, _stemmer
 
     corpus = Path(__file__).resolve().parent.parent / "corpus"
@@ -219,7 +222,6 @@ def test_an_approximate_index_is_memory_mapped_and_answers(
     monkeypatch, tiny_corpus, settings, fake_embedder
 ):
     import verbatim.index as index_module
-
     from verbatim.answer import answer
 
     monkeypatch.setattr(index_module, "EXACT_SEARCH_LIMIT", 2)
@@ -233,6 +235,7 @@ def test_an_approximate_index_is_memory_mapped_and_answers(
         rows, scores = index.search(np.asarray(index.passage_vectors[0]), 3)
         assert rows[0] == 0 and scores[0] == pytest.approx(1.0, abs=1e-5)
         result = answer("How long should bread dough rise?", index, fake_embedder, settings)
+        assert result.quotes or result.near_misses
         for quote in result.quotes + result.near_misses:
             assert index.text(quote.doc_id)[quote.start : quote.end] == quote.text
 

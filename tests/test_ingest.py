@@ -1,9 +1,9 @@
 from pathlib import Path
 
 import pytest
-from verbatim.ingest import read_documents, split_passages
 
 from verbatim.errors import NoDocuments
+from verbatim.ingest import read_documents, split_passages
 from verbatim.settings import Settings
 
 CHROME = [

@@ -4,22 +4,16 @@ import threading
 
 import pytest
 from fastapi.testclient import TestClient
+
+from verbatim.engine import ingest_paths
 from verbatim.server import create_app
-
-from verbatim.engine import ingest_paths, open_engine
-from verbatim.settings import Settings
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def served(tmp_path, tiny_corpus, real_embedder):
-    settings = Settings(data_dir=tmp_path / "served", progress=False, admin_token="s3cret")
-    ingest_paths([tiny_corpus], settings, real_embedder)
-    engine = open_engine(settings, real_embedder)
-    with TestClient(create_app(settings, engine=engine)) as client:
+def served(fake_engine):
+    settings = fake_engine.settings.model_copy(update={"admin_token": "s3cret"})
+    with TestClient(create_app(settings, engine=fake_engine)) as client:
         yield settings, client
-    engine.close()
 
 
 def test_reload_needs_the_token(served):
@@ -29,7 +23,7 @@ def test_reload_needs_the_token(served):
     assert bad.status_code == 403 and bad.json()["error"]["code"] == "forbidden"
 
 
-def test_ten_reindexes_under_load_fail_no_request(served, tiny_corpus, real_embedder):
+def test_ten_reindexes_under_load_fail_no_request(served, tiny_corpus, fake_embedder):
     settings, client = served
     failures, answered, stop = [], [], threading.Event()
 
@@ -45,7 +39,7 @@ def test_ten_reindexes_under_load_fail_no_request(served, tiny_corpus, real_embe
     try:
         for n in range(10):
             (tiny_corpus / "extra.md").write_text(f"Version {n} of a note about kites.\n")
-            ingest_paths([tiny_corpus], settings, real_embedder)
+            ingest_paths([tiny_corpus], settings, fake_embedder)
             r = client.post("/api/admin/reload", headers={"Authorization": "Bearer s3cret"})
             assert r.status_code == 200, r.text
             generations.append(r.json()["generation"])

@@ -2,7 +2,9 @@
 
 import pytest
 from fastapi.testclient import TestClient
+
 from verbatim.server import create_app
+from verbatim.server.errors import BUSY
 
 pytestmark = pytest.mark.slow
 QUESTION = "What if my husband refuses couples therapy?"
@@ -182,4 +184,5 @@ def test_saturation_answers_503_with_retry_after(default_engine):
         assert_error(busy, 503, "busy")
         assert busy.headers["retry-after"] == "1"
         assert page.status_code == 503 and page.headers["retry-after"] == "1"
+        assert busy.json()["error"]["message"] == BUSY and BUSY in page.text
         assert c.get("/api/ask", params={"q": QUESTION}).status_code == 200

@@ -1,5 +1,6 @@
 import hypothesis.strategies as st
 from hypothesis import given, settings
+
 from verbatim.ingest.read import build_text, make_document
 from verbatim.ingest.split import split_passages, split_sentences
 

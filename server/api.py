@@ -1,0 +1,159 @@
+"""The JSON API: /api/ask (POST and GET), the documents, health, and the admin reload."""
+
+# No `from __future__ import annotations` here: FastAPI resolves string annotations in the
+# module's globals, and `ask_router`'s endpoints are typed with names local to it.
+
+import hmac
+import time
+from dataclasses import asdict
+from typing import Annotated, cast
+
+from fastapi import APIRouter, Body, Header, Query
+from fastapi.responses import Response
+from pydantic import TypeAdapter
+from starlette.concurrency import run_in_threadpool
+
+from verbatim.errors import Forbidden
+from verbatim.records import Answer, DocumentMeta
+from verbatim.server.models import (
+    ERRORS,
+    EXAMPLE,
+    JSON,
+    NOT_BLANK,
+    AskRequest,
+    DocumentOut,
+    DocumentPage,
+    DocumentSummary,
+    Health,
+    ask_request,
+)
+from verbatim.server.state import State, StateDep
+from verbatim.settings import MAX_K, Settings
+
+ANSWER_JSON = TypeAdapter(Answer)
+QuoteQuery = Annotated[int | None, Query(ge=1, le=MAX_K)]
+
+router = APIRouter()
+
+
+def ask_router(settings: Settings) -> APIRouter:
+    """POST and GET /api/ask, refusing (422) and documenting questions over
+    `settings.max_question_chars`: the limit is part of their types, made here per app."""
+    limit = settings.max_question_chars
+    Ask = ask_request(limit)
+    questions = APIRouter()
+
+    @questions.post("/api/ask", response_model=Answer, responses=ERRORS, tags=["api"])
+    async def ask_post(
+        state: StateDep,
+        body: Annotated[Ask, Body()],  # type: ignore[valid-type]  # a class made at run time
+    ) -> Response:
+        """Answer a question with verbatim, attributed quotes (or abstain)."""
+        ask = cast(AskRequest, body)
+        filters = ask.filters.model_dump(exclude_none=True) if ask.filters else None
+        return await respond(state, ask.question, ask.k, filters)
+
+    @questions.get("/api/ask", response_model=Answer, responses=ERRORS, tags=["api"])
+    async def ask_get(
+        state: StateDep,
+        q: Annotated[
+            str,
+            Query(
+                description="The question.",
+                examples=[EXAMPLE],
+                min_length=1,
+                max_length=limit,
+                pattern=NOT_BLANK,
+            ),
+        ],
+        k: QuoteQuery = None,
+    ) -> Response:
+        """The same as POST /api/ask, for links and curl."""
+        return await respond(state, q, k)
+
+    return questions
+
+
+# The answer endpoints are `async` and hand only the answer itself to a worker thread: a
+# plain `def` endpoint costs FastAPI two thread hops per request (the endpoint, then the
+# response's validation), and the Answer is already typed, so it is written out directly.
+async def respond(
+    state: State, question: str, k: int | None, filters: dict | None = None
+) -> Response:
+    answer = await run_in_threadpool(state.ask, question, k, filters)
+    return Response(ANSWER_JSON.dump_json(answer), media_type=JSON)
+
+
+@router.get("/api/documents", response_model=DocumentPage, tags=["api"])
+def documents(
+    state: StateDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> DocumentPage:
+    """The indexed documents, a page at a time."""
+    index = state.engine.index
+    ids = list(index.documents)
+    page = [_summary(index.documents[i]) for i in ids[offset : offset + limit]]
+    return DocumentPage(total=len(ids), offset=offset, limit=limit, documents=page)
+
+
+@router.get(
+    "/api/documents/{doc_id:path}", response_model=DocumentOut, responses=ERRORS, tags=["api"]
+)
+def document(state: StateDep, doc_id: str) -> DocumentOut:
+    """One document: metadata, sections and the clean text all offsets point into."""
+    doc = state.document(doc_id)
+    return DocumentOut(
+        **_summary(state.engine.index.documents[doc_id]).model_dump(),
+        content_hash=doc.content_hash,
+        text=doc.text,
+        metadata=doc.metadata,
+        sections=[asdict(s) for s in doc.sections],
+    )
+
+
+@router.post("/api/admin/reload", response_model=Health, responses=ERRORS, tags=["admin"])
+async def reload(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> Health:
+    """Switch to the newest index generation (after `verbatim ingest`), without downtime.
+
+    Needs `Authorization: Bearer <VERBATIM_ADMIN_TOKEN>`; disabled when no token is set.
+    `kill -HUP <pid of verbatim serve>` does the same.
+    """
+    token = state.settings.admin_token
+    if not token:
+        raise Forbidden("reloading over HTTP is disabled; set VERBATIM_ADMIN_TOKEN")
+    given = (authorization or "").removeprefix("Bearer ").encode()
+    if not hmac.compare_digest(given, token.encode()):
+        raise Forbidden("wrong or missing admin token (Authorization: Bearer <token>)")
+    await run_in_threadpool(state.reload)  # loading takes a while; keep serving
+    return _health(state)
+
+
+@router.get("/api/health", response_model=Health, tags=["api"])
+async def health(state: StateDep) -> Health:
+    """Which index generation is served, and how big it is."""
+    return _health(state)
+
+
+def _health(state: State) -> Health:
+    index = state.engine.index
+    counts = index.manifest["counts"]
+    thresholds = index.thresholds
+    return Health(
+        status="ok",
+        generation=index.generation,
+        model=index.manifest["model"],
+        documents=counts["documents"],
+        passages=counts["passages"],
+        sentences=counts["sentences"],
+        thresholds=dict(zip(("passage", "sentence"), thresholds, strict=True))
+        if thresholds
+        else None,
+        uptime_s=round(time.time() - state.started, 1),
+    )
+
+
+def _summary(doc: DocumentMeta) -> DocumentSummary:
+    return DocumentSummary(
+        id=doc.id, title=doc.title, author=doc.author, date=doc.date, url=doc.url, site=doc.site
+    )
