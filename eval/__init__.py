@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from verbatim.index import Index
     from verbatim.records import Answer, Embedder, Quote
 
+SHOWN = 10  # quotes asked for per question: the documents of the first ten are ranked
+
 # What an index depends on, as (package, file pattern): a change to any of these invalidates
 # cached eval indexes. The abstention thresholds stored with an index come from asking it
 # questions (calibrate.py asks through answer.retrieve_by_vector), so the answering code is part
@@ -53,6 +55,7 @@ class Question:
     answers: list[str] = field(default_factory=list)
     relevant: list[str] = field(default_factory=list)
     answerable: bool = True
+    not_answers: list[str] = field(default_factory=list)  # quotes marked unhelpful (feedback)
 
 
 @dataclass
@@ -72,6 +75,9 @@ class Result:
     attributed: int
     letters: int
     latency_ms: float
+    first_relevant: int | None = None  # shown-order rank (1-based) of the first relevant document
+    first_quote: str | None = None
+    unhelpful1: bool | None = None  # the first quote is one marked unhelpful (not_answers)
 
 
 @dataclass
@@ -103,6 +109,7 @@ def read_questions(path: Path) -> list[Question]:
                     answers=list(row.get("answers", [])),
                     relevant=list(row.get("relevant", [])),
                     answerable=bool(row.get("answerable", True)),
+                    not_answers=list(row.get("not_answers", [])),
                 )
             )
         except (ValueError, KeyError, TypeError) as exc:
@@ -221,7 +228,7 @@ def evaluate(
     for q, kind in tqdm(tagged, disable=not progress, desc="questions", unit="q"):
         began = time.perf_counter()
         found = retrieve(q.question, index, engine.embedder, settings)
-        ans = compose(found, index, settings, k=max(3, settings.default_k))
+        ans = compose(found, index, settings, k=SHOWN)
         latency = (time.perf_counter() - began) * 1000
         results.append(_result(q, kind, found, ans, index, latency))
     return _report(results)
@@ -253,7 +260,41 @@ def _result(
         attributed=sum(a for _, a in checks),
         letters=sum(x.role == "letter" for x in ans.quotes),
         latency_ms=round(latency, 2),
+        first_relevant=next(
+            (rank for rank, doc in enumerate(shown(ans.quotes), 1) if doc in q.relevant), None
+        ),
+        first_quote=ans.quotes[0].text if ans.quotes else None,
+        unhelpful1=quote_hit(texts, q.not_answers, 1) if q.not_answers else None,
     )
+
+
+def shown(quotes: list) -> list[str]:
+    """Document ids in the order a person sees them: each at its first quote."""
+    return list(dict.fromkeys(q["doc_id"] if isinstance(q, dict) else q.doc_id for q in quotes))
+
+
+def _ranking(results: list[Result], order) -> dict:
+    """Document recall@1/5/10, MRR@10 and nDCG@10 of the rankings `order(result)` gives."""
+    pairs = [(order(r), set(r.relevant)) for r in results]
+    return {
+        "recall@1": _mean(recall_at(ranked, rel, 1) for ranked, rel in pairs),
+        "recall@5": _mean(recall_at(ranked, rel, 5) for ranked, rel in pairs),
+        "recall@10": _mean(recall_at(ranked, rel, 10) for ranked, rel in pairs),
+        "mrr@10": _mean(mrr_at(ranked, rel, 10) for ranked, rel in pairs),
+        "ndcg@10": _mean(ndcg_at(ranked, rel, 10) for ranked, rel in pairs),
+    }
+
+
+def worst(report: Report, n: int) -> list[Result]:
+    """The `n` answerable questions answered worst, as shown: by nDCG@10 of the documents shown,
+    then by whether the first quote holds a gold answer, then by the first relevant's rank."""
+    answerable = [r for r in report.results if r.kind == "answerable"]
+
+    def key(r: Result) -> tuple:
+        ndcg = ndcg_at(shown(r.quotes), set(r.relevant), 10) if r.relevant else 1.0
+        return (ndcg, r.hit1 is not False, -(r.first_relevant or SHOWN + 1))
+
+    return sorted(answerable, key=key)[:n]
 
 
 def _mean(values) -> float | None:
@@ -293,14 +334,10 @@ def _report(results: list[Result]) -> Report:
             "source@1": _mean(
                 bool(r.quotes) and r.quotes[0]["doc_id"] in r.relevant for r in ranked
             ),
+            "unhelpful@1": _mean(r.unhelpful1 for r in results if r.unhelpful1 is not None),
         },
-        "retrieval": {
-            "recall@1": _mean(recall_at(r.ranked, set(r.relevant), 1) for r in ranked),
-            "recall@5": _mean(recall_at(r.ranked, set(r.relevant), 5) for r in ranked),
-            "recall@10": _mean(recall_at(r.ranked, set(r.relevant), 10) for r in ranked),
-            "mrr@10": _mean(mrr_at(r.ranked, set(r.relevant), 10) for r in ranked),
-            "ndcg@10": _mean(ndcg_at(r.ranked, set(r.relevant), 10) for r in ranked),
-        },
+        "retrieval": _ranking(ranked, lambda r: shown(r.quotes)),
+        "retrieval_order": _ranking(ranked, lambda r: r.ranked),
         "abstention": {
             "unanswerable_abstained": _mean(r.abstained for r in unanswerable),
             "offtopic_abstained": _mean(r.abstained for r in offtopic),

@@ -44,7 +44,7 @@ def plot(report, path: Path, title: str = "") -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
     ax.plot(ts, cov, label="coverage (answerable answered)")
     ax.plot(ts, prec, label="precision (answered that should be)")
-    ax.set_xlabel("abstention threshold (best passage cosine)")
+    ax.set_xlabel("abstention threshold (evidence: passage and sentence cosine)")
     ax.set_ylim(0, 1.02)
     ax.set_title(title or "Verbatim abstention", fontsize=10)
     ax.legend(fontsize=8, loc="lower left")

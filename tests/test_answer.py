@@ -75,9 +75,9 @@ def test_no_three_quotes_from_one_passage(tmp_path, settings, fake_embedder):
         bread = index.passage_doc.index("bread")
         lo = int(index.sent_lo[kites])
         assert int(index.sent_hi[kites]) - lo == 6  # one passage of six kite sentences
-        three = [_Candidate(kites, 1.0 - n / 10, (lo + n, lo + n + 1), 0.0) for n in range(3)]
+        three = [_Candidate(kites, 1.0 - n / 10, (lo + n, lo + n + 1)) for n in range(3)]
         first = int(index.sent_lo[bread])
-        other = _Candidate(bread, 0.5, (first, first + 1), 0.0)
+        other = _Candidate(bread, 0.5, (first, first + 1))
         quotes = _select(index, [*three, other], k=10)
         assert [q.doc_id for q in quotes] == ["kites", "bread"]
         assert quotes[0].text == "Kite 0 flies in the wind."  # the best of the three windows

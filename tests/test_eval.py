@@ -213,7 +213,23 @@ def test_source_at_1_counts_the_first_quote_and_abstentions_as_misses():
 
     report = _report([result(["a", "b"]), result(["b", "a"]), result([], abstained=True)])
     assert report.metrics["quotes"]["source@1"] == round(1 / 3, 4)  # figures keep 4 places
-    assert report.metrics["retrieval"]["recall@1"] == 1.0  # the ranking is not the quotes
+    # Documents are ranked as shown (the quotes' order); retrieval's own order is a diagnostic.
+    assert report.metrics["retrieval"]["recall@1"] == round(1 / 3, 4)
+    assert report.metrics["retrieval_order"]["recall@1"] == 1.0
+
+
+def test_worst_questions_come_first_with_their_rank_and_first_quote(tiny_engine, tmp_path):
+    from verbatim.eval import worst
+
+    path = tmp_path / "q.jsonl"
+    rows = [*QUESTIONS, {**QUESTIONS[0], "id": "miss", "relevant": ["d3"], "answers": ["zzz"]}]
+    path.write_text("".join(json.dumps(q) + "\n" for q in rows))
+    report = evaluate(read_questions(path), tiny_engine, progress=False)
+    first = worst(report, 1)[0]
+    assert first.id == "miss" and first.hit1 is False
+    assert first.first_quote == report.results[0].first_quote  # the same question, asked again
+    assert all(r.first_relevant == 1 for r in report.results if r.id != "miss")
+    assert len(worst(report, 10)) == len(rows)
 
 
 def _module_file(name: str) -> Path | None:

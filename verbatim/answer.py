@@ -20,6 +20,7 @@ CANDIDATES = 50  # passages considered before quote selection (by embedding and 
 COVER_WEIGHT = 0.4  # weighted share of question terms in a passage, and in its best sentence
 BM25_WEIGHT = 0.1  # BM25 relative to the pool's best
 WINDOW_COVER_WEIGHT = 0.5  # weighted share of question terms in a quote's sentence window
+QUOTE_CANDIDATES = 30  # best passages a quote is chosen from (3 per quote when k > 10)
 MAX_WINDOW = 3  # sentences in one quote at most
 DEFAULT_THRESHOLD = 0.30
 EXTRA_SENTENCE = 0.05  # what each sentence beyond the first must add to a quote's score
@@ -71,8 +72,7 @@ def text_fragment_link(url: str | None, quote: str) -> str | None:
 class _Candidate:
     row: int
     score: float  # relevance of the passage
-    window: tuple[int, int]  # sentence rows [lo, hi)
-    window_score: float
+    window: tuple[int, int]  # sentence rows [lo, hi): the passage's best window
 
 
 def specificity(n_terms: int) -> float:
@@ -317,13 +317,11 @@ def _fuse(found: Retrieval, index: Index, lex: np.ndarray) -> Retrieval:
 def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -> Answer:
     """Choose the quotes for a retrieval, or abstain when the evidence is weak."""
     k = k or settings.default_k
-    rows = found.rows[: max(3 * k, 10)]
+    rows = found.rows[: max(3 * k, QUOTE_CANDIDATES)]  # the first quotes do not depend on k
     windows = _best_windows(found, index, rows)
-    # A quote's own score counts as much as sentence evidence counts in retrieval: fully for a
-    # short, specific question, little for a long one, which a passage as a whole answers.
     candidates = [
-        _Candidate(int(row), float(score), (lo, hi), found.specific * wscore)
-        for row, score, (lo, hi, wscore) in zip(rows, found.scores, windows, strict=False)
+        _Candidate(int(row), float(score), (lo, hi))
+        for row, score, (lo, hi, _) in zip(rows, found.scores, windows, strict=False)
     ]
     threshold = settings.min_score
     if threshold is None:
@@ -375,15 +373,27 @@ def answer(
     return compose(retrieve(question, index, embedder, settings, filters), index, settings, k)
 
 
-# Maximal marginal relevance: how much a quote loses for resembling one already chosen, and
-# for each quote already taken from the same document (so other sources get a say).
-REDUNDANCY = 0.3
-SAME_DOCUMENT = 0.08
 DUPLICATE = 0.97  # passage cosine above which two passages are the same text, repeated
 
 
-def _select(index, candidates: list[_Candidate], k: int) -> list[Quote]:
-    """Pick up to `k` quotes by maximal marginal relevance across passages and documents.
+def _shown_order(index: Index, pool: list[_Candidate]) -> list[int]:
+    """Positions in `pool` (best first, as retrieval ranked them) in the order quotes are shown:
+    each document's best passage first, in retrieval order, then the other passages.
+
+    So the documents appear exactly in retrieval's order (quoting never ranks a relevant
+    document below where retrieval had it) and every source gets a say before any is quoted
+    twice.
+    """
+    firsts, rest, seen = [], [], set()
+    for i, c in enumerate(pool):
+        doc = index.passage_doc[c.row]
+        (rest if doc in seen else firsts).append(i)
+        seen.add(doc)
+    return firsts + rest
+
+
+def _select(index: Index, candidates: list[_Candidate], k: int) -> list[Quote]:
+    """Pick up to `k` quotes, in the order of `_shown_order`.
 
     A reader's letter is never quoted as an answer. Near-duplicate passages (the same answer
     syndicated or repeated) collapse into one quote listing the other sources.
@@ -393,33 +403,24 @@ def _select(index, candidates: list[_Candidate], k: int) -> list[Quote]:
         return []
     vecs = np.asarray(index.passage_vectors[[c.row for c in pool]], dtype=np.float32)
     similar = vecs @ vecs.T  # passage cosine between candidates, by position in `pool`
-    docs = [index.passage_doc[c.row] for c in pool]
-    value = np.array([c.score + c.window_score for c in pool])
-    redundancy = np.full(len(pool), -np.inf)  # highest similarity to a chosen quote
-    taken = np.zeros(len(pool))  # quotes already chosen from the same document
-    open_ = np.ones(len(pool), dtype=bool)
     chosen: list[tuple[int, Quote]] = []
-    while open_.any() and len(chosen) < k:
-        utility = value - (REDUNDANCY * redundancy + SAME_DOCUMENT * taken if chosen else 0)
-        best = int(np.argmax(np.where(open_, utility, -np.inf)))
-        open_[best] = False
-        quote = _quote(index, pool[best])
+    for i in _shown_order(index, pool):
+        if len(chosen) == k:
+            break
+        quote = _quote(index, pool[i])
+        words = " ".join(quote.text.lower().split())
         twin = next(
             (
                 existing
-                for i, existing in chosen
-                if similar[best, i] > DUPLICATE
-                or " ".join(existing.text.lower().split()) == " ".join(quote.text.lower().split())
+                for j, existing in chosen
+                if similar[i, j] > DUPLICATE or " ".join(existing.text.lower().split()) == words
             ),
             None,
         )
-        if twin is not None:
-            if quote.doc_id != twin.doc_id and quote.doc_id not in twin.also_in:
-                twin.also_in.append(quote.doc_id)
-            continue
-        chosen.append((best, quote))
-        redundancy = np.maximum(redundancy, similar[best])
-        taken += np.array([d == docs[best] for d in docs])
+        if twin is None:
+            chosen.append((i, quote))
+        elif quote.doc_id != twin.doc_id and quote.doc_id not in twin.also_in:
+            twin.also_in.append(quote.doc_id)
     return [q for _, q in chosen]
 
 

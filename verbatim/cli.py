@@ -7,11 +7,13 @@ import signal
 import textwrap
 import threading
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 
 import click
 
 from verbatim.errors import VerbatimError
+from verbatim.feedback import DEFAULT_COLLECTION
 from verbatim.settings import MAX_K, Settings
 
 
@@ -68,6 +70,7 @@ def ingest(paths: tuple[Path, ...], data_dir: Path | None) -> None:
         f"({report.embedded} texts embedded, {report.reused} passages reused).\n"
         f"Generation {report.generation} in {settings.data_dir}"
     )
+    _print_feedback_check(settings, report.generation)
 
 
 def _print_quote(q) -> None:
@@ -163,6 +166,12 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     help="Write every figure and per-question results here (and a .png curve).",
 )
 @click.option("--gate", is_flag=True, help="Exit 1 unless the CI quality gate is met.")
+@click.option(
+    "--worst",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Print the N answerable questions answered worst, with their first quote.",
+)
 @data_dir_option
 def eval_command(
     questions: Path,
@@ -170,6 +179,7 @@ def eval_command(
     offtopic: tuple[Path, ...],
     json_out: Path | None,
     gate: bool,
+    worst: int,
     data_dir: Path | None,
 ) -> None:
     """Measure grounding, quotes, retrieval and abstention on QUESTIONS.
@@ -190,6 +200,8 @@ def eval_command(
     report = evaluate(items, engine, extra, progress=settings.progress)
     title = f"{questions}" + (f" on {corpus}" if corpus else "")
     click.echo(table(report, title))
+    if worst:
+        _print_worst(report, worst)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report.to_json(), indent=1, ensure_ascii=False))
@@ -200,3 +212,131 @@ def eval_command(
         if failures:
             raise click.ClickException("quality gate failed:\n  " + "\n  ".join(failures))
         click.echo("quality gate passed")
+
+
+@cli.group()
+def feedback() -> None:
+    """The feedback readers gave on quotes (helpful / not helpful), as eval data."""
+
+
+@feedback.command("export", cls=_Command)
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--collection",
+    default=DEFAULT_COLLECTION,
+    show_default=True,
+    help="The collection whose feedback to export.",
+)
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+    help="Only feedback given from this date (or date and time, UTC) on.",
+)
+@data_dir_option
+def feedback_export(
+    out: Path, collection: str, since: datetime | None, data_dir: Path | None
+) -> None:
+    """Write the feedback as an eval set: one line a question, for `verbatim eval OUT`.
+
+    `answers` holds the quotes marked helpful, `relevant` their documents, `not_answers` the
+    quotes marked unhelpful. Quotes whose text left the index (changed or gone at the last
+    ingest) are left out.
+    """
+    from verbatim.feedback import export
+
+    settings = _settings(data_dir)
+    stamp = since.strftime("%Y-%m-%dT%H:%M:%S") if since else None
+    done = export(settings.data_dir, out, collection, stamp)
+    click.echo(
+        f"Wrote {done.questions} questions to {out} ({done.helpful} quotes marked helpful, "
+        f"{done.unhelpful} unhelpful)"
+        + (f"; left out {done.stale} whose text is no longer in the index" if done.stale else "")
+    )
+
+
+@cli.command(cls=_Command)
+@click.argument("citations", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write each citation's result here, as JSON.",
+)
+@data_dir_option
+def verify(citations: Path, json_out: Path | None, data_dir: Path | None) -> None:
+    """Check the quotes cited in CITATIONS against the index; exit 1 if any changed or is gone.
+
+    CITATIONS holds one JSON object a line: doc_id, start, end, content_hash, text (and
+    optionally collection); each quote of `verbatim ask --json` is one. A citation is current
+    (same text, same offsets), moved (the text elsewhere in the document: new offsets), changed
+    (the document no longer has it) or gone (no such document).
+    """
+    from verbatim.citations import BROKEN, read_citations, verify_in
+    from verbatim.index import load_index
+
+    settings = _settings(data_dir, progress=False)
+    items = read_citations(citations)
+    with load_index(settings) as index:
+        results = verify_in(index, items)
+        generation = index.generation
+    _print_verifications(items, results)
+    counts = {s: sum(r.status == s for r in results) for s in ("current", "moved", *BROKEN)}
+    click.echo(", ".join(f"{n} {s}" for s, n in counts.items()) + f" (generation {generation})")
+    if json_out:
+        rows = [
+            {
+                "line": i,
+                "citation": asdict(c),
+                **{k: v for k, v in asdict(r).items() if v is not None},
+            }
+            for i, (c, r) in _numbered(items, results)
+        ]
+        report = {"generation": generation, "counts": counts, "citations": rows}
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+    if counts["changed"] + counts["gone"]:
+        raise click.exceptions.Exit(1)
+
+
+def _numbered(items: list, results: list) -> list:
+    return list(enumerate(zip(items, results, strict=True), 1))
+
+
+def _print_verifications(items: list, results: list) -> None:
+    width = max([len(c.doc_id) for c in items] + [8])
+    click.echo(f"{'#':>4}  {'status':<8} {'document':<{width}}  {'cited':<15} now")
+    for i, (c, r) in _numbered(items, results):
+        now = f"[{r.start}:{r.end}]" if r.start is not None else "-"
+        click.echo(f"{i:>4}  {r.status:<8} {c.doc_id:<{width}}  {f'[{c.start}:{c.end}]':<15} {now}")
+
+
+def _print_feedback_check(settings: Settings, generation: str) -> None:
+    """The ingest summary's last line: how the stored feedback citations fared."""
+    from verbatim.engine import feedback_check
+
+    counts = feedback_check(settings, generation)
+    if counts:
+        kept = (
+            " (changed and gone ones are kept, marked)"
+            if counts["changed"] + counts["gone"]
+            else ""
+        )
+        summary = ", ".join(f"{n} {status}" for status, n in counts.items())
+        click.echo(f"Feedback citations re-checked: {summary}{kept}")
+
+
+def _print_worst(report, n: int) -> None:
+    from verbatim.eval import worst
+
+    click.echo(f"\nthe {n} questions answered worst (documents as shown)")
+    for r in worst(report, n):
+        rank = r.first_relevant or "none in the first 10"
+        hit = (
+            ""
+            if r.hit1 is None
+            else f", first quote {'holds' if r.hit1 else 'misses'} a gold answer"
+        )
+        click.echo(f"{r.id}: first relevant document at {rank}{hit}")
+        click.echo(textwrap.indent(textwrap.fill(r.question[:300], 88), "  Q: "))
+        quote = "(abstained)" if r.abstained else (r.first_quote or "(no quote)")
+        click.echo(textwrap.indent(textwrap.fill(quote[:300], 88), "  1. "))
