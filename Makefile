@@ -64,7 +64,7 @@ bench: install
 
 # Ingest and search time and memory at 10k, 100k and 1M passages (synthetic vectors).
 scale: install
-	$(PY) -m verbatim.eval.scale --benchmarks $(BENCH) --json eval/reports/scale.json
+	$(PY) -m verbatim.eval.scale --benchmarks $(BENCH) --json eval/reports/scale.json $(if $(SIZES),--sizes $(SIZES))
 
 stress: install
 	$(PY) -m verbatim.eval.stress --json eval/reports/stress.json

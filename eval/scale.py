@@ -32,6 +32,7 @@ from verbatim.records import Embedder
 from verbatim.settings import Settings
 
 PASSAGES_PER_DOC = 50
+PASSAGE_CHARS = 900  # the default `passage_chars`
 NOISE = 0.03  # per dimension: a copy keeps cosine ~.86 with the real vector it is drawn around
 
 
@@ -85,23 +86,35 @@ def _rss_mb() -> float:
 
 
 def write_corpus(folder: Path, sentences: list[str], n_passages: int) -> None:
-    """`n_passages` paragraphs, 50 to a document, in JSONL files of 2k documents. Each is a
-    real sentence of 100-190 characters numbered "document.paragraph: " so that no two are
-    the same text (the same text would get the same vector).
+    """`n_passages` paragraphs, 50 to a document, in JSONL files of 2k documents. A paragraph
+    is real CounselChat sentences drawn at random (so their lengths are the corpus's), added
+    until the next would pass `PASSAGE_CHARS`, and opened by "document.paragraph: " so that no
+    two are the same text (the same text would get the same vector): about six sentences each.
 
-    With `passage_chars` = 200, two paragraphs never merge, so each paragraph is one passage.
+    Every paragraph is longer than half of `PASSAGE_CHARS`, so two never merge and each
+    paragraph is one passage.
     """
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True)
     n_docs = -(-n_passages // PASSAGES_PER_DOC)
-    for first in range(0, n_docs, 2_000):  # about 15 MB a file, under VERBATIM_MAX_FILE_BYTES
+    for first in range(0, n_docs, 2_000):  # about 50 MB a file, under VERBATIM_MAX_FILE_BYTES
         lines = []
         for d in range(first, min(first + 2_000, n_docs)):
             count = min(PASSAGES_PER_DOC, n_passages - d * PASSAGES_PER_DOC)
-            picks = rng.integers(len(sentences), size=count)
-            body = "\n\n".join(f"{d}.{j}: {sentences[i]}" for j, i in enumerate(picks))
+            body = "\n\n".join(_paragraph(f"{d}.{j}:", sentences, rng) for j in range(count))
             lines.append(json.dumps({"id": f"doc{d}", "title": f"Document {d}", "text": body}))
         (folder / f"part{first // 2_000:04d}.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def _paragraph(label: str, sentences: list[str], rng: np.random.Generator) -> str:
+    """`label` and then random sentences, between half of `PASSAGE_CHARS` and all of it."""
+    text = label
+    while True:
+        for pick in rng.integers(len(sentences), size=8).tolist():
+            if len(text) + 1 + len(sentences[pick]) <= PASSAGE_CHARS:
+                text += " " + sentences[pick]
+            elif len(text) > PASSAGE_CHARS // 2:
+                return text  # the next would not fit: done
 
 
 def build(work: Path) -> dict:
@@ -185,7 +198,7 @@ def _settings(work: Path) -> Settings:
     return Settings(
         data_dir=work / "data",
         model="jitter",
-        passage_chars=200,
+        passage_chars=PASSAGE_CHARS,
         progress=False,
         max_question_chars=20_000,
     )
@@ -199,11 +212,10 @@ def prepare(work: Path, benchmarks: Path) -> None:
     engine = corpus_engine(cc / "corpus.jsonl", Settings(progress=False))
     index = engine.index
     np.save(work / "base.npy", np.asarray(index.passage_vectors, dtype=np.float32))
-    sentences = [  # real sentences short enough to stay one passage each
-        s.strip() + "."
-        for doc_id in list(index.documents)[:500]
-        for s in index.text(doc_id).split(". ")
-        if 100 <= len(s.strip()) <= 190 and "\n" not in s
+    sentences = [  # real sentences that split back as one sentence each
+        text
+        for s in range(len(index.sent_start))
+        if (text := _sentence(index, s))[:1].isupper() and text[-1:] in ".!?"
     ]
     (work / "sentences.json").write_text(json.dumps(sentences))
     texts = [q.question[:1000] for q in read_questions(cc / "questions.dev.jsonl")][:200]
@@ -211,6 +223,12 @@ def prepare(work: Path, benchmarks: Path) -> None:
     np.save(work / "questions.npy", questions)
     (work / "questions.json").write_text(json.dumps(texts))
     engine.close()
+
+
+def _sentence(index, row: int) -> str:
+    text = index.text(index.passage_doc[index.sent_passage[row]])
+    sentence = text[index.sent_start[row] : index.sent_end[row]]
+    return sentence if "\n" not in sentence and len(sentence) <= PASSAGE_CHARS // 3 else ""
 
 
 def _stage(stage: str, work: Path) -> str:

@@ -88,7 +88,20 @@ class _Reuse:
     sentences: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+# How the sentence vectors are made, recorded in the manifest: one forward pass per sentence.
+# Another kind (late chunking was measured, docs/design.md) would be another value; a
+# generation never reuses vectors of another kind, and a manifest without the field holds these.
+SENTENCE_VECTORS = "per-sentence"
+
+
+def sentence_vectors(manifest: dict) -> str:
+    """How the sentence vectors of an index were made (manifests before the field: per sentence)."""
+    return str(manifest.get("sentence_vectors", "per-sentence"))
+
+
 def _reusable(settings: Settings) -> _Reuse:
+    """Vectors of the current generation, if it is in the same vector space and its sentence
+    vectors were made the same way: a generation never mixes two kinds."""
     try:
         old = load_index(settings)
     except Exception as exc:  # no usable previous index: embed everything
@@ -96,6 +109,8 @@ def _reusable(settings: Settings) -> _Reuse:
         return _Reuse()
     with old:
         if _space(old.manifest) != _space(settings):
+            return _Reuse()
+        if sentence_vectors(old.manifest) != SENTENCE_VECTORS:
             return _Reuse()
         reuse = _Reuse(old.manifest)
         pvecs = old.passage_vectors
@@ -171,6 +186,7 @@ def _manifest(corpus: Corpus, settings: Settings, dim: int) -> dict:
         "model": settings.model,
         "int8": _space(settings)[1],
         "dim": int(dim),
+        "sentence_vectors": SENTENCE_VECTORS,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "passage_chars": settings.passage_chars,
         "counts": {

@@ -127,7 +127,10 @@ def write_rows(path: Path, documents: list[Document], passages: list[Passage]) -
 
 
 def _document_row(d: Document) -> tuple:
-    extra = {"metadata": d.metadata, "sections": [asdict(s) for s in d.sections]}
+    # Pages go first, where `DocumentMeta.pages` reads them without parsing the rest; a
+    # document without pages stores no key, as before pages existed.
+    pages = {"pages": list(d.pages)} if d.pages else {}
+    extra = {**pages, "metadata": d.metadata, "sections": [asdict(s) for s in d.sections]}
     return (
         *(d.id, d.title, d.author, d.date, d.url, d.site, d.source, d.content_hash),
         json.dumps(extra),
@@ -208,6 +211,7 @@ def document(meta: DocumentMeta, text: str) -> Document:
         url=meta.url,
         site=meta.site,
         metadata=extra["metadata"],
+        pages=tuple(extra.get("pages", ())),
     )
 
 

@@ -6,70 +6,63 @@ and the files skipped). `split_passages(doc, max_chars)` splits one document.
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import time
+from collections import Counter
 from pathlib import Path
 
-from verbatim.ingest.read import SUFFIXES, UnreadableFile, read_file
-from verbatim.ingest.split import split_passages, split_sentences
-
 from verbatim.errors import NoDocuments
+from verbatim.ingest.files import FileTask, collect
+from verbatim.ingest.pool import Progress, Result, read_all
+from verbatim.ingest.read import SUFFIXES
+from verbatim.ingest.split import split_passages, split_sentences
 from verbatim.records import Corpus, Document, Skipped
 from verbatim.settings import Settings
 
 __all__ = ["Corpus", "read_documents", "split_passages", "split_sentences"]
 
 
-def _walk(root: Path) -> list[Path]:
-    """Files under `root`, sorted; links and hidden entries are not followed."""
-    if root.is_file():
-        return [root]
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                found.append(Path(dirpath) / name)
-    return found
+def _keep(
+    doc: Document, task: FileTask, seen: set[str], documents: list[Document], skipped: list[Skipped]
+) -> None:
+    """Add `doc` under an id no other document has. A file whose id is taken (`a.md` beside
+    `a.txt`) keeps its suffix (`a.txt`); a JSONL row keeps the id it gives, or is skipped."""
+    if doc.id in seen and task.format != "jsonl":
+        alternative = f"{doc.id}{task.path.suffix}"
+        if alternative not in seen:
+            doc = dataclasses.replace(doc, id=alternative)
+    if doc.id in seen:
+        skipped.append(Skipped(doc.source, f"duplicate document id '{doc.id}'"))
+        return
+    seen.add(doc.id)
+    documents.append(doc)
 
 
 def read_documents(paths: list[Path], settings: Settings) -> Corpus:
     """Read every supported file under `paths` (recursively) into documents.
 
+    Files are read in parallel (PDF, DOCX and EPUB in sandboxed processes), with a progress
+    bar when `settings.progress`; the result does not depend on the order they finish in.
     Files that cannot be read are listed in `Corpus.skipped` with the reason.
 
     Raises:
         NoDocuments: when nothing readable was found.
     """
+    began = time.perf_counter()
+    tasks, skipped = collect(paths, settings)
+    progress = Progress(len(tasks), settings.progress)
+    results: list[Result] = read_all(tasks, settings, progress.advance)
     documents: list[Document] = []
-    skipped: list[Skipped] = []
     seen: set[str] = set()
-    for root in paths:
-        root = Path(root)
-        if not root.exists():
-            raise NoDocuments(f"{root} does not exist; give a folder or file of documents")
-        for path in _walk(root):
-            if path.is_symlink():
-                skipped.append(Skipped(str(path), "symbolic link (not followed)"))
-                continue
-            if path.suffix.lower() not in SUFFIXES:
-                skipped.append(Skipped(str(path), f"unsupported file type '{path.suffix}'"))
-                continue
-            size = path.stat().st_size
-            if size > settings.max_file_bytes:
-                skipped.append(Skipped(str(path), f"{size} bytes is over VERBATIM_MAX_FILE_BYTES"))
-                continue
-            rel = path.relative_to(root) if root.is_dir() else Path(path.name)
-            try:
-                docs = read_file(path, rel.with_suffix("").as_posix(), path.read_bytes())
-            except (UnreadableFile, OSError) as exc:
-                skipped.append(Skipped(str(path), str(exc)))
-                continue
-            for doc in docs:
-                if doc.id in seen:
-                    skipped.append(Skipped(doc.source, f"duplicate document id '{doc.id}'"))
-                    continue
-                seen.add(doc.id)
-                documents.append(doc)
+    formats: Counter[str] = Counter()
+    for task, result in zip(tasks, results, strict=True):
+        if isinstance(result, str):
+            skipped.append(Skipped(str(task.path), result))
+            continue
+        formats[task.format] += 1
+        for doc in result:
+            _keep(doc, task, seen, documents, skipped)
+    progress.close(dict(formats), len(skipped))
     if not documents:
         where = ", ".join(str(p) for p in paths)
         raise NoDocuments(
@@ -77,4 +70,4 @@ def read_documents(paths: list[Path], settings: Settings) -> Corpus:
             + "".join(f"\n  skipped {s.path}: {s.reason}" for s in skipped[:20])
         )
     passages = [p for doc in documents for p in split_passages(doc, settings.passage_chars)]
-    return Corpus(documents, passages, skipped)
+    return Corpus(documents, passages, skipped, dict(formats), time.perf_counter() - began)

@@ -7,8 +7,8 @@ import hashlib
 import json
 import re
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from verbatim.records import Document, Section
 
@@ -91,6 +91,68 @@ def build_text(
     return "\n\n".join(parts), tuple(sections)
 
 
+@dataclass(frozen=True)
+class Block:
+    """One block of a document as its reader found it: a heading, a paragraph or a code block.
+
+    `page` is the 1-based page of paged formats (PDF), 0 otherwise.
+    """
+
+    text: str
+    heading: bool = False
+    code: bool = False
+    page: int = 0
+
+
+def _clean_block(block: Block) -> str:
+    text = normalize(block.text)
+    if block.code:  # keep the lines and their indentation, drop blank lines around them
+        return text.strip("\n")
+    return re.sub(r"[ ]*\n[ ]*", "\n", re.sub(r" {2,}", " ", text)).strip()
+
+
+def assemble(
+    blocks: list[Block], n_pages: int = 0, role: str = "article"
+) -> tuple[str, tuple[Section, ...], tuple[int, ...]]:
+    """Clean text, sections and page starts from blocks, in order.
+
+    Headings open sections and stay in the text, in no paragraph (never quoted). In a paged
+    document a section also ends at each page break and goes on, under the same heading, on
+    the next page, so that no passage spans two pages. `pages[i]` is the offset where page
+    i + 1 starts; a page without text starts where the next text does.
+    """
+    parts: list[str] = []
+    pos, page = 0, 0
+    sections: list[Section] = []
+    heading, sec_start = "", 0
+    paragraphs: list[tuple[int, int]] = []
+    pages: list[int] = []
+    for block in blocks:
+        chunk = _clean_block(block)
+        if not chunk:
+            continue
+        start = pos + 2 if parts else 0
+        if block.page > page:
+            if paragraphs:
+                sections.append(Section(sec_start, pos, heading, role, tuple(paragraphs)))
+            paragraphs, sec_start = [], start
+            pages += [start] * (block.page - page)
+            page = block.page
+        if block.heading:
+            if paragraphs:
+                sections.append(Section(sec_start, pos, heading, role, tuple(paragraphs)))
+            heading, paragraphs, sec_start = chunk.replace("\n", " "), [], start
+            chunk = heading
+        else:
+            paragraphs.append((start, start + len(chunk)))
+        parts.append(chunk)
+        pos = start + len(chunk)
+    if paragraphs:
+        sections.append(Section(sec_start, pos, heading, role, tuple(paragraphs)))
+    pages += [pos] * (n_pages - page)
+    return "\n\n".join(parts), tuple(sections), tuple(pages)
+
+
 def _text(value: object) -> str | None:
     if value is None or value == "":
         return None
@@ -100,7 +162,12 @@ def _text(value: object) -> str | None:
 
 
 def make_document(
-    doc_id: str, source: str, text: str, sections: tuple[Section, ...], meta: dict
+    doc_id: str,
+    source: str,
+    text: str,
+    sections: tuple[Section, ...],
+    meta: dict,
+    pages: tuple[int, ...] = (),
 ) -> Document:
     known = {"title", "author", "date", "url", "site", "roles", "role", "id", "text"}
     return Document(
@@ -115,6 +182,7 @@ def make_document(
         url=_text(meta.get("url")),
         site=_text(meta.get("site")),
         metadata={k: _text(v) for k, v in meta.items() if k not in known and _text(v)},
+        pages=pages,
     )
 
 
@@ -126,6 +194,42 @@ def decode(raw: bytes) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise UnreadableFile(f"not UTF-8 text (byte {exc.start}); convert it to UTF-8") from None
+
+
+# The most a zip container (DOCX, EPUB) may unpack to. zipfile never reads past a member's
+# declared size, so checking the declared sizes is enough to refuse a zip bomb.
+MAX_UNZIPPED = 512 * 2**20
+
+
+def open_zip(raw: bytes, kind: str):
+    """A DOCX's or EPUB's zip container, refused when broken or when it would unpack to more
+    than `MAX_UNZIPPED` bytes."""
+    import io
+    import zipfile
+
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(raw))
+        unpacked = sum(info.file_size for info in zf.infolist())
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise UnreadableFile(
+            f"not a valid {kind} (not a readable zip file: {exc}); open it and save it again"
+        ) from None
+    if unpacked > MAX_UNZIPPED:
+        raise UnreadableFile(
+            f"unpacks to {unpacked:,} bytes, over {MAX_UNZIPPED:,} (a zip bomb?); not read"
+        )
+    return zf
+
+
+def read_member(zf, name: str) -> bytes:
+    """One file of a zip container; KeyError if it is missing, UnreadableFile if damaged."""
+    import zipfile
+    import zlib
+
+    try:
+        return zf.read(name)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise UnreadableFile(f"damaged zip member {name} ({exc}); save the file again") from None
 
 
 def read_markdown(raw: bytes) -> tuple[str, tuple[Section, ...], dict]:
@@ -157,32 +261,6 @@ def read_text(raw: bytes) -> tuple[str, tuple[Section, ...], dict]:
     return text, sections, meta
 
 
-def read_html(raw: bytes) -> tuple[str, tuple[Section, ...], dict]:
-    import trafilatura
-
-    html = decode(raw)
-    result: Any = trafilatura.bare_extraction(
-        html,
-        with_metadata=True,
-        include_formatting=True,
-        include_comments=False,
-        include_images=False,
-        include_tables=False,
-        output_format="python",
-    )
-    if result is None or not getattr(result, "text", None):
-        raise UnreadableFile("no main text found in the HTML")
-    meta = {
-        "title": result.title,
-        "author": result.author,
-        "date": result.date,
-        "url": result.url,
-        "site": result.sitename,
-    }
-    text, sections = build_text(result.text, markdown=True)
-    return text, sections, meta
-
-
 def read_jsonl(raw: bytes, source: str) -> list[Document]:
     """One document per line: `{"id", "title", "text", "author"?, "url"?, "metadata"?}`."""
     docs = []
@@ -208,10 +286,41 @@ READERS = {
     ".md": read_markdown,
     ".markdown": read_markdown,
     ".txt": read_text,
-    ".html": read_html,
-    ".htm": read_html,
 }
-SUFFIXES = frozenset(READERS) | {".jsonl"}
+# Read into `Block`s by their own modules, imported when first needed.
+BLOCK_FORMATS = {
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
+    ".pdf": "pdf",
+    ".docx": "docx",
+    ".epub": "epub",
+}
+SUFFIXES = frozenset(READERS) | frozenset(BLOCK_FORMATS) | {".jsonl"}
+
+
+def format_of(path: Path) -> str:
+    """The format a file is read as: `md`, `txt`, `html`, `pdf`, `docx`, `epub` or `jsonl`."""
+    suffix = path.suffix.lower()
+    return BLOCK_FORMATS.get(suffix) or {".markdown": "md"}.get(suffix) or suffix.lstrip(".")
+
+
+def _read_blocks(kind: str, raw: bytes) -> tuple[list[Block], dict, int]:
+    if kind == "html":
+        from verbatim.ingest.markup import read_html
+
+        return read_html(raw)
+    if kind == "epub":
+        from verbatim.ingest.markup import read_epub
+
+        return read_epub(raw)
+    if kind == "pdf":
+        from verbatim.ingest.pdf import read_pdf
+
+        return read_pdf(raw)
+    from verbatim.ingest.office import read_docx
+
+    return read_docx(raw)
 
 
 def read_file(path: Path, doc_id: str, raw: bytes) -> list[Document]:
@@ -219,8 +328,14 @@ def read_file(path: Path, doc_id: str, raw: bytes) -> list[Document]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         return read_jsonl(raw, str(path))
-    text, sections, meta = READERS[suffix](raw)
+    pages: tuple[int, ...] = ()
+    if suffix in BLOCK_FORMATS:
+        blocks, meta, n_pages = _read_blocks(BLOCK_FORMATS[suffix], raw)
+        text, sections, pages = assemble(blocks, n_pages)
+    else:
+        text, sections, meta = READERS[suffix](raw)
     if not text.strip() or not sections:
         raise UnreadableFile("no text to index")
-    meta.setdefault("title", path.stem.replace("-", " ").replace("_", " ").strip())
-    return [make_document(doc_id, str(path), text, sections, meta)]
+    if not _text(meta.get("title")):
+        meta["title"] = path.stem.replace("-", " ").replace("_", " ").strip()
+    return [make_document(doc_id, str(path), text, sections, meta, pages)]

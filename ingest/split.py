@@ -13,6 +13,7 @@ ABBREVIATIONS = frozenset(
 )
 _TERMINAL = re.compile(r"[.!?…]+[\"'”’)\]]*")
 _WORD_BEFORE = re.compile(r"([A-Za-z][A-Za-z.]*)$")
+WORD_WINDOW = 100
 
 
 def _is_boundary(text: str, end: int, next_pos: int, glued: bool) -> bool:
@@ -20,7 +21,10 @@ def _is_boundary(text: str, end: int, next_pos: int, glued: bool) -> bool:
     if next_pos >= len(text):
         return True
     nxt = text[next_pos]
-    word = _WORD_BEFORE.search(text, 0, end)
+    # Only the last WORD_WINDOW characters: searching from the start of the text made splitting
+    # quadratic in the document's length (5 minutes for a 260-page PDF). No word the checks
+    # below care about (an abbreviation, a single letter) is that long.
+    word = _WORD_BEFORE.search(text, max(0, end - WORD_WINDOW), end)
     prev_word = word.group(1).rstrip(".").lower() if word else ""
     if text[end - 1] == "." or text[end - 1] in "\"'”’)]":
         if prev_word in ABBREVIATIONS or (len(prev_word) == 1 and prev_word.isalpha()):

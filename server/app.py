@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from verbatim import __version__
-from verbatim.server import api, pages
+from verbatim.server import api, feedback, pages
 from verbatim.server.errors import HANDLERS
 from verbatim.server.middleware import Guard
 from verbatim.server.state import State
@@ -46,6 +46,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(api.ask_router(settings))
     app.include_router(api.router)
+    app.include_router(feedback.feedback_router(settings))
     app.include_router(pages.router)
     app.add_middleware(Guard, settings=settings)
     return app

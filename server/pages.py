@@ -3,6 +3,7 @@ API docs. Templates are package data in `templates/`, autoescaped."""
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,12 @@ def show_document(
         if start is not None and end is not None and (0 <= start < end <= len(doc.text))
         else None
     )
-    context = {"doc": doc, "blocks": _blocks(doc, mark), "safe_url": web_url(doc.url)}
+    context = {
+        "doc": doc,
+        "blocks": _blocks(doc, mark),
+        "safe_url": web_url(doc.url),
+        "mark_page": bisect.bisect_right(doc.pages, mark[0]) if mark and doc.pages else None,
+    }
     return render(request, "document.html", context)
 
 
@@ -104,25 +110,35 @@ def _card(state: State, quote: Quote) -> dict[str, Any]:
 
 
 def _blocks(doc: Document, mark: tuple[int, int] | None) -> list[dict[str, Any]]:
-    """The document as paragraphs; the marked span split out so the template can <mark> it."""
+    """The document as paragraphs; the marked span split out so the template can <mark> it.
+
+    In a paged document (PDF) each block knows its page, and the first block of each page says
+    so (`new_page`), so the template can show where pages begin. A heading is shown where its
+    text is, not again where its section goes on after a page break.
+    """
     spans = []
     for section in doc.sections:
-        if section.heading:
+        if section.heading and doc.text.startswith(section.heading, section.start):
             spans.append((section.start, section.start + len(section.heading), "heading"))
         spans.extend((a, b, "p") for a, b in section.paragraphs)
     blocks = []
+    shown_page = 0
     for a, b, kind in spans:
         parts = [(doc.text[a:b], False)]
         if mark and mark[0] < b and mark[1] > a:
             s, e = max(a, mark[0]), min(b, mark[1])
             parts = [(doc.text[a:s], False), (doc.text[s:e], True), (doc.text[e:b], False)]
         role = next((x.role for x in doc.sections if x.start <= a < x.end), "article")
+        page = bisect.bisect_right(doc.pages, a) if doc.pages else None
         blocks.append(
             {
                 "kind": kind,
                 "parts": parts,
                 "role": role,
                 "first_mark": mark is not None and a <= mark[0] < b,
+                "page": page,
+                "new_page": page is not None and page != shown_page,
             }
         )
+        shown_page = page or 0
     return blocks

@@ -29,8 +29,8 @@ LAYERS: list[dict[str, tuple[str, ...]]] = [
         )
     },
     {"reading": ("verbatim.ingest",)},
-    {"indexing": ("verbatim.index",)},
-    {"answering": ("verbatim.answer", "verbatim.calibrate")},
+    {"indexing": ("verbatim.index",), "feedback store": ("verbatim.feedback",)},
+    {"answering": ("verbatim.answer", "verbatim.calibrate", "verbatim.citations")},
     {"engine": ("verbatim.engine",)},
     {"evaluation": ("verbatim.eval",), "serving": ("verbatim.server",)},
     {"command line": ("verbatim.cli", "verbatim.__main__")},

@@ -27,8 +27,8 @@ INJECTED = """() => {
     }
   }
   // The page's own script (served from /static, allowed by the CSP) is the only one expected.
-  const tags = ['script:not([src="/static/feedback.js"])', 'iframe', 'object', 'embed', 'img', 'svg', 'style', 'base',
-                'meta[http-equiv]'];
+  const tags = ['script:not([src="/static/feedback.js"])', 'iframe', 'object', 'embed', 'img',
+                'svg', 'style', 'base', 'meta[http-equiv]'];
   for (const tag of tags)
     if (document.querySelector(tag)) bad.push(tag);
   return bad;

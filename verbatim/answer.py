@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import re
 import time
 import unicodedata
@@ -51,11 +52,14 @@ def clean_question(question: str, settings: Settings) -> str:
     return text
 
 
-def text_fragment_link(url: str | None, quote: str) -> str | None:
-    """The source URL with a Text Fragment (`#:~:text=`) that scrolls to and highlights `quote`."""
+def text_fragment_link(url: str | None, quote: str, page: int | None = None) -> str | None:
+    """The source URL with a Text Fragment (`#:~:text=`) that scrolls to and highlights `quote`;
+    for a paged document (PDF) with `#page=N`, which PDF viewers open at, instead."""
     url = web_url(url)
     if url is None:
         return None
+    if page is not None:
+        return f"{url.split('#', 1)[0]}#page={page}"
     words = quote.split()
 
     def enc(part: list[str]) -> str:
@@ -384,7 +388,9 @@ def _shown_order(index: Index, pool: list[_Candidate]) -> list[int]:
     document below where retrieval had it) and every source gets a say before any is quoted
     twice.
     """
-    firsts, rest, seen = [], [], set()
+    firsts: list[int] = []
+    rest: list[int] = []
+    seen: set[str] = set()
     for i, c in enumerate(pool):
         doc = index.passage_doc[c.row]
         (rest if doc in seen else firsts).append(i)
@@ -431,6 +437,8 @@ def _quote(index, c: _Candidate) -> Quote:
     start, end = int(index.sent_start[c.window[0]]), int(index.sent_end[c.window[1] - 1])
     body = text[start:end]
     heading = index.passage_heading[c.row]
+    pages = doc.pages()
+    page = bisect.bisect_right(pages, start) if pages else None
     return Quote(
         text=body,
         doc_id=doc_id,
@@ -448,5 +456,6 @@ def _quote(index, c: _Candidate) -> Quote:
         end=end,
         content_hash=doc.content_hash,
         score=round(c.score, 4),
-        link=text_fragment_link(doc.url, body),
+        link=text_fragment_link(doc.url, body, page),
+        page=page,
     )

@@ -52,25 +52,43 @@ def cli() -> None:
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @data_dir_option
 def ingest(paths: tuple[Path, ...], data_dir: Path | None) -> None:
-    """Index PATHS (folders or files of Markdown, text, HTML or JSONL); default: the bundled
-    corpus.
+    """Index PATHS (folders or files of Markdown, text, HTML, PDF, DOCX, EPUB or JSONL);
+    default: the bundled corpus.
 
     Writes a new index generation and switches to it only once it is complete; unchanged
     passages reuse their stored vectors.
     """
+    import time
+
     from verbatim.engine import ingest_paths
 
     settings = _settings(data_dir)
+    began = time.perf_counter()
     report, skipped = ingest_paths(list(paths) or [settings.corpus_dir], settings)
-    for s in skipped:
-        click.echo(f"skipped {s.path}: {s.reason}", err=True)
+    reading = time.perf_counter() - began - report.seconds
+    _print_skipped(skipped)
     click.echo(
         f"Indexed {report.documents} documents, {report.passages} passages, "
-        f"{report.sentences} sentences in {report.seconds:.1f}s "
+        f"{report.sentences} sentences in {reading + report.seconds:.1f}s: reading "
+        f"{reading:.1f}s, embedding and indexing {report.seconds:.1f}s "
         f"({report.embedded} texts embedded, {report.reused} passages reused).\n"
         f"Generation {report.generation} in {settings.data_dir}"
     )
     _print_feedback_check(settings, report.generation)
+
+
+def _print_skipped(skipped) -> None:
+    """Each skipped file with its reason; past 20, each reason once with its count."""
+    if len(skipped) <= 20:
+        for s in skipped:
+            click.echo(f"skipped {s.path}: {s.reason}", err=True)
+        return
+    by_reason: dict[str, list[str]] = {}
+    for s in skipped:
+        by_reason.setdefault(s.reason, []).append(s.path)
+    for reason, where in sorted(by_reason.items(), key=lambda item: -len(item[1])):
+        more = f" and {len(where) - 1} more" if len(where) > 1 else ""
+        click.echo(f"skipped {where[0]}{more}: {reason}", err=True)
 
 
 def _print_quote(q) -> None:
@@ -82,6 +100,7 @@ def _print_quote(q) -> None:
         f"  — {q.title}"
         + (f", {who}" if who else "")
         + (f" · {q.section}" if q.section else "")
+        + (f" · p. {q.page}" if q.page else "")
         + role
     )
     click.echo(f"    {q.link or q.doc_id} [{q.start}:{q.end}] score {q.score:.2f}")
@@ -230,7 +249,8 @@ def feedback() -> None:
 @click.option(
     "--since",
     type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
-    help="Only feedback given from this date (or date and time, UTC) on.",
+    metavar="DATE",
+    help="Only feedback given from this date on: YYYY-MM-DD, or with THH:MM:SS (UTC).",
 )
 @data_dir_option
 def feedback_export(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 from verbatim.answer import answer
 from verbatim.calibrate import calibrate
+from verbatim.citations import recheck
 from verbatim.errors import IndexMissing
+from verbatim.feedback import FeedbackStore
 from verbatim.index import Index, IngestReport, ModelEmbedder, build_index, load_index
 from verbatim.index.lexical import information
 from verbatim.ingest import read_documents
@@ -44,7 +47,8 @@ def make_embedder(settings: Settings) -> ModelEmbedder:
 def ingest_paths(
     paths: list[Path], settings: Settings, embedder: Embedder | None = None
 ) -> tuple[IngestReport, list[Skipped]]:
-    """Read, embed, calibrate and publish `paths` as the new index generation.
+    """Read, embed, calibrate and publish `paths` as the new index generation, then re-check
+    the stored feedback citations against it (`feedback_check` tells how they stand).
 
     Returns:
         The `IngestReport` and the list of skipped files.
@@ -54,7 +58,25 @@ def ingest_paths(
     report = build_index(
         corpus, settings, model, calibrate=lambda index: calibrate(index, model, settings)
     )
+    _recheck_feedback(settings, report.generation)
     return report, corpus.skipped
+
+
+def _recheck_feedback(settings: Settings, generation: str) -> None:
+    """Verify the feedback citations against the new generation. The index is published by
+    now: a failure here only leaves them to the next ingest, it does not fail this one."""
+    try:
+        recheck(settings.data_dir, generation)
+    except (OSError, sqlite3.Error) as exc:
+        logging.getLogger("verbatim").warning(
+            "feedback citations not re-checked against %s: %s", generation, exc
+        )
+
+
+def feedback_check(settings: Settings, generation: str) -> dict[str, int] | None:
+    """How the stored feedback citations stood when re-checked against `generation` after its
+    ingest: counts of current, moved, changed and gone; None if there was nothing to check."""
+    return FeedbackStore(settings.data_dir).last_check(generation)
 
 
 def open_engine(
@@ -92,4 +114,11 @@ def _one_blas_thread() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
-__all__ = ["Engine", "Skipped", "ingest_paths", "make_embedder", "open_engine"]
+__all__ = [
+    "Engine",
+    "Skipped",
+    "feedback_check",
+    "ingest_paths",
+    "make_embedder",
+    "open_engine",
+]

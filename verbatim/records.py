@@ -37,11 +37,15 @@ class Document:
     url: str | None = None
     site: str | None = None
     metadata: dict = field(default_factory=dict)
+    pages: tuple[int, ...] = ()  # paged formats (PDF): the offset in `text` where each page starts
 
 
 def web_url(url: str | None) -> str | None:
     """`url` if a reader's browser may open it as a source link (http or https), else None."""
     return url if url and url.lower().startswith(("http://", "https://")) else None
+
+
+PAGES_PREFIX = '{"pages": ['  # how `DocumentMeta.extra` starts when the document has pages
 
 
 class DocumentMeta(NamedTuple):
@@ -62,6 +66,17 @@ class DocumentMeta(NamedTuple):
 
     def metadata(self) -> dict:
         return json.loads(self.extra)["metadata"]
+
+    def pages(self) -> tuple[int, ...]:
+        """Where each page starts in the text (PDF), or () for a document without pages.
+
+        The store writes the pages first in `extra`, so they are read without parsing the
+        sections, which for a long document are most of it.
+        """
+        if not self.extra.startswith(PAGES_PREFIX):
+            return ()
+        listed = self.extra[len(PAGES_PREFIX) : self.extra.index("]")]
+        return tuple(int(x) for x in listed.split(",") if x.strip())
 
 
 @dataclass(frozen=True)
@@ -99,6 +114,8 @@ class Corpus:
     documents: list[Document]
     passages: list[Passage]
     skipped: list[Skipped]
+    formats: dict[str, int] = field(default_factory=dict)  # files read per format ("pdf": 3)
+    read_seconds: float = 0.0
 
 
 @dataclass
@@ -123,6 +140,7 @@ class Quote:
     score: float
     link: str | None
     also_in: list[str] = field(default_factory=list)
+    page: int | None = None  # 1-based page of the quote's start, for paged documents (PDF)
 
 
 @dataclass

@@ -49,6 +49,21 @@ class Settings(BaseSettings):
         default=300, ge=10, description="Corpus sentences asked at ingest to set the threshold."
     )
     max_file_bytes: int = Field(default=20_000_000, ge=1, description="Larger files are skipped.")
+    read_workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 2,
+        ge=1,
+        description="Processes reading files at ingest (default: one per CPU core).",
+    )
+    read_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A file still being read after this many seconds is skipped.",
+    )
+    read_memory_mb: int = Field(
+        default=2048,
+        ge=256,
+        description="Memory a reading process may use; a file needing more is skipped.",
+    )
     max_question_chars: int = Field(default=1000, ge=1)
     default_k: int = Field(default=5, ge=1, le=MAX_K, description="Quotes returned by default.")
     min_score: float | None = Field(
@@ -71,5 +86,11 @@ class Settings(BaseSettings):
     )
     max_waiting: int = Field(
         default=32, ge=0, description="Questions queued beyond those; the rest get 503 at once."
+    )
+    feedback_per_minute: int = Field(
+        default=20, ge=1, description="Feedback posts accepted per client address per minute."
+    )
+    feedback_per_day: int = Field(
+        default=10_000, ge=1, description="Feedback rows stored per day (UTC), all clients."
     )
     progress: bool = Field(default=True, description="Show progress bars on the terminal.")

@@ -1,0 +1,380 @@
+"""HTML and EPUB as a reader sees them: the page's visible main text, walked from the DOM.
+
+Nothing is added that the page does not print (no Markdown, bullets or fences) and inline
+text is never cut, so every paragraph is, white space aside, a run of lxml's `text_content()`
+of the page. What is left out goes whole: invisible elements (scripts, styles, `hidden`),
+page chrome (navigation, sidebars, footers, cookie banners, "Previous/Next") and header-link
+anchors (Sphinx's and MkDocs's `¶`).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from typing import Any
+from urllib.parse import unquote
+
+from verbatim.ingest.read import Block, UnreadableFile, open_zip, read_member
+
+HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+BLOCK_TAGS = HEADINGS | frozenset(
+    "address article aside blockquote body caption center dd details dialog dir div dl dt "
+    "fieldset figcaption figure footer form header hgroup hr html legend li main menu nav ol "
+    "p pre section summary table tbody tfoot thead tr ul".split()
+)
+INVISIBLE_TAGS = frozenset(
+    "script style noscript template head title meta link iframe object embed canvas svg "
+    "button input select textarea option datalist audio video map area source track".split()
+)
+CHROME_TAGS = frozenset({"nav", "aside", "footer", "form", "menu", "dialog"})
+CHROME_ROLES = frozenset(
+    "navigation search banner contentinfo complementary menu menubar toolbar dialog "
+    "alertdialog".split()
+)
+# Words of a class or id (split at "-" and "_") that mark page chrome inside the main text.
+CHROME_WORDS = frozenset(
+    "nav navbar navigation menu sidebar breadcrumb breadcrumbs footer cookie cookies consent "
+    "gdpr share sharing social sharedaddy related comments respond advert advertisement ad "
+    "ads sponsored promo newsletter subscribe signup popup modal banner skip pagination pager "
+    "prev previous next widget toolbar byline meta toc".split()
+)
+# ... and, glued to other words ("sphinxsidebar", "topnav"), these.
+CHROME_STEMS = ("sidebar", "navbar", "nav", "menu", "footer", "cookie", "breadcrumb", "share")
+HIDDEN_CLASSES = frozenset(
+    "screen-reader-text sr-only visually-hidden visuallyhidden screenreader hidden "
+    "headerlink anchorjs-link anchor-link heading-anchor hash-link permalink".split()
+)
+ANCHOR_MARKS = frozenset({"", "¶", "#", "§", "🔗", "\u200b", "#\u200b"})
+_HTML_SPACE = re.compile(r"[ \t\n\r\f]+")
+_BREAK = "\u2028"  # a <br> while inline text is collected; a line break in the clean text
+_TITLE_SEPARATORS = re.compile(r"\s+[—|–·»-]\s+")
+
+
+def parse_html(raw: bytes):
+    """The page's DOM (lxml.html). UTF-8 unless the page declares otherwise."""
+    import lxml.html
+
+    if b"\x00" in raw[:8192]:
+        raise UnreadableFile("binary file (contains NUL bytes)")
+    try:
+        raw.decode("utf-8")
+        encoding: str | None = "utf-8"
+    except UnicodeDecodeError:
+        encoding = None  # libxml2 reads the page's <meta charset>
+    parser = lxml.html.HTMLParser(encoding=encoding, huge_tree=True, remove_comments=True)
+    try:
+        tree = lxml.html.document_fromstring(raw, parser=parser)
+    except Exception as exc:  # lxml's ParserError, or an empty document
+        raise UnreadableFile(f"not readable as HTML ({exc})") from None
+    return tree
+
+
+def read_html(raw: bytes) -> tuple[list[Block], dict, int]:
+    """An HTML page: its main text as blocks, and its metadata."""
+    tree = parse_html(raw)
+    meta = page_meta(tree)
+    _drop_invisible(tree)
+    root = main_element(tree)
+    _drop_chrome(root, fallback=root.tag == "body")
+    blocks = html_blocks(root)
+    if not any(not b.heading for b in blocks):
+        raise UnreadableFile("no main text found in the HTML")
+    h1 = next(iter(root.iter("h1")), None)
+    heading = _collapse(h1.text_content()) if h1 is not None else ""
+    meta["title"], site = clean_title(heading, meta.pop("page_title", ""), meta.get("title"))
+    meta["site"] = meta.get("site") or site
+    return blocks, meta, 0
+
+
+def _remove(el) -> None:
+    """Take `el` out of the tree, keeping the text that follows it."""
+    parent = el.getparent()
+    if parent is None:
+        return
+    if el.tail:
+        prev = el.getprevious()
+        if prev is not None:
+            prev.tail = (prev.tail or "") + el.tail
+        else:
+            parent.text = (parent.text or "") + el.tail
+    parent.remove(el)
+
+
+def _is_invisible(el) -> bool:
+    if not isinstance(el.tag, str) or el.tag in INVISIBLE_TAGS:
+        return True
+    if el.get("hidden") is not None or el.get("aria-hidden") == "true":
+        return True
+    style = (el.get("style") or "").replace(" ", "").lower()
+    if "display:none" in style or "visibility:hidden" in style:
+        return True
+    return bool(HIDDEN_CLASSES.intersection((el.get("class") or "").lower().split()))
+
+
+def _drop_invisible(tree) -> None:
+    """Remove what a browser does not show, and header-link anchors (`¶`)."""
+    doomed = [el for el in tree.iter() if _is_invisible(el)]
+    for heading in tree.iter(*HEADINGS, "dt"):
+        doomed += [a for a in heading.iter("a") if a.text_content().strip() in ANCHOR_MARKS]
+    for el in doomed:
+        _remove(el)
+
+
+def _text_size(el) -> int:
+    return len("".join(el.text_content().split()))
+
+
+def main_element(tree):
+    """The element holding the page's main text: `role=main`, `<main>`, `<article>`, or
+    Sphinx's and blogs' usual containers; the body when the page marks none."""
+    body = tree.find("body")
+    body = body if body is not None else tree
+    for path in (
+        ".//*[@role='main']",
+        ".//main",
+        ".//article",
+        ".//*[@itemprop='articleBody']",
+        ".//div[@class='body']",
+        ".//*[@id='content']",
+        ".//*[@class='entry-content']",
+    ):
+        found = body.findall(path)
+        if found:
+            best = max(found, key=_text_size)
+            if _text_size(best) > 0:
+                return _dominant_article(best)
+    return body
+
+
+def _dominant_article(el):
+    """Inside a `<main>` that also holds sidebars, the `<article>` with most of its text."""
+    articles = el.findall(".//article")
+    if not articles:
+        return el
+    best = max(articles, key=_text_size)
+    return best if _text_size(best) >= 0.6 * _text_size(el) else el
+
+
+def _is_chrome(el, fallback: bool) -> bool:
+    if el.tag in CHROME_TAGS or (el.get("role") or "").lower() in CHROME_ROLES:
+        return True
+    if el.tag not in BLOCK_TAGS:
+        return False  # an inline element is part of the text it sits in ("menuselection")
+    if fallback and el.tag == "header":
+        return True
+    words = re.split(r"[\s_-]+", f"{el.get('class') or ''} {el.get('id') or ''}".lower())
+    return any(
+        w in CHROME_WORDS or w.startswith(CHROME_STEMS) or w.endswith(CHROME_STEMS)
+        for w in words
+        if w
+    )
+
+
+def _link_heavy(el, root) -> bool:
+    """A list of links near the top of a page without a marked main element: a menu. Lists of
+    links deeper down are the page's own (references, "see also")."""
+    if el.tag not in ("div", "ul", "ol", "table", "td") or el.getparent() is None:
+        return False
+    if el.getparent() is not root and el.getparent().getparent() is not root:
+        return False
+    links = el.findall(".//a")
+    if len(links) < 3:
+        return False
+    linked = sum(_text_size(a) for a in links)
+    return linked >= 0.7 * max(_text_size(el), 1)
+
+
+def _drop_chrome(root, fallback: bool) -> None:
+    """Remove page chrome inside the main element; never inside code, nor most of the page.
+
+    Args:
+        fallback: the page marks no main element, so `root` is its body: its `<header>` and
+            lists of links are chrome too.
+    """
+    from lxml import etree
+
+    total = _text_size(root)
+    doomed = []
+    walker = etree.iterwalk(root, events=("start",))
+    for _, el in walker:
+        if el is root:
+            continue
+        if el.tag in ("pre", "code"):
+            walker.skip_subtree()
+        elif _is_chrome(el, fallback) or (fallback and _link_heavy(el, root)):
+            if _text_size(el) <= total / 2:
+                doomed.append(el)
+                walker.skip_subtree()
+    for el in doomed:
+        _remove(el)
+
+
+def _collapse(text: str) -> str:
+    return _HTML_SPACE.sub(" ", text).strip()
+
+
+def html_blocks(root) -> list[Block]:
+    """The blocks of `root` in document order: headings, paragraphs, list items, table rows,
+    code (`<pre>`, lines kept). Inline text is collected as the page prints it."""
+    from lxml import etree
+
+    blocks: list[Block] = []
+    buf: list[str] = []
+
+    def flush(heading: bool = False) -> None:
+        text = _HTML_SPACE.sub(" ", "".join(buf)).replace(_BREAK, "\n")
+        buf.clear()
+        if text.strip():
+            blocks.append(Block(text, heading=heading))
+
+    walker = etree.iterwalk(root, events=("start", "end"))
+    for event, el in walker:
+        tag = el.tag if isinstance(el.tag, str) else ""
+        if event == "start":
+            if tag == "pre":
+                flush()
+                blocks.append(Block(el.text_content(), code=True))
+                walker.skip_subtree()
+            elif tag == "br":
+                buf.append(_BREAK)
+            elif tag in BLOCK_TAGS:
+                flush()
+            if tag != "pre" and el.text:
+                buf.append(el.text)
+            continue
+        if tag in BLOCK_TAGS:
+            flush(heading=tag in HEADINGS)
+        elif tag in ("td", "th"):
+            buf.append(" ")
+        if el.tail and el is not root:
+            buf.append(el.tail)
+    flush()
+    return blocks
+
+
+def clean_title(heading: str, page_title: str, meta_title: str | None) -> tuple[str, str]:
+    """(title, site): the page's first `<h1>`, else its `og:title`, else its `<title>`; the
+    site's name when the `<title>` ends with it ("random — ... — Python 3.11 documentation")."""
+    page_title = _collapse(page_title)
+    last = None
+    for match in _TITLE_SEPARATORS.finditer(page_title):
+        last = match
+    site = page_title[last.end() :].strip() if last else ""
+    title = _collapse(heading) or (meta_title or "").strip()
+    if not title:
+        title = page_title[: last.start()].strip() if last else page_title
+    return title, ("" if not site or title.endswith(site) else site)
+
+
+def _first_meta(tree, *names: str) -> str | None:
+    for name in names:
+        for el in tree.iter("meta"):
+            key = (el.get("name") or el.get("property") or el.get("itemprop") or "").lower()
+            value = (el.get("content") or "").strip()
+            if key == name and value:
+                return value
+    return None
+
+
+def _json_ld(tree) -> dict[str, Any]:
+    """author, date and publisher from the page's JSON-LD (schema.org), where it has them."""
+    found: dict[str, Any] = {}
+    for script in tree.iter("script"):
+        if (script.get("type") or "").lower() != "application/ld+json":
+            continue
+        try:
+            data = json.loads(script.text or "")
+        except ValueError:
+            continue
+        items = data.get("@graph", [data]) if isinstance(data, dict) else data
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, dict):
+                continue
+            for key in ("author", "datePublished", "publisher"):
+                value = item.get(key)
+                value = value[0] if isinstance(value, list) and value else value
+                value = value.get("name") if isinstance(value, dict) else value
+                if isinstance(value, str) and value.strip() and key not in found:
+                    found[key] = value.strip()
+    return found
+
+
+def _iso_date(value: str | None) -> str | None:
+    match = re.match(r"(\d{4})-(\d{2})-(\d{2})", value or "")
+    return "-".join(match.groups()) if match else None
+
+
+def page_meta(tree) -> dict:
+    """Title, author, date, canonical URL and site name from the page's head."""
+    ld = _json_ld(tree)
+    author = _first_meta(tree, "author", "article:author", "dc.creator", "parsely-author")
+    if author and author.startswith(("http://", "https://")):
+        author = None
+    link = next((el for el in tree.iter("link") if el.get("rel") == "canonical"), None)
+    published = _first_meta(
+        tree, "article:published_time", "date", "dc.date", "dcterms.created", "datepublished"
+    )
+    times = [el.get("datetime") for el in tree.iter("time") if el.get("datetime")]
+    title_el = tree.find(".//title")
+    return {
+        "title": _first_meta(tree, "og:title", "twitter:title"),
+        "page_title": title_el.text_content() if title_el is not None else "",
+        "author": author or ld.get("author"),
+        "date": _iso_date(published or ld.get("datePublished") or (times[0] if times else None)),
+        "url": (link.get("href") if link is not None else None) or _first_meta(tree, "og:url"),
+        "site": _first_meta(tree, "og:site_name", "application-name") or ld.get("publisher"),
+    }
+
+
+def _opf(zf) -> tuple[str, Any]:
+    """The package document's path and parsed XML."""
+    from lxml import etree
+
+    try:
+        container = etree.fromstring(read_member(zf, "META-INF/container.xml"))
+        path = container.xpath("//*[local-name()='rootfile']/@full-path")[0]
+        return path, etree.fromstring(read_member(zf, path))
+    except (KeyError, IndexError, etree.XMLSyntaxError) as exc:
+        raise UnreadableFile(f"not a valid EPUB: no readable package document ({exc})") from None
+
+
+def _dc(opf, name: str) -> list[str]:
+    values = opf.xpath(f"//*[local-name()='metadata']/*[local-name()='{name}']")
+    return [" ".join(v.xpath("string()").split()) for v in values if v.xpath("string()").strip()]
+
+
+def read_epub(raw: bytes) -> tuple[list[Block], dict, int]:
+    """An EPUB: its spine's XHTML chapters in reading order, through the HTML path, with the
+    title, authors, date and publisher of its package document (OPF)."""
+    zf = open_zip(raw, "EPUB")
+    path, opf = _opf(zf)
+    base = posixpath.dirname(path)
+    manifest = {
+        item.get("id"): item.get("href")
+        for item in opf.xpath("//*[local-name()='manifest']/*[local-name()='item']")
+    }
+    blocks: list[Block] = []
+    for ref in opf.xpath("//*[local-name()='spine']/*[local-name()='itemref']/@idref"):
+        href = (manifest.get(ref) or "").split("#")[0]
+        if not href:
+            continue
+        try:
+            chapter = parse_html(read_member(zf, posixpath.join(base, unquote(href))))
+        except (KeyError, UnreadableFile):
+            continue  # a missing or broken chapter; the others still read
+        _drop_invisible(chapter)
+        body = chapter.find("body")
+        if body is not None:
+            _drop_chrome(body, fallback=False)
+            blocks += html_blocks(body)
+    if not any(not b.heading for b in blocks):
+        raise UnreadableFile("no text in the EPUB's chapters (a book of images?)")
+    meta = {
+        "title": next(iter(_dc(opf, "title")), None),
+        "author": ", ".join(_dc(opf, "creator")) or None,
+        "date": _iso_date(next(iter(_dc(opf, "date")), None)),
+        "site": next(iter(_dc(opf, "publisher")), None),
+        "language": next(iter(_dc(opf, "language")), None),
+    }
+    return blocks, meta, 0

@@ -1,0 +1,62 @@
+"""DOCX with python-docx: paragraphs and tables in document order, headings as sections, and
+the title, author and date of the core properties."""
+
+from __future__ import annotations
+
+import io
+
+from verbatim.ingest.read import Block, UnreadableFile, open_zip
+
+
+def _is_heading(paragraph) -> bool:
+    """Word's heading and title styles, or any paragraph with an outline level."""
+    try:
+        name = (paragraph.style.name or "").lower() if paragraph.style is not None else ""
+    except (KeyError, ValueError):  # a style the document names but does not define
+        name = ""
+    from docx.oxml.ns import qn
+
+    ppr = paragraph._p.pPr
+    outline = ppr is not None and ppr.find(qn("w:outlineLvl")) is not None
+    return name.startswith(("heading", "title")) or outline
+
+
+def _row_text(row) -> str:
+    """A table row's cells, each once (python-docx repeats a merged cell), between spaces."""
+    cells: list = []
+    for cell in row.cells:
+        if not cells or cell._tc is not cells[-1]._tc:
+            cells.append(cell)
+    return " ".join(" ".join(c.text.split()) for c in cells)
+
+
+def read_docx(raw: bytes) -> tuple[list[Block], dict, int]:
+    """A Word document's blocks and core properties."""
+    import docx
+    from docx.table import Table
+
+    open_zip(raw, "DOCX")  # refuses a broken zip or a zip bomb before python-docx unpacks it
+    try:
+        document = docx.Document(io.BytesIO(raw))
+    except Exception as exc:  # python-docx raises KeyError, ValueError, its own errors ...
+        raise UnreadableFile(
+            f"not a valid DOCX ({type(exc).__name__}: {exc}); open it in Word or LibreOffice "
+            "and save it again"
+        ) from None
+    blocks: list[Block] = []
+    for item in document.iter_inner_content():
+        if isinstance(item, Table):
+            blocks += [Block(_row_text(row)) for row in item.rows]
+        else:
+            blocks.append(Block(item.text, heading=_is_heading(item)))
+    props = document.core_properties
+    created = props.created or props.modified
+    title = props.title or next((b.text for b in blocks if b.heading), None)
+    meta = {
+        "title": title,
+        "author": props.author or None,
+        "date": created.date().isoformat() if created else None,
+        "subject": props.subject or None,
+        "keywords": props.keywords or None,
+    }
+    return blocks, meta, 0
