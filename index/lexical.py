@@ -132,12 +132,9 @@ class Lexical:
                 written.setdefault(term, word)
         return written
 
-    def terms(self, text: str) -> list[str]:
-        """The distinct indexed terms of `text`, in order of first use."""
-        return list(self._written(text))
-
     def query(self, text: str) -> tuple[list[str], np.ndarray]:
-        """The terms of `text` (see `terms()`) and how much each says, as shares summing to 1.
+        """The distinct indexed terms of `text`, in order of first use, and how much each says,
+        as shares summing to 1.
 
         A term's weight is its IDF in these texts times the information of its word (as
         written in `text`) in general English. IDF alone misjudges a small or one-topic corpus:
@@ -189,7 +186,7 @@ class Lexical:
         return out
 
     def scores(self, terms: list[str]) -> np.ndarray:
-        """BM25 score of every text for the query `terms` (see `terms()`), by row."""
+        """BM25 score of every text for the query `terms` (see `query()`), by row."""
         if not terms:
             return np.zeros(self.size, dtype=np.float32)
         return self.retriever.get_scores(terms)
