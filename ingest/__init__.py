@@ -10,6 +10,7 @@ import dataclasses
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from verbatim.errors import NoDocuments
 from verbatim.ingest.files import FileTask, collect
@@ -17,7 +18,9 @@ from verbatim.ingest.pool import Progress, Result, read_all
 from verbatim.ingest.read import SUFFIXES
 from verbatim.ingest.split import split_passages, split_sentences
 from verbatim.records import Corpus, Document, Skipped
-from verbatim.settings import Settings
+
+if TYPE_CHECKING:  # a worker process reads files without loading the settings
+    from verbatim.settings import Settings
 
 __all__ = ["Corpus", "read_documents", "split_passages", "split_sentences"]
 

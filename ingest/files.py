@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from verbatim.errors import NoDocuments
 from verbatim.ingest.read import SUFFIXES, format_of
 from verbatim.records import Skipped
-from verbatim.settings import Settings
+
+if TYPE_CHECKING:  # a worker process reads files without loading the settings
+    from verbatim.settings import Settings
 
 # What to do with common files Verbatim does not read.
 CONVERT = {
@@ -75,16 +78,28 @@ def _unsupported(path: Path) -> str:
 
 
 def _unique_roots(paths: list[Path], skipped: list[Skipped]) -> list[Path]:
-    roots: list[Path] = []
-    seen: set[str] = set()
+    """The roots to walk: each once, and none inside another (its files are read anyway)."""
+    real: dict[Path, str] = {}
     for root in map(Path, paths):
         if not root.exists():
             raise NoDocuments(f"{root} does not exist; give a folder or file of documents")
-        key = os.path.realpath(root)
-        if key in seen:
+        if os.path.realpath(root) in real.values():
             skipped.append(Skipped(str(root), "given twice; read once"))
             continue
-        seen.add(key)
+        real[root] = os.path.realpath(root)
+    roots = []
+    for root, where in real.items():
+        outer = next(
+            (
+                r
+                for r, w in real.items()
+                if r != root and r.is_dir() and where.startswith(w + os.sep)
+            ),
+            None,
+        )
+        if outer is not None:
+            skipped.append(Skipped(str(root), f"inside {outer}, which is read whole; read once"))
+            continue
         roots.append(root)
     return roots
 

@@ -27,7 +27,7 @@ INVISIBLE_TAGS = frozenset(
     "script style noscript template head title meta link iframe object embed canvas svg "
     "button input select textarea option datalist audio video map area source track".split()
 )
-CHROME_TAGS = frozenset({"nav", "aside", "footer", "form", "menu", "dialog"})
+CHROME_TAGS = frozenset({"nav", "aside", "footer", "menu", "dialog"})  # never the main text
 CHROME_ROLES = frozenset(
     "navigation search banner contentinfo complementary menu menubar toolbar dialog "
     "alertdialog".split()
@@ -157,11 +157,9 @@ def _dominant_article(el):
 
 
 def _is_chrome(el, fallback: bool) -> bool:
-    if el.tag in CHROME_TAGS or (el.get("role") or "").lower() in CHROME_ROLES:
-        return True
     if el.tag not in BLOCK_TAGS:
         return False  # an inline element is part of the text it sits in ("menuselection")
-    if fallback and el.tag == "header":
+    if el.tag == "form" or (fallback and el.tag == "header"):
         return True
     words = re.split(r"[\s_-]+", f"{el.get('class') or ''} {el.get('id') or ''}".lower())
     return any(
@@ -186,7 +184,9 @@ def _link_heavy(el, root) -> bool:
 
 
 def _drop_chrome(root, fallback: bool) -> None:
-    """Remove page chrome inside the main element; never inside code, nor most of the page.
+    """Remove page chrome inside the main element: navigation, asides and footers always;
+    what only its class or id calls chrome unless it holds most of the page (a wrapper such as
+    "wy-nav-content"); never inside code.
 
     Args:
         fallback: the page marks no main element, so `root` is its body: its `<header>` and
@@ -201,6 +201,9 @@ def _drop_chrome(root, fallback: bool) -> None:
         if el is root:
             continue
         if el.tag in ("pre", "code"):
+            walker.skip_subtree()
+        elif el.tag in CHROME_TAGS or (el.get("role") or "").lower() in CHROME_ROLES:
+            doomed.append(el)
             walker.skip_subtree()
         elif _is_chrome(el, fallback) or (fallback and _link_heavy(el, root)):
             if _text_size(el) <= total / 2:

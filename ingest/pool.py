@@ -14,12 +14,15 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from verbatim.ingest.files import FileTask
 from verbatim.ingest.read import UnreadableFile, read_file
 from verbatim.ingest.sandbox import Worker, from_json
 from verbatim.records import Document
-from verbatim.settings import Settings
+
+if TYPE_CHECKING:  # a worker process reads files without loading the settings
+    from verbatim.settings import Settings
 
 SANDBOXED = frozenset({"pdf", "docx", "epub"})
 POOLED_AFTER = 64  # text and HTML files beyond which the workers read them too

@@ -11,7 +11,7 @@ from verbatim.records import Document, Passage, Sentence
 ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof sr jr st vs e.g i.e cf fig no al approx dept est inc ltd co mt".split()
 )
-_TERMINAL = re.compile(r"[.!?…]+[\"'”’)\]]*")
+_BREAK_OR_TERMINAL = re.compile(r"\n|[.!?…]+[\"'”’)\]]*")
 _WORD_BEFORE = re.compile(r"([A-Za-z][A-Za-z.]*)$")
 WORD_WINDOW = 100
 
@@ -48,14 +48,14 @@ def split_sentences(text: str, start: int, end: int) -> list[Sentence]:
     cursor = start
     pos = start
     while pos < end:
-        if text[pos] == "\n":
-            spans.append((cursor, pos))
-            cursor = pos + 1
-            pos += 1
-            continue
-        m = _TERMINAL.match(text, pos, end)
+        # Jump to the next line break or sentence-ending punctuation (one regex search, not a
+        # match tried at every character).
+        m = _BREAK_OR_TERMINAL.search(text, pos, end)
         if not m:
-            pos += 1
+            break
+        if m.group() == "\n":
+            spans.append((cursor, m.start()))
+            cursor = pos = m.end()
             continue
         stop = m.end()
         nxt = stop

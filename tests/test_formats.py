@@ -255,7 +255,7 @@ def make_pdf(pages: list, info: dict | None = None, extra: dict | None = None) -
     trailer = b"<< /Size %d /Root 1 0 R%s" % (size, b" /Info 5 0 R" if info else b"")
     if 6 in objs:  # an /Encrypt dictionary
         trailer += b" /Encrypt 6 0 R /ID [<%s> <%s>]" % (b"ab" * 16, b"ab" * 16)
-    return bytes(out + trailer + b" >>\nstartxref\n%d\n%%%%EOF\n" % xref)
+    return bytes(out + b"trailer\n" + trailer + b" >>\nstartxref\n%d\n%%%%EOF\n" % xref)
 
 
 TWO_PAGES = [
@@ -415,8 +415,11 @@ def make_docx(path: Path) -> None:
 
 
 def docx_visible(raw: bytes) -> str:
-    xml = zipfile.ZipFile(io.BytesIO(raw)).read("word/document.xml")
-    return squash("".join(re.findall(r"<w:t(?: [^>]*)?>([^<]*)</w:t>", xml.decode())))
+    """The text runs (`<w:t>`) of the document's body, in order, squashed."""
+    from lxml import etree
+
+    xml = etree.fromstring(zipfile.ZipFile(io.BytesIO(raw)).read("word/document.xml"))
+    return squash("".join(xml.xpath("//*[local-name()='t']/text()")))
 
 
 def test_docx_headings_sections_tables_and_core_properties(tmp_path):
@@ -559,10 +562,16 @@ def test_the_same_file_given_twice_is_read_once_and_reported_once(tmp_path):
     roots = [tmp_path / "notes", tmp_path / "notes", tmp_path / "notes" / "a.md"]
     corpus = read_documents(roots, _settings(tmp_path))
     assert [d.id for d in corpus.documents] == ["a", "b"]
-    assert [(Path(s.path).name, s.reason.split(";")[0]) for s in corpus.skipped] == [
-        ("notes", "given twice"),
-        ("a.md", f"the same file as {tmp_path / 'notes' / 'a.md'}, given twice"),
+    assert [(Path(s.path).name, s.reason) for s in corpus.skipped] == [
+        ("notes", "given twice; read once"),
+        ("a.md", f"inside {tmp_path / 'notes'}, which is read whole; read once"),
     ]
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "b-again.md").hardlink_to(tmp_path / "notes" / "b.md")
+    corpus = read_documents([tmp_path / "notes", tmp_path / "elsewhere"], _settings(tmp_path))
+    assert [d.id for d in corpus.documents] == ["notes/a", "notes/b"]
+    [skip] = corpus.skipped
+    assert skip.reason == f"the same file as {tmp_path / 'notes' / 'b.md'}, given twice; read once"
 
 
 def test_same_named_folders_take_more_of_their_path(tmp_path):
