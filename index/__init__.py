@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from verbatim.errors import IndexCorrupt, ModelMismatch
+from verbatim.errors import IndexCorrupt, IndexMissing, ModelMismatch
 from verbatim.index import store
+from verbatim.index.catalog import Catalog
 from verbatim.index.embed import INT8_VERSION, ModelEmbedder
 from verbatim.index.lexical import Lexical
 from verbatim.records import Corpus, Document, DocumentMeta, Embedder, Passage
-from verbatim.settings import Settings
+from verbatim.settings import DEFAULT_COLLECTION, Settings
 
 __all__ = ["Index", "IngestReport", "ModelEmbedder", "build_index", "load_index", "passage_text"]
 log = logging.getLogger("verbatim")
@@ -32,6 +33,9 @@ log = logging.getLogger("verbatim")
 # scanning 1/16 of its lists finds .987 of the exact top 10 on real MiniLM vectors
 # (docs/design.md).
 EXACT_SEARCH_LIMIT = 50_000
+# A filter allowing at most this many passages of an IVF index is searched exactly, over their
+# vectors alone: a few milliseconds, where IVF's lists may hold none of so few.
+FILTERED_EXACT_LIMIT = 10_000
 TEXT_CACHE = 2048  # documents whose text is kept in memory once quoted
 
 
@@ -51,7 +55,10 @@ class IngestReport:
     sentences: int
     embedded: int
     reused: int
-    seconds: float
+    seconds: float  # embedding and indexing
+    collection: str = "default"
+    read_seconds: float = 0.0  # reading the files (set by the caller that read them)
+    formats: dict[str, int] = field(default_factory=dict)  # files read per format
 
 
 def passage_text(doc: Document, passage: Passage) -> str:
@@ -232,7 +239,7 @@ def build_index(
     del fresh  # a million rows' worth, as are the reused vectors
     old_manifest = reuse.manifest
     del reuse
-    with store.writing(settings.data_dir) as workspace:
+    with store.writing(where(settings)) as workspace:
         store.write_rows(workspace / "store.sqlite", corpus.documents, corpus.passages)
         _write_search_files(workspace, corpus, pvecs, svecs)
         del pvecs, svecs
@@ -240,7 +247,7 @@ def build_index(
         calibration = _calibration(workspace, manifest, old_manifest, calibrate)
         if calibration is not None:
             manifest["calibration"] = calibration
-        name = store.publish(workspace, manifest, settings.data_dir)
+        name = store.publish(workspace, manifest, where(settings))
     return IngestReport(
         generation=name,
         documents=len(corpus.documents),
@@ -249,6 +256,9 @@ def build_index(
         embedded=len(texts),
         reused=len(corpus.passages) - len(todo),
         seconds=time.perf_counter() - began,
+        collection=settings.collection,
+        read_seconds=corpus.read_seconds,
+        formats=dict(corpus.formats),
     )
 
 
@@ -270,12 +280,18 @@ def corpus_hash(docs: list[Document]) -> str:
     return digest.hexdigest()
 
 
-class Index:
-    """A loaded, read-only generation. Safe to share between threads."""
+def where(settings: Settings) -> Path:
+    """The folder of the collection `settings` names: its CURRENT and generations."""
+    return store.collection_dir(settings.data_dir, settings.collection)
 
-    def __init__(self, path: Path, manifest: dict) -> None:
+
+class Index:
+    """A loaded, read-only generation of one collection. Safe to share between threads."""
+
+    def __init__(self, path: Path, manifest: dict, collection: str = DEFAULT_COLLECTION) -> None:
         self.path = path
         self.generation = path.name
+        self.collection = collection
         self.manifest = manifest
         self._open_search(path)
         self._db = store.open_db(path / "store.sqlite")
@@ -286,6 +302,7 @@ class Index:
             np.arange(len(self.passage_ids), dtype=np.int32), self.sent_hi - self.sent_lo
         )
         self.documents: dict[str, DocumentMeta] = store.read_documents(self._db)
+        self.catalog = Catalog(self.documents, self.passage_doc)
         # The texts quoted lately (bounded: a long-running server over a million documents
         # would otherwise end up holding every text it ever quoted).
         self._recent_texts = functools.lru_cache(maxsize=TEXT_CACHE)(self._read_text)
@@ -365,17 +382,63 @@ class Index:
         """The whole document with metadata and sections."""
         return store.document(self.documents[doc_id], self.text(doc_id))
 
-    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rows and cosine scores of the `k` passages nearest to a normalised query vector."""
+    def search(
+        self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and cosine scores of the `k` passages nearest to a normalised query vector;
+        with `allowed` (a boolean mask over passage rows), of the allowed ones only."""
+        vector = vector.astype(np.float32)
         if self._exact is not None:
-            scores = self._exact @ vector.astype(np.float32)
-            k = min(k, len(scores))
-            top = np.argpartition(-scores, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)
-            top = top[np.lexsort((top, -scores[top]))]  # best first; a tie to the lower row
-            return top, scores[top]
-        scores, rows = self.faiss.search(vector.reshape(1, -1).astype(np.float32), k)
+            scores = self._exact @ vector
+            if allowed is not None:
+                scores = np.where(allowed, scores, -np.inf)
+            return _top(scores, np.arange(len(scores)), min(k, int(np.isfinite(scores).sum())))
+        if allowed is None:
+            found, rows = self.faiss.search(vector.reshape(1, -1), k)
+        else:
+            rows_allowed = np.flatnonzero(allowed)
+            if len(rows_allowed) <= FILTERED_EXACT_LIMIT:
+                scores = np.asarray(self.passage_vectors[rows_allowed], dtype=np.float32) @ vector
+                return _top(scores, rows_allowed, min(k, len(rows_allowed)))
+            found, rows = self._search_allowed(vector, k, allowed, len(rows_allowed))
         keep = rows[0] >= 0
-        return rows[0][keep], scores[0][keep]
+        return rows[0][keep], found[0][keep]
+
+    def _search_allowed(self, vector: np.ndarray, k: int, allowed: np.ndarray, n_allowed: int):
+        """IVF search of the allowed rows only. It scans more lists the fewer rows are allowed
+        (nprobe / share allowed), so about as many allowed vectors are compared as an
+        unfiltered search compares in all: the same recall, at about the same cost."""
+        import faiss
+
+        bits = np.packbits(allowed, bitorder="little")
+        selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
+        share = n_allowed / len(allowed)
+        nprobe = min(self.faiss.nlist, int(np.ceil(self.faiss.nprobe / share)))
+        params = faiss.SearchParametersIVF()
+        params.sel, params.nprobe = selector, nprobe  # `bits` and `selector` live until the end
+        return self.faiss.search(vector.reshape(1, -1), k, params=params)
+
+
+def _top(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `k` best rows, best first; a tie goes to the lower row."""
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    top = np.argpartition(-scores, k - 1)[:k]
+    top = top[np.lexsort((rows[top], -scores[top]))]
+    return rows[top], scores[top].astype(np.float32)
+
+
+def _candidates(settings: Settings) -> list[Path]:
+    if settings.collection == DEFAULT_COLLECTION:
+        return store.candidates(settings.data_dir)
+    try:
+        return store.candidates(where(settings))
+    except IndexMissing:
+        name = settings.collection
+        raise IndexMissing(
+            f"no collection named {name!r} in {settings.data_dir}; create it with "
+            f"`verbatim ingest PATH --collection {name}` (`verbatim collections` lists them)"
+        ) from None
 
 
 def load_index(settings: Settings) -> Index:
@@ -389,10 +452,10 @@ def load_index(settings: Settings) -> Index:
         ModelMismatch: the index was built with another model than `settings.model`.
     """
     errors = []
-    for path in store.candidates(settings.data_dir):
+    for path in _candidates(settings):
         try:
             manifest = store.verify(path)
-            index = Index(path, manifest)
+            index = Index(path, manifest, settings.collection)
         except (IndexCorrupt, OSError, RuntimeError, ValueError) as exc:
             message = exc.message if isinstance(exc, IndexCorrupt) else f"{path}: {exc}"
             log.warning("skipping generation %s: %s", path.name, message)

@@ -1,10 +1,12 @@
 """The on-disk index: one directory per generation, switched to atomically.
 
     data_dir/
-      CURRENT                 name of the generation being served (replaced atomically)
+      CURRENT                 the default collection: name of the generation being served
+                              (replaced atomically)
       generations/<name>/     manifest.json, store.sqlite, passages.faiss, passages.npy,
                               sentences.npy, bm25/ and bm25-sentences/ (bm25s's own files)
       generations/.tmp-*      a generation being written; removed by the next ingest
+      collections/<name>/     every other collection: its own CURRENT and generations/
       models/                 the ONNX export of the model, made once
       eval/<key>/             `verbatim eval`'s cached benchmark indexes, each laid out as above
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import time
@@ -27,6 +30,7 @@ from pathlib import Path
 
 from verbatim.errors import IndexCorrupt, IndexMissing, IndexWriteFailed
 from verbatim.records import Document, DocumentMeta, Passage, Section
+from verbatim.settings import COLLECTION_RULE, DEFAULT_COLLECTION, collection_name
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -62,6 +66,47 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def collection_dir(data_dir: Path, name: str) -> Path:
+    """Where a collection's generations live. The default collection sits at the top of the
+    data directory, where indexes were before collections, so those keep working as they are."""
+    if name == DEFAULT_COLLECTION:
+        return Path(data_dir)
+    return Path(data_dir) / "collections" / collection_name(name)
+
+
+def collection_names(data_dir: Path) -> list[str]:
+    """The collections with a published generation: the default one first, then by name."""
+    names = [DEFAULT_COLLECTION] if current_name(data_dir) else []
+    root = Path(data_dir) / "collections"
+    if root.is_dir():
+        names += sorted(
+            p.name
+            for p in root.iterdir()
+            if re.fullmatch(COLLECTION_RULE, p.name) and current_name(p)
+        )
+    return names
+
+
+def remove_collection(data_dir: Path, name: str) -> None:
+    """Delete a collection. Its CURRENT pointer goes first (atomically: from then on it is not
+    listed, and a server drops it at its next reload), then its generations.
+
+    Raises:
+        IndexMissing: there is no such collection.
+    """
+    where = collection_dir(data_dir, name)
+    if current_name(where) is None:
+        raise IndexMissing(f"no collection named {name!r} in {data_dir}; `verbatim collections`")
+    if name == DEFAULT_COLLECTION:  # beside the feedback, the models and the eval cache
+        (where / "CURRENT").unlink()
+        _fsync_dir(where)
+        shutil.rmtree(generations_dir(where), ignore_errors=True)
+        return
+    gone = where.with_name(f".removed-{name}-{uuid.uuid4().hex[:6]}")
+    os.rename(where, gone)
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def generations_dir(data_dir: Path) -> Path:
@@ -288,6 +333,11 @@ def candidates(data_dir: Path) -> list[Path]:
         reverse=True,
     )
     return [root / current, *older]
+
+
+def read_manifest(generation: Path) -> dict:
+    """A generation's manifest as written, unchecked (for listing; `verify` checks it)."""
+    return json.loads((generation / MANIFEST).read_text(encoding="utf-8"))
 
 
 def verify(generation: Path) -> dict:

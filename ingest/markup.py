@@ -80,9 +80,9 @@ def read_html(raw: bytes) -> tuple[list[Block], dict, int]:
     blocks = html_blocks(root)
     if not any(not b.heading for b in blocks):
         raise UnreadableFile("no main text found in the HTML")
-    h1 = next(iter(root.iter("h1")), None)
-    heading = _collapse(h1.text_content()) if h1 is not None else ""
-    meta["title"], site = clean_title(heading, meta.pop("page_title", ""), meta.get("title"))
+    page_title = meta.pop("page_title", "")
+    heading = main_heading(root, page_title)
+    meta["title"], site = clean_title(heading, page_title, meta.get("title"))
     meta["site"] = meta.get("site") or site
     return blocks, meta, 0
 
@@ -169,12 +169,30 @@ def _is_chrome(el, fallback: bool) -> bool:
     )
 
 
+def _unlinked_size(el) -> int:
+    return _text_size(el) - sum(_text_size(a) for a in el.iter("a"))
+
+
+def _beside_more_text(el) -> bool:
+    """A table cell next to a cell with more text outside links: a column of a layout table
+    (a sidebar of menus beside the page's text)."""
+    if el.tag != "td" or el.getparent() is None:
+        return False
+    mine = _unlinked_size(el)
+    return any(
+        cell is not el and cell.tag in ("td", "th") and _unlinked_size(cell) > mine
+        for cell in el.getparent()
+    )
+
+
 def _link_heavy(el, root) -> bool:
-    """A list of links near the top of a page without a marked main element: a menu. Lists of
-    links deeper down are the page's own (references, "see also")."""
+    """A list of links near the top of a page without a marked main element, or in a table
+    cell beside the one with the text (old table layouts): a menu. Lists of links deeper
+    down are the page's own (references, "see also")."""
     if el.tag not in ("div", "ul", "ol", "table", "td") or el.getparent() is None:
         return False
-    if el.getparent() is not root and el.getparent().getparent() is not root:
+    near_top = el.getparent() is root or el.getparent().getparent() is root
+    if not near_top and not _beside_more_text(el):
         return False
     links = el.findall(".//a")
     if len(links) < 3:
@@ -254,6 +272,21 @@ def html_blocks(root) -> list[Block]:
             buf.append(el.tail)
     flush()
     return blocks
+
+
+def main_heading(root, page_title: str) -> str:
+    """The first `<h1>`; but where that is not in the `<title>` (a site's banner above every
+    page) and another heading is the `<title>`, that heading."""
+    h1 = next(iter(root.iter("h1")), None)
+    first = _collapse(h1.text_content()) if h1 is not None else ""
+    title = _collapse(page_title)
+    if not first or not title or first in title:
+        return first
+    names = {title, _TITLE_SEPARATORS.split(title)[0]}
+    for el in root.iter(*HEADINGS):
+        if _collapse(el.text_content()) in names:
+            return _collapse(el.text_content())
+    return first
 
 
 def clean_title(heading: str, page_title: str, meta_title: str | None) -> tuple[str, str]:

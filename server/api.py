@@ -8,24 +8,28 @@ import time
 from dataclasses import asdict
 from typing import Annotated, cast
 
-from fastapi import APIRouter, Body, Header, Query
+from fastapi import APIRouter, Body, Depends, Header, Query
 from fastapi.responses import Response
 from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
 from verbatim.errors import Forbidden
-from verbatim.records import Answer, DocumentMeta
+from verbatim.records import Answer, DocumentMeta, Filters
 from verbatim.server.models import (
     ERRORS,
     EXAMPLE,
     JSON,
     NOT_BLANK,
     AskRequest,
+    Collection,
+    CollectionList,
+    CollectionQuery,
     DocumentOut,
     DocumentPage,
     DocumentSummary,
     Health,
     ask_request,
+    filter_query,
 )
 from verbatim.server.state import State, StateDep
 from verbatim.settings import MAX_K, Settings
@@ -50,8 +54,8 @@ def ask_router(settings: Settings) -> APIRouter:
     ) -> Response:
         """Answer a question with verbatim, attributed quotes (or abstain)."""
         ask = cast(AskRequest, body)
-        filters = ask.filters.model_dump(exclude_none=True) if ask.filters else None
-        return await respond(state, ask.question, ask.k, filters)
+        filters = ask.filters.record() if ask.filters else None
+        return await respond(state, ask.question, ask.k, filters, ask.collection)
 
     @questions.get("/api/ask", response_model=Answer, responses=ERRORS, tags=["api"])
     async def ask_get(
@@ -66,10 +70,12 @@ def ask_router(settings: Settings) -> APIRouter:
                 pattern=NOT_BLANK,
             ),
         ],
+        filters: Annotated[Filters | None, Depends(filter_query)],
         k: QuoteQuery = None,
+        collection: CollectionQuery = None,
     ) -> Response:
-        """The same as POST /api/ask, for links and curl."""
-        return await respond(state, q, k)
+        """The same as POST /api/ask, for links and curl: the filters are query parameters."""
+        return await respond(state, q, k, filters, collection)
 
     return questions
 
@@ -78,20 +84,25 @@ def ask_router(settings: Settings) -> APIRouter:
 # plain `def` endpoint costs FastAPI two thread hops per request (the endpoint, then the
 # response's validation), and the Answer is already typed, so it is written out directly.
 async def respond(
-    state: State, question: str, k: int | None, filters: dict | None = None
+    state: State,
+    question: str,
+    k: int | None,
+    filters: Filters | None = None,
+    collection: str | None = None,
 ) -> Response:
-    answer = await run_in_threadpool(state.ask, question, k, filters)
+    answer = await run_in_threadpool(state.ask, question, k, filters, collection)
     return Response(ANSWER_JSON.dump_json(answer), media_type=JSON)
 
 
-@router.get("/api/documents", response_model=DocumentPage, tags=["api"])
+@router.get("/api/documents", response_model=DocumentPage, responses=ERRORS, tags=["api"])
 def documents(
     state: StateDep,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    collection: CollectionQuery = None,
 ) -> DocumentPage:
-    """The indexed documents, a page at a time."""
-    index = state.engine.index
+    """The indexed documents of a collection, a page at a time."""
+    index = state.collection(collection).index
     ids = list(index.documents)
     page = [_summary(index.documents[i]) for i in ids[offset : offset + limit]]
     return DocumentPage(total=len(ids), offset=offset, limit=limit, documents=page)
@@ -100,11 +111,11 @@ def documents(
 @router.get(
     "/api/documents/{doc_id:path}", response_model=DocumentOut, responses=ERRORS, tags=["api"]
 )
-def document(state: StateDep, doc_id: str) -> DocumentOut:
+def document(state: StateDep, doc_id: str, collection: CollectionQuery = None) -> DocumentOut:
     """One document: metadata, sections and the clean text all offsets point into."""
-    doc = state.document(doc_id)
+    doc = state.document(doc_id, collection)
     return DocumentOut(
-        **_summary(state.engine.index.documents[doc_id]).model_dump(),
+        **_summary(state.collection(collection).index.documents[doc_id]).model_dump(),
         content_hash=doc.content_hash,
         text=doc.text,
         metadata=doc.metadata,
@@ -114,7 +125,8 @@ def document(state: StateDep, doc_id: str) -> DocumentOut:
 
 @router.post("/api/admin/reload", response_model=Health, responses=ERRORS, tags=["admin"])
 async def reload(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> Health:
-    """Switch to the newest index generation (after `verbatim ingest`), without downtime.
+    """Switch every collection to its newest index generation (after `verbatim ingest`), add
+    new collections and drop removed ones, without downtime.
 
     Needs `Authorization: Bearer <VERBATIM_ADMIN_TOKEN>`; disabled when no token is set.
     `kill -HUP <pid of verbatim serve>` does the same.
@@ -127,6 +139,24 @@ async def reload(state: StateDep, authorization: Annotated[str | None, Header()]
         raise Forbidden("wrong or missing admin token (Authorization: Bearer <token>)")
     await run_in_threadpool(state.reload)  # loading takes a while; keep serving
     return _health(state)
+
+
+@router.get("/api/collections", response_model=CollectionList, tags=["api"])
+async def collections(state: StateDep) -> CollectionList:
+    """The collections served: each a document set with its own index."""
+    return CollectionList(collections=_collections(state))
+
+
+def _collections(state: State) -> list[Collection]:
+    return [
+        Collection(
+            name=name,
+            documents=engine.index.manifest["counts"]["documents"],
+            passages=engine.index.manifest["counts"]["passages"],
+            generation=engine.index.generation,
+        )
+        for name, engine in state.engines.items()
+    ]
 
 
 @router.get("/api/health", response_model=Health, tags=["api"])
@@ -150,6 +180,7 @@ def _health(state: State) -> Health:
         if thresholds
         else None,
         uptime_s=round(time.time() - state.started, 1),
+        collections=_collections(state),
     )
 
 

@@ -25,11 +25,13 @@ if TYPE_CHECKING:
 HERE = Path(__file__).resolve().parent
 
 
-def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
-    """The application. The index is loaded at start-up (built from the corpus on first run).
+def create_app(settings: Settings, engine: Engine | dict[str, Engine] | None = None) -> FastAPI:
+    """The application, serving every collection of the data directory. The indexes are loaded
+    at start-up (the default one built from the corpus on first run).
 
     Args:
-        engine: an already open `Engine` (tests); by default one is opened from `settings`.
+        engine: already open engines by collection, or one for the default collection
+            (tests); by default every collection is opened from `settings`.
     """
     app = FastAPI(
         title="Verbatim",
@@ -53,12 +55,19 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
 
 @asynccontextmanager
-async def lifespan(app: FastAPI, settings: Settings, engine: Engine | None) -> AsyncIterator[None]:
-    """Open the engine (unless given one) into `app.state.verbatim`, and close what it opened."""
-    from verbatim.engine import open_engine
+async def lifespan(
+    app: FastAPI, settings: Settings, engine: Engine | dict[str, Engine] | None
+) -> AsyncIterator[None]:
+    """Open the engines (unless given) into `app.state.verbatim`, and close what it opened."""
+    from verbatim.engine import open_engines
 
     own = engine is None
-    app.state.verbatim = State(settings, engine or open_engine(settings, build_if_missing=True))
+    if engine is None:
+        engines = open_engines(settings, build_if_missing=True)
+    else:
+        engines = engine if isinstance(engine, dict) else {engine.index.collection: engine}
+    app.state.verbatim = State(settings, engines)
     yield
     if own:
-        app.state.verbatim.engine.close()
+        for served in app.state.verbatim.engines.values():
+            served.close()

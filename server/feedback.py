@@ -24,8 +24,8 @@ from verbatim.feedback import (
     FeedbackFull,
     FeedbackStore,
     NewFeedback,
-    check_collection,
 )
+from verbatim.server import pages
 from verbatim.server.errors import error_response, page_error
 from verbatim.server.models import NOT_BLANK, ErrorResponse
 from verbatim.server.state import State, StateDep
@@ -34,6 +34,8 @@ from verbatim.settings import Settings
 ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorResponse} for s in (401, 404, 409, 413, 422, 429)
 }
+# What the form's answer page was asked with, besides its question: kept through a feedback post.
+CARRIED = (*pages.CARRIED, "collection")
 WINDOW = 60.0  # seconds: the rate limit is `feedback_per_minute` requests in any such window
 
 
@@ -204,8 +206,7 @@ def record(state: State, store: FeedbackStore, body: FeedbackRequest) -> int:
         OffsetOutOfRange: the offsets are past the document's end (422).
         FeedbackFull: the day's cap is reached (429).
     """
-    collection = check_collection(body.collection)
-    index = state.engine.index
+    index = state.collection(body.collection).index
     meta = index.documents.get(body.doc_id)
     if meta is None:
         raise NotFound(f"no document with id {body.doc_id!r}; GET /api/documents lists them")
@@ -223,7 +224,7 @@ def record(state: State, store: FeedbackStore, body: FeedbackRequest) -> int:
         raise OffsetOutOfRange(f"end: must be greater than start ({body.start})")
     entry = NewFeedback(
         question=body.question,
-        collection=collection,
+        collection=index.collection,
         doc_id=body.doc_id,
         start=body.start,
         end=body.end,
@@ -240,10 +241,17 @@ def _form_fields(form: Any, model: type[FeedbackRequest]) -> dict[str, Any]:
     return {name: form[name] for name in model.model_fields if form.get(name) not in (None, "")}
 
 
-def _back_to_answer(body: FeedbackRequest, k: str | None) -> str:
-    """The answer the form was on, with a thank-you in place of the quote's buttons."""
-    query = {"q": body.question, **({"k": k} if k and k.isdigit() else {})}
-    query["thanked"] = f"{body.doc_id}:{body.start}:{body.end}"
+def _back_to_answer(body: FeedbackRequest, form: Any) -> str:
+    """The answer the form was on (its question, k, collection and filters, carried in the
+    form as `CARRIED` fields), with a thank-you in place of the quote's buttons."""
+    query: list[tuple[str, str]] = [("q", body.question)]
+    query += [
+        (key, value)
+        for key in CARRIED
+        for value in form.getlist(key)
+        if isinstance(value, str) and value and (key != "k" or value.isdigit())
+    ]
+    query.append(("thanked", f"{body.doc_id}:{body.start}:{body.end}"))
     return f"/?{urlencode(query)}#thanks"
 
 
@@ -276,7 +284,7 @@ async def list_feedback(
     if denied is not None:
         return denied
     if collection is not None:
-        check_collection(collection)
+        state.collection(collection)  # 404 unless it is served
     store = FeedbackStore(state.settings.data_dir)
     total, rows = await run_in_threadpool(store.page, offset, limit, collection)
     page = [FeedbackOut.model_validate(row, from_attributes=True) for row in rows]
@@ -294,9 +302,9 @@ async def verify_citation(state: StateDep, body: VerifyRequest) -> Any:
     """Check a citation against the served index: `current` (same text, same offsets), `moved`
     (the text elsewhere in the document: its new offsets), `changed` (the document no longer
     has the text) or `gone` (no such document). White space differences do not count."""
-    check_collection(body.collection)
+    index = state.collection(body.collection).index
     citation = Citation(body.doc_id, body.start, body.end, body.text, body.content_hash)
-    found = await run_in_threadpool(verify, IndexTexts(state.engine.index), citation)
+    found = await run_in_threadpool(verify, IndexTexts(index), citation)
     return VerifyResponse.model_validate(found, from_attributes=True)
 
 
@@ -345,8 +353,7 @@ def feedback_router(settings: Settings) -> APIRouter:
         stored = await _submit(request, state, store, body)
         if isinstance(stored, Response):
             return stored
-        k = form.get("k")
-        return RedirectResponse(_back_to_answer(body, k if isinstance(k, str) else None), 303)
+        return RedirectResponse(_back_to_answer(body, form), 303)
 
     routes.include_router(router)
     return routes

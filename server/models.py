@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from fastapi import Query
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
+from verbatim.records import Filters as FilterRecord
 from verbatim.settings import MAX_K
 
 JSON = "application/json"
@@ -21,14 +23,52 @@ def _whole(value: Any) -> Any:
 QuoteCount = Annotated[int, Field(ge=1, le=MAX_K), BeforeValidator(_whole)]
 
 
+COLLECTION = Field(
+    default=None,
+    description="The collection to answer from (GET /api/collections); default: default.",
+    examples=["default"],
+)
+
+
 class Filters(BaseModel):
-    """Restrict the answer to some documents."""
+    """Restrict the answer to some documents: each filter given narrows, all together hold."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    documents: list[str] | None = Field(default=None, description="Document ids to search.")
-    author: str | None = None
-    site: str | None = None
+    documents: list[str] | None = Field(
+        default=None, description="Document ids to search (all must exist)."
+    )
+    author: str | None = Field(default=None, description="The author, whole, ignoring case.")
+    site: str | None = Field(default=None, description="The site, whole, ignoring case.")
+    date_from: str | None = Field(
+        default=None,
+        description="Documents dated on or after this ISO 8601 date (YYYY-MM-DD); "
+        "undated documents are left out.",
+        examples=["2024-01-01"],
+        json_schema_extra={"format": "date"},
+    )
+    date_to: str | None = Field(
+        default=None,
+        description="Documents dated on or before this ISO 8601 date (YYYY-MM-DD); "
+        "undated documents are left out.",
+        examples=["2024-12-31"],
+        json_schema_extra={"format": "date"},
+    )
+    path: str | None = Field(
+        default=None, description="A prefix of the document id or of its source path."
+    )
+
+    def record(self) -> FilterRecord | None:
+        """The filters as the library takes them; None when none is set."""
+        found = FilterRecord(
+            documents=tuple(self.documents or ()),
+            author=self.author,
+            site=self.site,
+            date_from=self.date_from,
+            date_to=self.date_to,
+            path=self.path,
+        )
+        return found or None
 
 
 class AskRequest(BaseModel):
@@ -39,6 +79,39 @@ class AskRequest(BaseModel):
     question: str  # limited per server: see `ask_request`
     k: QuoteCount | None = Field(default=None, description=f"Quotes to return (1-{MAX_K}).")
     filters: Filters | None = None
+    collection: str | None = COLLECTION
+
+
+ISO_DATE: dict[str, Any] = {"examples": ["2024-03-01"], "json_schema_extra": {"format": "date"}}
+
+
+def filter_query(
+    documents: Annotated[
+        list[str] | None, Query(description="A document id to search (repeatable).")
+    ] = None,
+    author: Annotated[str | None, Query(description="The author, whole, ignoring case.")] = None,
+    site: Annotated[str | None, Query(description="The site, whole, ignoring case.")] = None,
+    date_from: Annotated[str | None, Query(description="Dated on or after.", **ISO_DATE)] = None,
+    date_to: Annotated[str | None, Query(description="Dated on or before.", **ISO_DATE)] = None,
+    path: Annotated[str | None, Query(description="A prefix of the id or source path.")] = None,
+) -> FilterRecord | None:
+    """The filters of a GET request (the API's and the form's), by the names POST uses in
+    `filters`; an empty value (a form's blank field) is no filter."""
+    found = FilterRecord(
+        documents=tuple(d for d in documents or () if d),
+        author=author or None,
+        site=site or None,
+        date_from=date_from or None,
+        date_to=date_to or None,
+        path=path or None,
+    )
+    return found or None
+
+
+CollectionQuery = Annotated[
+    str | None,
+    Query(description="The collection (GET /api/collections); default: default."),
+]
 
 
 def ask_request(max_question_chars: int) -> type[AskRequest]:
@@ -95,7 +168,20 @@ class DocumentOut(DocumentSummary):
     sections: list[dict[str, Any]]
 
 
+class Collection(BaseModel):
+    name: str
+    documents: int
+    passages: int
+    generation: str
+
+
+class CollectionList(BaseModel):
+    collections: list[Collection]
+
+
 class Health(BaseModel):
+    """The default collection's index (or the first, without one), and every collection."""
+
     status: str
     generation: str
     model: str
@@ -104,3 +190,4 @@ class Health(BaseModel):
     sentences: int
     thresholds: dict[str, float] | None
     uptime_s: float
+    collections: list[Collection]

@@ -6,18 +6,21 @@ from __future__ import annotations
 import bisect
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from verbatim.errors import VerbatimError
-from verbatim.records import Document, Quote, web_url
-from verbatim.server.models import EXAMPLE
+from verbatim.records import Document, Filters, Quote, web_url
+from verbatim.server.models import EXAMPLE, filter_query
 from verbatim.server.state import State, StateDep
 from verbatim.settings import MAX_K
 
+# The query parameters an answer page keeps through a feedback post (its collection comes
+# with each quote).
+CARRIED = ("k", "documents", "author", "site", "date_from", "date_to", "path")
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
 
 router = APIRouter(include_in_schema=False)
@@ -35,34 +38,53 @@ def render(
 
 
 @router.get("/", response_class=HTMLResponse)
-def home(request: Request, state: StateDep, q: str | None = None, k: int | None = None):
-    """The form; with `q`, the answer under it (an out-of-range `k` is clamped, not refused)."""
+def home(
+    request: Request,
+    state: StateDep,
+    filters: Annotated[Filters | None, Depends(filter_query)],
+    q: str | None = None,
+    k: int | None = None,
+    collection: str | None = None,
+):
+    """The form; with `q`, the answer under it (an out-of-range `k` is clamped, not refused).
+    A collection and filters narrow it; all of it is in the URL, so an answer can be shared."""
+    collection = collection or None
     context: dict[str, Any] = {
         "q": q or "",
         "max_question_chars": state.settings.max_question_chars,
-        "examples": _examples(state),
+        "examples": [],
         "answer": None,
         "error": None,
+        "collections": list(state.engines),
+        "collection": collection or state.collection().index.collection,
+        "filters": filters or Filters(),
+        "carried": [(key, v) for key, v in request.query_params.multi_items() if key in CARRIED],
     }
     status = 200
-    if q is not None:
-        try:
+    try:
+        context["examples"] = _examples(state, collection)
+        if q is not None:
             k = min(max(k or state.settings.default_k, 1), MAX_K)
-            result = state.ask(q, k)
+            result = state.ask(q, k, filters, collection)
             context["answer"] = result
             context["cards"] = [_card(state, x) for x in result.quotes]
             context["near"] = [_card(state, x) for x in result.near_misses]
-        except VerbatimError as exc:
-            context["error"], status = exc.message, exc.status
+    except VerbatimError as exc:
+        context["error"], status = exc.message, exc.status
     return render(request, "index.html", context, status=status)
 
 
 @router.get("/documents/{doc_id:path}", response_class=HTMLResponse)
 def show_document(
-    request: Request, state: StateDep, doc_id: str, start: int | None = None, end: int | None = None
+    request: Request,
+    state: StateDep,
+    doc_id: str,
+    start: int | None = None,
+    end: int | None = None,
+    collection: str | None = None,
 ):
     """A whole document; `start` and `end` (character offsets) mark a quote in it."""
-    doc = state.document(doc_id)
+    doc = state.document(doc_id, collection or None)
     mark = (
         (start, end)
         if start is not None and end is not None and (0 <= start < end <= len(doc.text))
@@ -93,14 +115,14 @@ def favicon() -> Response:
     return Response(status_code=204)
 
 
-def _examples(state: State) -> list[str]:
-    index = state.engine.index
+def _examples(state: State, collection: str | None) -> list[str]:
+    index = state.collection(collection).index
     titles = [d.title for d in index.documents.values() if d.title.rstrip().endswith("?")]
     return (list(state.settings.examples) or [EXAMPLE, *titles])[:4]
 
 
 def _card(state: State, quote: Quote) -> dict[str, Any]:
-    text = state.engine.index.text(quote.doc_id)
+    text = state.collection(quote.collection).index.text(quote.doc_id)
     return {
         "quote": quote,
         "before": text[quote.passage_start : quote.start],

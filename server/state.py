@@ -1,22 +1,24 @@
-"""What requests share: the engine (read-only) and the slots bounding concurrent answers."""
+"""What requests share: an engine per collection (read-only) and the slots bounding answers."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
-from verbatim.errors import NotFound
-from verbatim.records import Answer, Document
-from verbatim.settings import Settings
+from verbatim.errors import NotFound, UnknownCollection, VerbatimError
+from verbatim.records import Answer, Document, Filters
+from verbatim.settings import DEFAULT_COLLECTION, Settings
 
 if TYPE_CHECKING:
     from verbatim.engine import Engine
 
 SLOT_WAIT = 1.0  # seconds a request may wait for an answer slot before a 503 (replies within 2.5 s)
 RETIRE_AFTER = 60.0  # seconds a replaced engine stays open for the answers still running on it
+log = logging.getLogger("verbatim")
 
 
 class Busy(Exception):
@@ -24,65 +26,127 @@ class Busy(Exception):
 
 
 class State:
-    """What requests share: the engine (read-only) and the slots bounding concurrent answers.
+    """What requests share: the engine of each collection and the slots bounding answers.
 
     `create_app`'s lifespan keeps it in `app.state.verbatim`; routes get it as `StateDep`.
     """
 
-    def __init__(self, settings: Settings, engine: Engine) -> None:
+    def __init__(self, settings: Settings, engines: dict[str, Engine]) -> None:
         self.settings = settings
-        self.engine = engine
+        self.engines = engines  # replaced whole by `reload`, never changed in place
         self.started = time.time()
         self.slots = threading.BoundedSemaphore(settings.max_concurrent)
         self._reloading = threading.Lock()
         self._retired: list[tuple[float, Engine]] = []
 
-    def reload(self) -> str:
-        """Serve the data directory's current generation from now on, without downtime.
-
-        The new index is loaded beside the old one and swapped in with one assignment; answers
-        already running finish on the old index, which is closed a minute later. If loading
-        fails, the old index keeps serving and the error is raised.
-        """
-        from verbatim.engine import Engine
-        from verbatim.index import load_index
-
-        with self._reloading:
-            old = self.engine
-            index = load_index(old.settings)
-            if index.generation == old.index.generation:
-                index.close()
-                return index.generation
-            self.engine = Engine(old.settings, index, old.embedder)
-            now = time.monotonic()
-            for _retired_at, engine in [r for r in self._retired if now - r[0] > RETIRE_AFTER]:
-                engine.close()
-            self._retired = [r for r in self._retired if now - r[0] <= RETIRE_AFTER]
-            self._retired.append((now, old))
-            return index.generation
-
-    def ask(self, question: str, k: int | None, filters: dict | None = None) -> Answer:
-        """Answer in one of the slots, waiting at most `SLOT_WAIT` for one.
+    def collection(self, name: str | None = None) -> Engine:
+        """The engine of collection `name`; by default the default collection (or, in a data
+        directory without one, the first).
 
         Raises:
+            UnknownCollection: no collection has that name; the message lists them.
+        """
+        engines = self.engines
+        if name is None:
+            return engines.get(DEFAULT_COLLECTION) or next(iter(engines.values()))
+        if name not in engines:
+            raise UnknownCollection(
+                f"no collection named {name!r}; known collections: {', '.join(engines)} "
+                "(GET /api/collections)"
+            )
+        return engines[name]
+
+    @property
+    def engine(self) -> Engine:
+        """The default collection's engine."""
+        return self.collection()
+
+    def reload(self) -> dict[str, str]:
+        """Serve the data directory's collections as they are now, without downtime: new ones
+        are added, changed ones switched to their current generation, removed ones dropped.
+
+        Each new index is loaded beside the old one; the collections are swapped in with one
+        assignment, and answers already running finish on the old indexes, which are closed
+        a minute later. A collection that fails to load keeps its old index, and the first
+        such error is raised once the others are switched.
+
+        Returns:
+            The generation now served for each collection.
+        """
+        with self._reloading:
+            old = self.engines
+            new, errors = self._load_all(old)
+            if new:
+                self.engines = new
+                self._retire([e for name, e in old.items() if new.get(name) is not e])
+            if errors:
+                raise errors[0]
+            return {name: e.index.generation for name, e in self.engines.items()}
+
+    def _load_all(self, old: dict[str, Engine]) -> tuple[dict[str, Engine], list[VerbatimError]]:
+        from verbatim.engine import Engine
+        from verbatim.index import load_index
+        from verbatim.index.store import collection_names
+
+        embedder = next(iter(old.values())).embedder
+        new: dict[str, Engine] = {}
+        errors: list[VerbatimError] = []
+        for name in collection_names(self.settings.data_dir):
+            settings = self.settings.model_copy(update={"collection": name})
+            try:
+                index = load_index(settings)
+            except VerbatimError as exc:
+                log.warning("collection %s not reloaded: %s", name, exc.message)
+                errors.append(exc)
+                if name in old:
+                    new[name] = old[name]
+                continue
+            if name in old and index.generation == old[name].index.generation:
+                index.close()
+                new[name] = old[name]
+            else:
+                new[name] = Engine(settings, index, embedder)
+        return new, errors
+
+    def _retire(self, engines: list[Engine]) -> None:
+        now = time.monotonic()
+        for _retired_at, engine in [r for r in self._retired if now - r[0] > RETIRE_AFTER]:
+            engine.close()
+        self._retired = [r for r in self._retired if now - r[0] <= RETIRE_AFTER]
+        self._retired.extend((now, engine) for engine in engines)
+
+    def ask(
+        self,
+        question: str,
+        k: int | None,
+        filters: Filters | None = None,
+        collection: str | None = None,
+    ) -> Answer:
+        """Answer from `collection` in one of the slots, waiting at most `SLOT_WAIT` for one.
+
+        Raises:
+            UnknownCollection: no collection has that name.
             Busy: every slot stayed taken.
         """
+        engine = self.collection(collection)
         if not self.slots.acquire(timeout=SLOT_WAIT):
             raise Busy()
         try:
-            return self.engine.ask(question, k=k, filters=filters)
+            return engine.ask(question, k=k, filters=filters)
         finally:
             self.slots.release()
 
-    def document(self, doc_id: str) -> Document:
+    def document(self, doc_id: str, collection: str | None = None) -> Document:
         """One served document, with its text.
 
         Raises:
+            UnknownCollection: no collection has that name.
             NotFound: no document has that id.
         """
-        if doc_id not in self.engine.index.documents:
+        index = self.collection(collection).index
+        if doc_id not in index.documents:
             raise NotFound(f"no document with id {doc_id!r}; GET /api/documents lists them")
-        return self.engine.index.document(doc_id)
+        return index.document(doc_id)
 
 
 async def current_state(request: Request) -> State:

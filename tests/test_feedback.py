@@ -175,7 +175,8 @@ def test_unknown_document_collection_and_a_changed_document(serve):
     assert other.status_code == 404
     assert other.json()["error"] == {
         "code": "unknown_collection",
-        "message": "no collection named 'archive'; known collections: default",
+        "message": "no collection named 'archive'; known collections: default "
+        "(GET /api/collections)",
         "status": 404,
     }
     assert client.post("/api/feedback", json=cite(quote, collection="default")).status_code == 201

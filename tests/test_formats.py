@@ -143,6 +143,31 @@ EXPECTED = {
             "Proudly powered",
         ],
     },
+    "tables.html": {  # a table layout: a sidebar cell of menus beside the page's text
+        "title": "Module templates from libgarden",  # not the banner's <h1>
+        "headings": [
+            "Module templates from libgarden",
+            "Table of Contents",
+            "Function: gardenEvalTemplate",
+        ],
+        "has": [
+            "This set of routines evaluates the templates of a planting plan.",
+            "xmlChar * gardenEvalTemplate (gardenContextPtr ctxt,\n      const xmlChar * str)",
+            'Evaluate a template string, e.g. "{$x}yyy" and return the result.',
+            "ctxt: the garden context",
+        ],
+        "chrome": [
+            "API Menu",
+            "Main Menu",
+            "ChangeLog",
+            "Related links",
+            "Mail archive",
+            "Bug Tracker",
+            "Search",
+            "security",
+            "transform",
+        ],
+    },
     "plain.html": {
         "title": "Notes on sourdough",
         "headings": ["Notes on sourdough"],
@@ -754,3 +779,25 @@ def test_the_source_view_shows_pages_and_the_quotes_page(tmp_path, fake_embedder
     assert "The quote is on page 2" in page
     assert page.count("<h2>Growing Tomatoes</h2>") == 1  # not again where the section goes on
     assert '<mark id="quote">Aphids love</mark>' in page
+
+
+def test_the_source_view_keeps_the_lines_of_code(tmp_path, fake_embedder):
+    from fastapi.testclient import TestClient
+
+    from verbatim.server import create_app
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "sphinx.html").write_bytes((FIXTURES / "sphinx.html").read_bytes())
+    settings = _settings(tmp_path)
+    build_index(read_documents([tmp_path / "docs"], settings), settings, fake_embedder)
+    engine = Engine(settings, load_index(settings), fake_embedder)
+    with TestClient(create_app(settings, engine=engine)) as client:
+        page = client.get("/documents/sphinx").text
+        css = client.get("/static/style.css").text
+    code = (
+        '<p class="role-article lines">&gt;&gt;&gt; random()                             '
+        "# Random float:  0.0 &lt;= x &lt; 1.0\n0.37444887175646646\n\n&gt;&gt;&gt; randrange(10)"
+    )
+    assert code in page  # the stored line breaks and indentation, in a paragraph that shows them
+    assert re.search(r"\.document p\.lines \{ white-space: pre-wrap;", css)
+    assert '<p class="role-article">Return a random integer N such that' in page  # prose: no class

@@ -202,7 +202,7 @@ def test_verify_command_prints_a_table_writes_json_and_fails_on_broken(
         ('{"doc_id": "a", "start": 0, "end": 3}', "text"),
         ('{"doc_id": "a", "start": -1, "end": 3, "text": "abc"}', "start"),
         ('{"doc_id": "a", "start": 3, "end": 1.5, "text": "abc"}', "end"),
-        ('{"doc_id": "a", "start": 0, "end": 3, "text": "abc", "collection": "x"}', "known"),
+        ('{"doc_id": "a", "start": 0, "end": 3, "text": "abc", "collection": "X Y"}', "name"),
     ],
 )
 def test_verify_command_names_the_bad_line(tmp_path, monkeypatch, line, message):

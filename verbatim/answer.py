@@ -14,7 +14,7 @@ import numpy as np
 from verbatim.arrays import spans
 from verbatim.errors import InvalidQuestion
 from verbatim.index import Index
-from verbatim.records import Answer, Embedder, Quote, web_url
+from verbatim.records import Answer, Embedder, Filters, Quote, web_url
 from verbatim.settings import Settings
 
 CANDIDATES = 50  # passages considered before quote selection (by embedding and by BM25 each)
@@ -111,6 +111,7 @@ class Retrieval:
     sentences: np.ndarray  # the sentence rows of every passage in the pool, ascending
     sentence_cos: np.ndarray  # their cosine with the question
     sentence_has: np.ndarray  # whether each of those holds each term: (sentences, terms)
+    filtered_out: bool = False  # the filters matched no passage at all
 
     @property
     def evidence(self) -> float:
@@ -189,25 +190,12 @@ def _best_windows(found: Retrieval, index, rows: np.ndarray) -> list[tuple[int, 
     ]
 
 
-def _allowed_rows(index, filters: dict) -> np.ndarray:
-    """Passage rows of the documents matching every filter (documents, author, site)."""
-    wanted = set(filters.get("documents") or index.documents)
-    docs = {
-        d
-        for d in wanted
-        if d in index.documents
-        and filters.get("author") in (None, index.documents[d].author)
-        and filters.get("site") in (None, index.documents[d].site)
-    }
-    return np.array([r for r, d in enumerate(index.passage_doc) if d in docs], dtype=np.int64)
-
-
 def retrieve(
     question: str,
     index: Index,
     embedder: Embedder,
     settings: Settings,
-    filters: dict | None = None,
+    filters: Filters | None = None,
 ) -> Retrieval:
     """Rank passages for `question` by dense and lexical evidence together.
 
@@ -223,12 +211,16 @@ def retrieve(
     See docs/design.md for the measurements behind each term.
 
     Args:
-        filters: optional `documents` (ids), `author`, `site`: only matching documents count.
+        filters: only the passages of the documents they match count (see `Filters`).
+
+    Raises:
+        InvalidFilter: a filter names unknown documents or holds a malformed date.
     """
     began = time.perf_counter()
     text = clean_question(question, settings)
+    allowed = index.catalog.rows(filters) if filters else None  # bad filters fail before encoding
     vector = embedder.encode([text], progress=False)[0]
-    return _rank(text, vector, index, filters, None, began)
+    return _rank(text, vector, index, allowed, None, began)
 
 
 def retrieve_by_vector(
@@ -247,25 +239,25 @@ def retrieve_by_vector(
     return _rank(clean_question(question, settings), vector, index, None, exclude, began)
 
 
-def _pool(index: Index, vector: np.ndarray, lex: np.ndarray, filters, exclude) -> np.ndarray:
-    """Candidate passage rows: the nearest by embedding and the best by BM25, or, with filters,
-    every passage of the matching documents."""
+def _pool(index: Index, vector: np.ndarray, lex: np.ndarray, allowed, exclude) -> np.ndarray:
+    """Candidate passage rows: the nearest by embedding and the best by BM25, of the `allowed`
+    rows only when a filter gives them (a boolean mask over passage rows)."""
     n = min(CANDIDATES, index.faiss.ntotal)
-    rows, _ = index.search(vector, n)
+    rows, _ = index.search(vector, n, allowed)
+    if allowed is not None:
+        lex = np.where(allowed, lex, 0.0)
     lex_rows = np.argpartition(-lex, n - 1)[:n] if n < len(lex) else np.arange(len(lex))
     lex_rows = lex_rows[lex[lex_rows] > 0]
     pool = np.unique(np.concatenate([rows, lex_rows])).astype(np.int64)
-    if filters:
-        pool = _allowed_rows(index, filters)
     if exclude is not None:
         pool = pool[pool != exclude]
     return pool
 
 
-def _rank(text: str, qvec: np.ndarray, index: Index, filters, exclude, began: float) -> Retrieval:
+def _rank(text: str, qvec: np.ndarray, index: Index, allowed, exclude, began: float) -> Retrieval:
     terms, weights = index.lexical.query(text)
     lex = index.lexical.scores(terms)
-    pool = _pool(index, qvec, lex, filters, exclude)
+    pool = _pool(index, qvec, lex, allowed, exclude)
     found = Retrieval(
         question=text,
         vector=qvec,
@@ -280,6 +272,7 @@ def _rank(text: str, qvec: np.ndarray, index: Index, filters, exclude, began: fl
         sentences=pool,
         sentence_cos=np.zeros(0, dtype=np.float32),
         sentence_has=np.zeros((0, len(terms)), dtype=bool),
+        filtered_out=allowed is not None and not allowed.any(),
     )
     return _fuse(found, index, lex) if len(pool) else found
 
@@ -338,7 +331,9 @@ def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -
     abstained = evidence < threshold or not quotes
     reason = None
     near: list[Quote] = []
-    if abstained:
+    if found.filtered_out:
+        reason = "No document matches these filters; widen or remove them."
+    elif abstained:
         reason = (
             "These documents don't address that: the best match's similarity to the "
             f"question is {evidence:.2f}, below this index's threshold of {threshold:.2f}."
@@ -353,6 +348,7 @@ def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -
         threshold=float(threshold),
         timing_ms=(time.perf_counter() - found.began) * 1000,
         generation=index.generation,
+        collection=index.collection,
     )
 
 
@@ -362,7 +358,7 @@ def answer(
     embedder,
     settings: Settings,
     k: int | None = None,
-    filters: dict | None = None,
+    filters: Filters | None = None,
 ) -> Answer:
     """Answer `question` with verbatim quotes from `index`.
 
@@ -458,4 +454,5 @@ def _quote(index, c: _Candidate) -> Quote:
         score=round(c.score, 4),
         link=text_fragment_link(doc.url, body, page),
         page=page,
+        collection=index.collection,
     )

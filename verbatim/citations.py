@@ -23,8 +23,9 @@ from typing import Protocol
 
 from verbatim.answer import text_fragment_link
 from verbatim.errors import VerbatimError
-from verbatim.feedback import DEFAULT_COLLECTION, Feedback, FeedbackStore, Recheck, check_collection
+from verbatim.feedback import Feedback, FeedbackStore, Recheck
 from verbatim.index import Index, store
+from verbatim.settings import DEFAULT_COLLECTION, collection_name
 
 FOUND = ("current", "moved")
 BROKEN = ("changed", "gone")
@@ -155,7 +156,7 @@ def parse(row: object) -> Citation:
 
     Raises:
         ValueError: naming the field that is missing or wrong.
-        UnknownCollection: the collection is not served here.
+        InvalidCollectionName: the collection is not a collection name.
     """
     if not isinstance(row, dict):
         raise ValueError("not a JSON object")
@@ -176,7 +177,7 @@ def parse(row: object) -> Citation:
         raise ValueError("collection: must be a string")
     return Citation(
         row["doc_id"], row["start"], row["end"], row["text"], content_hash,
-        check_collection(collection),
+        collection_name(collection or DEFAULT_COLLECTION),
     )  # fmt: skip
 
 
@@ -220,7 +221,9 @@ def recheck(
     rows = sorted(feedback.rows(collection), key=lambda r: r.doc_id)
     if not rows:
         return None
-    texts = StoredTexts(store.generations_dir(data_dir) / generation)
+    texts = StoredTexts(
+        store.generations_dir(store.collection_dir(data_dir, collection)) / generation
+    )
     try:
         results = [_recheck(texts, r) for r in rows]
     finally:

@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 
 from verbatim.errors import VerbatimError
-from verbatim.feedback import DEFAULT_COLLECTION
-from verbatim.settings import MAX_K, Settings
+from verbatim.records import Filters
+from verbatim.settings import DEFAULT_COLLECTION, MAX_K, Settings
 
 
 def _settings(data_dir: Path | None, **extra) -> Settings:
@@ -48,31 +48,38 @@ def cli() -> None:
     """Verbatim answers questions only with verbatim, attributed quotes from your documents."""
 
 
+collection_option = click.option(
+    "--collection",
+    default=None,
+    envvar="VERBATIM_COLLECTION",
+    help="The collection (document set) [default: default].",
+)
+
+
 @cli.command(cls=_Command)
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@collection_option
 @data_dir_option
-def ingest(paths: tuple[Path, ...], data_dir: Path | None) -> None:
-    """Index PATHS (folders or files of Markdown, text, HTML, PDF, DOCX, EPUB or JSONL);
-    default: the bundled corpus.
+def ingest(paths: tuple[Path, ...], collection: str | None, data_dir: Path | None) -> None:
+    """Index PATHS (folders or files of Markdown, text, HTML, PDF, DOCX, EPUB or JSONL) as
+    a collection; default: the bundled corpus, as the default collection.
 
-    Writes a new index generation and switches to it only once it is complete; unchanged
-    passages reuse their stored vectors.
+    Writes a new generation of the collection and switches to it only once it is complete;
+    unchanged passages reuse their stored vectors.
     """
-    import time
-
     from verbatim.engine import ingest_paths
 
-    settings = _settings(data_dir)
-    began = time.perf_counter()
+    settings = _settings(data_dir, collection=collection)
     report, skipped = ingest_paths(list(paths) or [settings.corpus_dir], settings)
-    reading = time.perf_counter() - began - report.seconds
     _print_skipped(skipped)
+    read = ", ".join(f"{n} {kind}" for kind, n in sorted(report.formats.items())) or "none"
     click.echo(
+        f"Read {sum(report.formats.values())} files ({read}), skipped {len(skipped)}.\n"
         f"Indexed {report.documents} documents, {report.passages} passages, "
-        f"{report.sentences} sentences in {reading + report.seconds:.1f}s: reading "
-        f"{reading:.1f}s, embedding and indexing {report.seconds:.1f}s "
+        f"{report.sentences} sentences in {report.read_seconds + report.seconds:.1f}s: "
+        f"reading {report.read_seconds:.1f}s, embedding and indexing {report.seconds:.1f}s "
         f"({report.embedded} texts embedded, {report.reused} passages reused).\n"
-        f"Generation {report.generation} in {settings.data_dir}"
+        f"Collection {report.collection}: generation {report.generation} in {settings.data_dir}"
     )
     _print_feedback_check(settings, report.generation)
 
@@ -108,22 +115,49 @@ def _print_quote(q) -> None:
         click.echo(f"    also in: {', '.join(q.also_in)}")
 
 
+def _filters(
+    document: tuple[str, ...],
+    author: str | None,
+    site: str | None,
+    since: str | None,
+    until: str | None,
+    path: str | None,
+) -> Filters | None:
+    found = Filters(tuple(document), author, site, since, until, path)
+    return found or None
+
+
 @cli.command(cls=_Command)
 @click.argument("question")
 @click.option(
     "-k", type=click.IntRange(1, MAX_K), default=None, help=f"Quotes to return (1-{MAX_K})."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@collection_option
+@click.option("--document", multiple=True, help="Only this document id (repeatable).")
+@click.option("--author", help="Only documents by this author (whole name, any case).")
+@click.option("--site", help="Only documents from this site (whole name, any case).")
+@click.option("--since", metavar="YYYY-MM-DD", help="Only documents dated on or after this.")
+@click.option("--until", metavar="YYYY-MM-DD", help="Only documents dated on or before this.")
+@click.option("--path", help="Only documents whose id or source path starts with this.")
 @data_dir_option
-def ask(question: str, k: int | None, as_json: bool, data_dir: Path | None) -> None:
-    """Answer QUESTION with verbatim quotes from the index."""
+def ask(
+    question: str,
+    k: int | None,
+    as_json: bool,
+    collection: str | None,
+    data_dir: Path | None,
+    **narrow,
+) -> None:
+    """Answer QUESTION with verbatim quotes from a collection, optionally narrowed to some of
+    its documents (undated documents are left out by --since and --until)."""
     from verbatim.answer import clean_question
     from verbatim.engine import open_engine
 
-    settings = _settings(data_dir, progress=False)
+    settings = _settings(data_dir, progress=False, collection=collection)
     clean_question(question, settings)  # refuse bad input before loading anything
     engine = open_engine(settings)
-    result = engine.ask(question, k=k)
+    result = engine.ask(question, k=k, filters=_filters(**narrow))
     if as_json:
         click.echo(json.dumps(asdict(result), ensure_ascii=False, indent=2))
         return
@@ -162,6 +196,65 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     signal.signal(signal.SIGHUP, reload)
     click.echo(f"Verbatim at http://{settings.host}:{settings.port}", err=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+@cli.command(cls=_Command)
+@click.option("--json", "as_json", is_flag=True, help="Print them as JSON.")
+@data_dir_option
+def collections(as_json: bool, data_dir: Path | None) -> None:
+    """List the collections: each a document set with its own index."""
+    from verbatim.index import store
+
+    settings = _settings(data_dir)
+    rows = [_collection_row(settings, name) for name in store.collection_names(settings.data_dir)]
+    if as_json:
+        click.echo(json.dumps({"collections": rows}, indent=2))
+        return
+    if not rows:
+        click.echo(f"No collections in {settings.data_dir}; run `verbatim ingest PATH`.")
+    for row in rows:
+        click.echo(
+            f"{row['name']:<20} {row['documents']:>8} documents {row['passages']:>10} passages"
+            f"  generation {row['generation']}"
+        )
+
+
+def _collection_row(settings: Settings, name: str) -> dict:
+    """A collection as `verbatim collections` lists it, from its manifest (not loading it)."""
+    from verbatim.index import store, where
+
+    folder = where(settings.model_copy(update={"collection": name}))
+    generation = store.current_name(folder) or ""
+    try:
+        manifest = store.read_manifest(store.generations_dir(folder) / generation)
+        counts = manifest["counts"]
+    except (OSError, ValueError, KeyError):
+        counts = {"documents": 0, "passages": 0}  # damaged: `verbatim ask` will say how
+    return {
+        "name": name,
+        "documents": counts["documents"],
+        "passages": counts["passages"],
+        "generation": generation,
+    }
+
+
+@cli.command(cls=_Command)
+@click.option("--collection", required=True, help="The collection to delete.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@data_dir_option
+def remove(collection: str, yes: bool, data_dir: Path | None) -> None:
+    """Delete a collection and its index (its feedback is kept). A running server drops it
+    at its next reload (SIGHUP)."""
+    from verbatim.index import store
+
+    settings = _settings(data_dir, collection=collection)
+    if collection not in store.collection_names(settings.data_dir):
+        known = ", ".join(store.collection_names(settings.data_dir)) or "none"
+        raise click.ClickException(f"no collection named {collection!r}; known: {known}")
+    if not yes:
+        click.confirm(f"Delete collection {collection!r} in {settings.data_dir}?", abort=True)
+    store.remove_collection(settings.data_dir, collection)
+    click.echo(f"Removed collection {collection}.")
 
 
 @cli.command("eval", cls=_Command)
@@ -262,9 +355,21 @@ def feedback_export(
     quotes marked unhelpful. Quotes whose text left the index (changed or gone at the last
     ingest) are left out.
     """
-    from verbatim.feedback import export
+    from verbatim.errors import UnknownCollection
+    from verbatim.feedback import FeedbackStore, export
+    from verbatim.index import store
 
     settings = _settings(data_dir)
+    known = sorted(
+        {
+            *store.collection_names(settings.data_dir),
+            *FeedbackStore(settings.data_dir).collections(),
+        }
+    )
+    if collection not in known:
+        raise UnknownCollection(
+            f"no collection named {collection!r}; known collections: {', '.join(known) or 'none'}"
+        )
     stamp = since.strftime("%Y-%m-%dT%H:%M:%S") if since else None
     done = export(settings.data_dir, out, collection, stamp)
     click.echo(
@@ -291,14 +396,11 @@ def verify(citations: Path, json_out: Path | None, data_dir: Path | None) -> Non
     (same text, same offsets), moved (the text elsewhere in the document: new offsets), changed
     (the document no longer has it) or gone (no such document).
     """
-    from verbatim.citations import BROKEN, read_citations, verify_in
-    from verbatim.index import load_index
+    from verbatim.citations import BROKEN, read_citations
 
     settings = _settings(data_dir, progress=False)
     items = read_citations(citations)
-    with load_index(settings) as index:
-        results = verify_in(index, items)
-        generation = index.generation
+    results, generation = _verify_by_collection(settings, items)
     _print_verifications(items, results)
     counts = {s: sum(r.status == s for r in results) for s in ("current", "moved", *BROKEN)}
     click.echo(", ".join(f"{n} {s}" for s, n in counts.items()) + f" (generation {generation})")
@@ -316,6 +418,25 @@ def verify(citations: Path, json_out: Path | None, data_dir: Path | None) -> Non
         json_out.write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
     if counts["changed"] + counts["gone"]:
         raise click.exceptions.Exit(1)
+
+
+def _verify_by_collection(settings: Settings, items: list) -> tuple[list, str]:
+    """Each citation checked against its own collection's index, in the given order; and the
+    generations checked against (one name, or name per collection)."""
+    from verbatim.citations import verify_in
+    from verbatim.index import load_index
+
+    results: list = [None] * len(items)
+    generations = {}
+    for name in dict.fromkeys(c.collection for c in items):
+        rows = [i for i, c in enumerate(items) if c.collection == name]
+        with load_index(settings.model_copy(update={"collection": name})) as index:
+            for i, result in zip(rows, verify_in(index, [items[i] for i in rows]), strict=True):
+                results[i] = result
+            generations[name] = index.generation
+    if len(generations) <= 1:
+        return results, next(iter(generations.values()), "none checked")
+    return results, ", ".join(f"{name} {g}" for name, g in generations.items())
 
 
 def _numbered(items: list, results: list) -> list:

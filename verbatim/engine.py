@@ -10,13 +10,14 @@ from pathlib import Path
 from verbatim.answer import answer
 from verbatim.calibrate import calibrate
 from verbatim.citations import recheck
-from verbatim.errors import IndexMissing
+from verbatim.errors import IndexCorrupt, IndexMissing, VerbatimError
 from verbatim.feedback import FeedbackStore
 from verbatim.index import Index, IngestReport, ModelEmbedder, build_index, load_index
 from verbatim.index.lexical import information
+from verbatim.index.store import collection_names
 from verbatim.ingest import read_documents
-from verbatim.records import Answer, Embedder, Skipped
-from verbatim.settings import Settings
+from verbatim.records import Answer, Embedder, Filters, Skipped
+from verbatim.settings import DEFAULT_COLLECTION, Settings
 
 
 @dataclass
@@ -27,7 +28,7 @@ class Engine:
     index: Index
     embedder: Embedder
 
-    def ask(self, question: str, k: int | None = None, filters: dict | None = None) -> Answer:
+    def ask(self, question: str, k: int | None = None, filters: Filters | None = None) -> Answer:
         return answer(question, self.index, self.embedder, self.settings, k, filters)
 
     def close(self) -> None:
@@ -66,7 +67,7 @@ def _recheck_feedback(settings: Settings, generation: str) -> None:
     """Verify the feedback citations against the new generation. The index is published by
     now: a failure here only leaves them to the next ingest, it does not fail this one."""
     try:
-        recheck(settings.data_dir, generation)
+        recheck(settings.data_dir, generation, settings.collection)
     except (OSError, sqlite3.Error) as exc:
         logging.getLogger("verbatim").warning(
             "feedback citations not re-checked against %s: %s", generation, exc
@@ -76,7 +77,7 @@ def _recheck_feedback(settings: Settings, generation: str) -> None:
 def feedback_check(settings: Settings, generation: str) -> dict[str, int] | None:
     """How the stored feedback citations stood when re-checked against `generation` after its
     ingest: counts of current, moved, changed and gone; None if there was nothing to check."""
-    return FeedbackStore(settings.data_dir).last_check(generation)
+    return FeedbackStore(settings.data_dir).last_check(generation, settings.collection)
 
 
 def open_engine(
@@ -100,6 +101,31 @@ def open_engine(
     return Engine(settings, index, embedder)
 
 
+def open_engines(
+    settings: Settings, embedder: Embedder | None = None, build_if_missing: bool = False
+) -> dict[str, Engine]:
+    """Every collection of the data directory, ready to answer, the default one first, all on
+    one embedder. With none yet, `build_if_missing` indexes `settings.corpus_dir` as the
+    default collection. A collection that fails to load is left out with a warning, unless
+    it is the only one: then its error is raised.
+    """
+    embedder = embedder or make_embedder(settings)
+    names = collection_names(settings.data_dir) or [DEFAULT_COLLECTION]
+    engines: dict[str, Engine] = {}
+    for name in names:
+        try:
+            engines[name] = open_engine(
+                settings.model_copy(update={"collection": name}), embedder, build_if_missing
+            )
+        except VerbatimError as exc:
+            if len(names) == 1:
+                raise
+            logging.getLogger("verbatim").warning("collection %s not served: %s", name, exc)
+    if not engines:
+        raise IndexCorrupt(f"no collection in {settings.data_dir} could be loaded; see above")
+    return engines
+
+
 def _one_blas_thread() -> None:
     """Run BLAS single-threaded from now on in this process.
 
@@ -121,4 +147,5 @@ __all__ = [
     "ingest_paths",
     "make_embedder",
     "open_engine",
+    "open_engines",
 ]

@@ -55,3 +55,20 @@ class NotFound(VerbatimError):
 class Forbidden(VerbatimError):
     status = 403
     code = "forbidden"
+
+
+class InvalidCollectionName(VerbatimError):
+    status = 422
+    code = "invalid_collection"
+
+
+class UnknownCollection(VerbatimError):
+    status = 404
+    code = "unknown_collection"
+
+
+class InvalidFilter(VerbatimError):
+    """A filter's value is malformed or names what does not exist; the message names the field."""
+
+    status = 422
+    code = "invalid_filter"

@@ -21,9 +21,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from verbatim.errors import VerbatimError
+from verbatim.settings import DEFAULT_COLLECTION, collection_name
 
 FILE = "feedback.sqlite"
-DEFAULT_COLLECTION = "default"
 VERDICTS = ("helpful", "unhelpful")
 STATUSES = ("current", "moved", "changed", "gone")
 MAX_NOTE = 1000  # characters
@@ -62,11 +62,6 @@ COLUMNS = (
 )
 
 
-class UnknownCollection(VerbatimError):
-    status = 404
-    code = "unknown_collection"
-
-
 class FeedbackFull(VerbatimError):
     """The day's cap on stored feedback is reached; `retry_after` seconds until it resets."""
 
@@ -76,27 +71,6 @@ class FeedbackFull(VerbatimError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-def known_collections() -> list[str]:
-    """The collections a data directory serves: one, until collections exist (issue #18)."""
-    return [DEFAULT_COLLECTION]
-
-
-def check_collection(name: str | None) -> str:
-    """`name`, or the default collection when None.
-
-    Raises:
-        UnknownCollection: no collection has that name; the message lists the known ones.
-    """
-    if name is None:
-        return DEFAULT_COLLECTION
-    known = known_collections()
-    if name not in known:
-        raise UnknownCollection(
-            f"no collection named {name!r}; known collections: {', '.join(known)}"
-        )
-    return name
 
 
 @dataclass(frozen=True)
@@ -231,6 +205,14 @@ class FeedbackStore:
             ).fetchall()
         return total, [Feedback(*r) for r in rows]
 
+    def collections(self) -> list[str]:
+        """The collections feedback was given in (also ones removed since), by name."""
+        if not self.exists():
+            return []
+        with self.connect() as db:
+            found = db.execute("SELECT DISTINCT collection FROM feedback ORDER BY 1").fetchall()
+        return [name for (name,) in found]
+
     def rows(self, collection: str | None = None, since: str | None = None) -> list[Feedback]:
         """Every row (oldest first), of one collection and from a time (`since`, UTC) on."""
         if not self.exists():
@@ -333,9 +315,9 @@ def export(
     """Write the feedback of `collection` (given from `since` on, UTC) to `out` as eval data.
 
     Raises:
-        UnknownCollection: `collection` is not served from `data_dir`.
+        InvalidCollectionName: `collection` is not a collection name.
     """
-    rows = FeedbackStore(data_dir).rows(check_collection(collection), since)
+    rows = FeedbackStore(data_dir).rows(collection_name(collection), since)
     lines = eval_lines(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as fh:

@@ -100,6 +100,26 @@ class Passage:
 
 
 @dataclass(frozen=True)
+class Filters:
+    """Which documents may answer a question. Each field given narrows; together they all hold.
+
+    `author` and `site` match whole values, ignoring case. `date_from` and `date_to` are ISO
+    8601 dates, inclusive, on the document's date: when either is set, undated documents are
+    out. `path` is a prefix of the document id or of its source path.
+    """
+
+    documents: tuple[str, ...] = ()
+    author: str | None = None
+    site: str | None = None
+    date_from: str | None = None
+    date_to: str | None = None
+    path: str | None = None
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, name) for name in self.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
 class Skipped:
     """A file ingest could not use, and why."""
 
@@ -141,6 +161,7 @@ class Quote:
     link: str | None
     also_in: list[str] = field(default_factory=list)
     page: int | None = None  # 1-based page of the quote's start, for paged documents (PDF)
+    collection: str = "default"  # the collection the document is in
 
 
 @dataclass
@@ -153,6 +174,7 @@ class Answer:
     threshold: float
     timing_ms: float
     generation: str
+    collection: str = "default"  # the collection that answered
 
 
 class Embedder(Protocol):

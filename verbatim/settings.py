@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from verbatim.errors import InvalidCollectionName
+
 MAX_K = 20  # the most quotes one answer may ask for (CLI, API and form)
+DEFAULT_COLLECTION = "default"
+COLLECTION_RULE = "[a-z0-9][a-z0-9_-]{0,63}"
+
+
+def collection_name(name: str) -> str:
+    """`name`, if it is a valid collection name.
+
+    Raises:
+        InvalidCollectionName: it is not; the message gives the rule.
+    """
+    if not isinstance(name, str) or not re.fullmatch(COLLECTION_RULE, name):
+        raise InvalidCollectionName(
+            f"invalid collection name {name!r}: a name is 1 to 64 lower-case letters, digits, "
+            f"'-' or '_', starting with a letter or digit ({COLLECTION_RULE})"
+        )
+    return name
 
 
 def bundled_corpus() -> Path:
@@ -33,6 +52,10 @@ class Settings(BaseSettings):
     corpus_dir: Path = Field(
         default_factory=bundled_corpus,
         description="Documents indexed when no path is given (default: the bundled corpus).",
+    )
+    collection: str = Field(
+        default=DEFAULT_COLLECTION,
+        description="The collection (document set) that ingest writes and ask reads.",
     )
     model: str = Field(
         default="all-MiniLM-L6-v2",
@@ -94,3 +117,8 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="Feedback rows stored per day (UTC), all clients."
     )
     progress: bool = Field(default=True, description="Show progress bars on the terminal.")
+
+    @field_validator("collection")
+    @classmethod
+    def _collection(cls, name: str) -> str:
+        return collection_name(name)
