@@ -429,6 +429,15 @@ def _top(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.n
 
 
 def _candidates(settings: Settings) -> list[Path]:
+    others = ", ".join(store.collection_names(settings.data_dir))
+    if settings.collection == DEFAULT_COLLECTION and others:
+        try:
+            return store.candidates(settings.data_dir)
+        except IndexMissing:
+            raise IndexMissing(
+                f"no default collection in {settings.data_dir}; its collections are {others}: "
+                "name one with --collection (or VERBATIM_COLLECTION)"
+            ) from None
     if settings.collection == DEFAULT_COLLECTION:
         return store.candidates(settings.data_dir)
     try:

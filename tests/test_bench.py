@@ -87,8 +87,16 @@ def test_the_million_passage_table_says_met_or_missed():
     from verbatim.eval.scale import million_table
 
     row = {"passages": 1_000_000, "search_p50_ms": 26.0, "recall_at_10": 0.95}
+    row |= {"answer_without_encode_p50_ms": 10.0, "filtered_answer_p50_ms": 20.0}
+    row |= {"filtered_90_answer_p50_ms": 12.0}
     table = million_table(row | {"serve_peak_rss_mb": 1900})
     assert table.count("MISSED") == 1 and "search p50 (ms)" in table.split("MISSED")[0]
     assert million_table(row | {"search_p50_ms": 25.0, "serve_peak_rss_mb": 3001}).count(
         "MISSED"
     ) == 1  # fmt: skip
+    slow = million_table(
+        row | {"search_p50_ms": 1.0, "serve_peak_rss_mb": 1, "filtered_answer_p50_ms": 20.1}
+    )
+    assert (
+        slow.count("MISSED") == 1 and "filtered (10%)" in slow.split("MISSED")[0].splitlines()[-1]
+    )

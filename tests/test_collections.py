@@ -468,3 +468,17 @@ def test_settings_collection_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("VERBATIM_COLLECTION", "Bad Name")
     with pytest.raises(InvalidCollectionName):
         Settings(data_dir=tmp_path)
+
+
+def test_asking_the_default_where_only_named_collections_exist_names_them(
+    tmp_path, tiny_corpus, fake_cli
+):
+    data = ["--data-dir", str(tmp_path / "d")]
+    runner = CliRunner()
+    assert (
+        runner.invoke(cli, ["ingest", str(tiny_corpus), "--collection", "cars", *data]).exit_code
+        == 0
+    )
+    asked = runner.invoke(cli, ["ask", OIL, *data])
+    assert asked.exit_code == 1 and "its collections are cars" in asked.output
+    assert runner.invoke(cli, ["ask", OIL, "--collection", "cars", *data]).exit_code == 0

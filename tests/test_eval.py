@@ -175,9 +175,11 @@ def test_scale_corpus_has_one_passage_per_paragraph_and_real_code_finds_it(tmp_p
     """`make scale` relies on this: n paragraphs in, n passages through the real ingest."""
     import numpy as np
 
-    from verbatim.eval.scale import Jitter, Known, _settings, write_corpus
+    from verbatim.eval.scale import FILTERS, Jitter, Known, _document, _settings, write_corpus
     from verbatim.index import load_index
+    from verbatim.index.catalog import Catalog
     from verbatim.ingest import split_passages
+    from verbatim.records import DocumentMeta
 
     sentences = [
         f"Sentence {i} is about topic {i % 7} at length, and then some more. " * 2
@@ -197,6 +199,14 @@ def test_scale_corpus_has_one_passage_per_paragraph_and_real_code_finds_it(tmp_p
     build_index(read_documents([tmp_path / "corpus"], settings), settings, jitter)
     with load_index(settings) as index:
         assert index.faiss.ntotal == 120
+        assert index.documents["doc2"].author == "Author 2"
+    metas = {  # the scale run's filters match the share of documents they say
+        d["id"]: DocumentMeta(d["id"], "", d["author"], d["date"], None, None, "", "", "{}")
+        for d in (_document(n, "text") for n in range(1000))
+    }
+    catalog = Catalog(metas, list(metas))
+    for share, filters in FILTERS.items():
+        assert catalog.documents(filters).mean() == int(share[:-1]) / 100
     known = Known({"q1": vectors[0], "q2": vectors[1]})
     assert known.dim == 16 and np.array_equal(known.encode(["q2", "q1"]), vectors[[1, 0]])
 
