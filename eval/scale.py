@@ -32,6 +32,7 @@ from verbatim.records import Embedder, Filters
 from verbatim.settings import Settings
 
 PASSAGES_PER_DOC = 50
+DOCS_PER_FILE = 400  # about 17 MB of JSONL a file, under the default VERBATIM_MAX_FILE_BYTES
 PASSAGE_CHARS = 900  # the default `passage_chars`
 NOISE = 0.03  # per dimension: a copy keeps cosine ~.86 with the real vector it is drawn around
 
@@ -86,10 +87,11 @@ def _rss_mb() -> float:
 
 
 def write_corpus(folder: Path, sentences: list[str], n_passages: int) -> None:
-    """`n_passages` paragraphs, 50 to a document, in JSONL files of 2k documents. A paragraph
-    is real CounselChat sentences drawn at random (so their lengths are the corpus's), added
-    until the next would pass `PASSAGE_CHARS`, and opened by "document.paragraph: " so that no
-    two are the same text (the same text would get the same vector): about six sentences each.
+    """`n_passages` paragraphs, 50 to a document, in JSONL files of `DOCS_PER_FILE` documents.
+    A paragraph is real CounselChat sentences drawn at random (so their lengths are the
+    corpus's), added until the next would pass `PASSAGE_CHARS`, and opened by
+    "document.paragraph: " so that no two are the same text (the same text would get the same
+    vector): about six sentences each.
 
     Every paragraph is longer than half of `PASSAGE_CHARS`, so two never merge and each
     paragraph is one passage.
@@ -97,13 +99,13 @@ def write_corpus(folder: Path, sentences: list[str], n_passages: int) -> None:
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True)
     n_docs = -(-n_passages // PASSAGES_PER_DOC)
-    for first in range(0, n_docs, 2_000):  # about 50 MB a file, under VERBATIM_MAX_FILE_BYTES
+    for first in range(0, n_docs, DOCS_PER_FILE):
         lines = []
-        for d in range(first, min(first + 2_000, n_docs)):
+        for d in range(first, min(first + DOCS_PER_FILE, n_docs)):
             count = min(PASSAGES_PER_DOC, n_passages - d * PASSAGES_PER_DOC)
             body = "\n\n".join(_paragraph(f"{d}.{j}:", sentences, rng) for j in range(count))
             lines.append(json.dumps(_document(d, body)))
-        (folder / f"part{first // 2_000:04d}.jsonl").write_text("\n".join(lines) + "\n")
+        (folder / f"part{first // DOCS_PER_FILE:05d}.jsonl").write_text("\n".join(lines) + "\n")
 
 
 def _document(d: int, body: str) -> dict:

@@ -175,11 +175,22 @@ def test_scale_corpus_has_one_passage_per_paragraph_and_real_code_finds_it(tmp_p
     """`make scale` relies on this: n paragraphs in, n passages through the real ingest."""
     import numpy as np
 
-    from verbatim.eval.scale import FILTERS, Jitter, Known, _document, _settings, write_corpus
+    from verbatim.eval.scale import (
+        DOCS_PER_FILE,
+        FILTERS,
+        PASSAGES_PER_DOC,
+        Jitter,
+        Known,
+        _document,
+        _paragraph,
+        _settings,
+        write_corpus,
+    )
     from verbatim.index import load_index
     from verbatim.index.catalog import Catalog
     from verbatim.ingest import split_passages
     from verbatim.records import DocumentMeta
+    from verbatim.settings import Settings
 
     sentences = [
         f"Sentence {i} is about topic {i % 7} at length, and then some more. " * 2
@@ -207,6 +218,11 @@ def test_scale_corpus_has_one_passage_per_paragraph_and_real_code_finds_it(tmp_p
     catalog = Catalog(metas, list(metas))
     for share, filters in FILTERS.items():
         assert catalog.documents(filters).mean() == int(share[:-1]) / 100
+    # a file of the scale corpus is read, not skipped as too large (it was, at 2,000 documents)
+    rng = np.random.default_rng(0)
+    body = "\n\n".join(_paragraph(f"9.{j}:", sentences, rng) for j in range(PASSAGES_PER_DOC))
+    one = len(json.dumps(_document(99_999, body)).encode()) + 1
+    assert one * DOCS_PER_FILE < Settings().max_file_bytes
     known = Known({"q1": vectors[0], "q2": vectors[1]})
     assert known.dim == 16 and np.array_equal(known.encode(["q2", "q1"]), vectors[[1, 0]])
 
