@@ -9,23 +9,37 @@ from __future__ import annotations
 import array
 import functools
 import logging
+import operator
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from verbatim.arrays import spans as sentence_span_rows
 from verbatim.errors import IndexCorrupt, IndexMissing, ModelMismatch
 from verbatim.index import store
 from verbatim.index.catalog import Catalog
 from verbatim.index.embed import INT8_VERSION, ModelEmbedder
 from verbatim.index.lexical import Lexical
-from verbatim.records import Corpus, Document, DocumentMeta, Embedder, Passage
+from verbatim.records import Corpus, Document, DocumentMeta, Embedder, Filters, Passage
 from verbatim.settings import DEFAULT_COLLECTION, Settings
 
-__all__ = ["Index", "IngestReport", "ModelEmbedder", "build_index", "load_index", "passage_text"]
+__all__ = [
+    "Index",
+    "IngestReport",
+    "ModelEmbedder",
+    "PassageRows",
+    "Pool",
+    "SentenceRows",
+    "Store",
+    "build_index",
+    "load_index",
+    "open_store",
+    "passage_text",
+]
 log = logging.getLogger("verbatim")
 
 # Above this many passages an approximate (IVF) FAISS index replaces exact search: exact search
@@ -36,6 +50,7 @@ EXACT_SEARCH_LIMIT = 50_000
 # A filter allowing at most this many passages of an IVF index is searched exactly, over their
 # vectors alone: a few milliseconds, where IVF's lists may hold none of so few.
 FILTERED_EXACT_LIMIT = 10_000
+FILTERED_MIN_COMPARED = 4_000  # allowed vectors a filtered IVF search compares, about
 TEXT_CACHE = 2048  # documents whose text is kept in memory once quoted
 
 
@@ -65,6 +80,100 @@ def passage_text(doc: Document, passage: Passage) -> str:
     """What is embedded for a passage: its text, with the title and heading as context."""
     context = " — ".join(x for x in (doc.title, passage.heading) if x)
     return f"{context}\n{passage.text}" if context else passage.text
+
+
+@dataclass(slots=True)
+class PassageRows:
+    """Some passages of a store, by row (ascending), with what quoting needs of each."""
+
+    rows: np.ndarray  # passage rows, ascending
+    vectors: np.ndarray  # (rows, dim) float32
+    doc: Sequence[str]
+    heading: Sequence[str]
+    role: Sequence[str]
+    ids: Sequence[str]
+    start: np.ndarray  # the passage's [start, end) in its document's text
+    end: np.ndarray
+    sent_lo: np.ndarray  # its sentence rows [sent_lo, sent_hi)
+    sent_hi: np.ndarray
+
+    def at(self, rows) -> np.ndarray:
+        """Positions of passage `rows` (all present) in these arrays."""
+        return np.searchsorted(self.rows, rows)
+
+    def doc_of(self, row) -> str:
+        """The document of passage `row` (present)."""
+        return self.doc[int(np.searchsorted(self.rows, row))]
+
+
+@dataclass(slots=True)
+class Pool:
+    """A question's candidate passages: the nearest by embedding and the best by BM25."""
+
+    passages: PassageRows
+    dense: np.ndarray  # each passage's cosine with the question (float32)
+    bm25: np.ndarray  # each passage's BM25 for the question's terms
+    cover: np.ndarray  # (rows, terms) bool: whether each passage holds each term
+
+
+@dataclass(slots=True)
+class SentenceRows:
+    """The sentences of some passages, by row (ascending)."""
+
+    rows: np.ndarray
+    vectors: np.ndarray  # (rows, dim) float32
+    has: np.ndarray  # (rows, terms) bool: whether each sentence holds each asked term
+    start: np.ndarray  # [start, end) in the document's text
+    end: np.ndarray
+
+
+class Store(Protocol):
+    """What answering needs of an index generation, whichever engine holds it: the local files
+    (`Index`, the default) or Qdrant (`verbatim.index.qdrant.QdrantStore`). Publishing a
+    generation is each store's own (`build_index`; `qdrant.publish`)."""
+
+    store: str  # "local" or "qdrant", as /api/health names it
+    collection: str
+    generation: str
+    manifest: dict
+    documents: dict[str, DocumentMeta]
+
+    @property
+    def thresholds(self) -> tuple[float, float] | None: ...
+
+    def query_terms(self, text: str) -> tuple[list[str], np.ndarray]:
+        """The question's indexed terms and their weights (`Lexical.query`)."""
+        ...
+
+    def allow(self, filters: Filters) -> np.ndarray:
+        """What `filters` let answer, as a mask `candidates` takes; all False: nothing."""
+        ...
+
+    def candidates(
+        self,
+        vector: np.ndarray,
+        terms: list[str],
+        n: int,
+        allowed: np.ndarray | None = None,
+        exclude: int | None = None,
+    ) -> Pool:
+        """The `n` nearest passages by embedding and the `n` best by BM25 (above 0), together,
+        of the `allowed` ones, without passage row `exclude`."""
+        ...
+
+    def passages(self, rows: np.ndarray) -> PassageRows:
+        """Passage `rows` (ascending), with their vectors and what quoting needs."""
+        ...
+
+    def sentences(self, passages: PassageRows, terms: list[str]) -> SentenceRows:
+        """Every sentence of `passages`, with its vector and which of `terms` it holds."""
+        ...
+
+    def text(self, doc_id: str) -> str: ...
+
+    def document(self, doc_id: str) -> Document: ...
+
+    def close(self) -> None: ...
 
 
 def _faiss_index(vectors: np.ndarray):
@@ -248,6 +357,8 @@ def build_index(
         if calibration is not None:
             manifest["calibration"] = calibration
         name = store.publish(workspace, manifest, where(settings))
+    if settings.store == "qdrant":
+        _publish_to_qdrant(settings, name)
     return IngestReport(
         generation=name,
         documents=len(corpus.documents),
@@ -260,6 +371,26 @@ def build_index(
         read_seconds=corpus.read_seconds,
         formats=dict(corpus.formats),
     )
+
+
+def _publish_to_qdrant(settings: Settings, name: str) -> None:
+    """Copy the generation just published locally into Qdrant and switch its alias there. The
+    local files stay: the next ingest reuses their vectors, and `serve` may read either."""
+    from verbatim.index import qdrant
+
+    path = store.generations_dir(where(settings)) / name
+    with Index(path, store.verify(path), settings.collection) as index:
+        qdrant.publish(index, qdrant.client_for(settings))
+
+
+def open_store(settings: Settings) -> Store:
+    """The current generation in the store `settings.store` names: `load_index` for the local
+    files, `qdrant.open_store` for Qdrant (imported only then)."""
+    if settings.store == "qdrant":
+        from verbatim.index import qdrant
+
+        return qdrant.open_store(settings)
+    return load_index(settings)
 
 
 def _space(source: Settings | dict) -> tuple[str, int]:
@@ -286,7 +417,10 @@ def where(settings: Settings) -> Path:
 
 
 class Index:
-    """A loaded, read-only generation of one collection. Safe to share between threads."""
+    """A loaded, read-only generation of one collection, in local files: the default `Store`.
+    Safe to share between threads."""
+
+    store = "local"
 
     def __init__(self, path: Path, manifest: dict, collection: str = DEFAULT_COLLECTION) -> None:
         self.path = path
@@ -382,6 +516,65 @@ class Index:
         """The whole document with metadata and sections."""
         return store.document(self.documents[doc_id], self.text(doc_id))
 
+    def query_terms(self, text: str) -> tuple[list[str], np.ndarray]:
+        return self.lexical.query(text)
+
+    def allow(self, filters: Filters) -> np.ndarray:
+        """A boolean mask over passage rows (`Catalog.rows`)."""
+        return self.catalog.rows(filters)
+
+    def candidates(
+        self,
+        vector: np.ndarray,
+        terms: list[str],
+        n: int,
+        allowed: np.ndarray | None = None,
+        exclude: int | None = None,
+    ) -> Pool:
+        """See `Store.candidates`; `allowed` is a boolean mask over passage rows."""
+        lex = self.lexical.scores(terms)
+        n = min(n, self.faiss.ntotal)
+        rows, _ = self.search(vector, n, allowed)
+        if allowed is not None:
+            lex = np.where(allowed, lex, 0.0)
+        lex_rows = np.argpartition(-lex, n - 1)[:n] if n < len(lex) else np.arange(len(lex))
+        lex_rows = lex_rows[lex[lex_rows] > 0]
+        pool = np.unique(np.concatenate([rows, lex_rows])).astype(np.int64)
+        if exclude is not None:
+            pool = pool[pool != exclude]
+        passages = self.passages(pool)
+        return Pool(
+            passages=passages,
+            dense=passages.vectors @ vector,
+            bm25=lex[pool],
+            cover=self.lexical.contains(terms, pool),
+        )
+
+    def passages(self, rows: np.ndarray) -> PassageRows:
+        listed = rows.tolist()
+        return PassageRows(
+            rows=rows,
+            vectors=np.asarray(self.passage_vectors[rows], dtype=np.float32),
+            doc=_pick(self.passage_doc, listed),
+            heading=_pick(self.passage_heading, listed),
+            role=_pick(self.passage_role, listed),
+            ids=_pick(self.passage_ids, listed),
+            start=self.passage_start[rows],
+            end=self.passage_end[rows],
+            sent_lo=self.sent_lo[rows],
+            sent_hi=self.sent_hi[rows],
+        )
+
+    def sentences(self, passages: PassageRows, terms: list[str]) -> SentenceRows:
+        rows = sentence_span_rows(passages.sent_lo, passages.sent_hi)
+        return SentenceRows(
+            rows=rows,
+            vectors=np.asarray(self.sentence_vectors[rows], dtype=np.float32),
+            has=self.sentence_lexical.contains(terms, rows),
+            start=self.sent_start[rows],
+            end=self.sent_end[rows],
+        )
+
     def search(
         self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -405,18 +598,29 @@ class Index:
         return rows[0][keep], found[0][keep]
 
     def _search_allowed(self, vector: np.ndarray, k: int, allowed: np.ndarray, n_allowed: int):
-        """IVF search of the allowed rows only. It scans more lists the fewer rows are allowed
-        (nprobe / share allowed), so about as many allowed vectors are compared as an
-        unfiltered search compares in all: the same recall, at about the same cost."""
+        """IVF search of the allowed rows only: the lists an unfiltered search scans, or more,
+        so that about `FILTERED_MIN_COMPARED` allowed vectors are compared (a filter matching
+        10% at 300k passages scans twice the lists; at 1M, no more). Scanning a list with a
+        selector still reads every id in it, so scanning lists in proportion to 1 / share, as
+        this did first, cost four times the unfiltered search at 300k for no gain in recall
+        (1.000 either way, docs/design.md)."""
         import faiss
 
         bits = np.packbits(allowed, bitorder="little")
         selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
-        share = n_allowed / len(allowed)
-        nprobe = min(self.faiss.nlist, int(np.ceil(self.faiss.nprobe / share)))
+        nlist, nprobe = self.faiss.nlist, self.faiss.nprobe
+        compared = n_allowed * nprobe / nlist  # allowed vectors in `nprobe` lists, expected
+        nprobe = min(nlist, int(np.ceil(nprobe * max(1.0, FILTERED_MIN_COMPARED / compared))))
         params = faiss.SearchParametersIVF()
         params.sel, params.nprobe = selector, nprobe  # `bits` and `selector` live until the end
         return self.faiss.search(vector.reshape(1, -1), k, params=params)
+
+
+def _pick(values: list[str], rows: list[int]) -> tuple[str, ...]:
+    """values[rows[0]], values[rows[1]], ... (in C: a pool's columns cost no Python loop)."""
+    if len(rows) > 1:
+        return operator.itemgetter(*rows)(values)
+    return tuple(values[r] for r in rows)
 
 
 def _top(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

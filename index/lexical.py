@@ -185,6 +185,26 @@ class Lexical:
         out[owner, at[hit]] = True
         return out
 
+    def vocabulary(self) -> tuple[list[str], np.ndarray]:
+        """Every indexed term in id order, and each one's IDF: what `query` needs, for a store
+        that holds the index elsewhere (Qdrant)."""
+        terms = [""] * len(self._vocab)
+        for term, tid in self._vocab.items():
+            terms[tid] = term
+        return terms, self._idf
+
+    def weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """bm25s's own term weights by text: text i holds term ids `ids[ptr[i]:ptr[i + 1]]`
+        (ascending) with BM25 weights `values[...]`, so that a text's BM25 for a query is the
+        sum of its weights of the query's terms, exactly as `scores` computes it."""
+        if self.retriever is None:
+            return self._text_ptr, self._text_terms, np.zeros(0, dtype=np.float32)
+        data = self.retriever.scores
+        indptr = np.asarray(data["indptr"], dtype=np.int64)
+        term = np.repeat(np.arange(len(indptr) - 1, dtype=np.int32), np.diff(indptr))
+        order = np.lexsort((term, np.asarray(data["indices"])))
+        return self._text_ptr, term[order], np.asarray(data["data"])[order]
+
     def scores(self, terms: list[str]) -> np.ndarray:
         """BM25 score of every text for the query `terms` (see `query()`), by row."""
         if not terms:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,7 @@ from verbatim.records import Corpus, Document, Skipped
 if TYPE_CHECKING:  # a worker process reads files without loading the settings
     from verbatim.settings import Settings
 
-__all__ = ["Corpus", "read_documents", "split_passages", "split_sentences"]
+__all__ = ["Corpus", "Reader", "read_documents", "split_passages", "split_sentences"]
 
 
 def _keep(
@@ -41,12 +42,19 @@ def _keep(
     documents.append(doc)
 
 
-def read_documents(paths: list[Path], settings: Settings) -> Corpus:
+Reader = Callable[[list[FileTask], "Settings", Callable[[], None]], list[Result]]
+
+
+def read_documents(paths: list[Path], settings: Settings, reader: Reader = read_all) -> Corpus:
     """Read every supported file under `paths` (recursively) into documents.
 
     Files are read in parallel (PDF, DOCX and EPUB in sandboxed processes), with a progress
     bar when `settings.progress`; the result does not depend on the order they finish in.
     Files that cannot be read are listed in `Corpus.skipped` with the reason.
+
+    Args:
+        reader: reads the files: this machine's process pool (`read_all`), or a Ray cluster
+            (`verbatim.ingest.cluster.read_on_ray`).
 
     Raises:
         NoDocuments: when nothing readable was found.
@@ -54,7 +62,7 @@ def read_documents(paths: list[Path], settings: Settings) -> Corpus:
     began = time.perf_counter()
     tasks, skipped = collect(paths, settings)
     progress = Progress(len(tasks), settings.progress)
-    results: list[Result] = read_all(tasks, settings, progress.advance)
+    results: list[Result] = reader(tasks, settings, progress.advance)
     documents: list[Document] = []
     seen: set[str] = set()
     formats: Counter[str] = Counter()

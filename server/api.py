@@ -171,6 +171,7 @@ def _health(state: State) -> Health:
     thresholds = index.thresholds
     return Health(
         status="ok",
+        store=state.engine.answering.store,
         generation=index.generation,
         model=index.manifest["model"],
         documents=counts["documents"],

@@ -183,6 +183,7 @@ class Health(BaseModel):
     """The default collection's index (or the first, without one), and every collection."""
 
     status: str
+    store: str  # where the index is served from: "local" or "qdrant"
     generation: str
     model: str
     documents: int

@@ -133,8 +133,9 @@ def declared(extra: str | None = None) -> set[str]:
     return {_distribution(r) for r in requirements}
 
 
-# Imported only by a benchmark, from the extra that `make bench` installs.
-EXTRA_IMPORTS = {"txtai": "bench"}
+# Imported only where an extra is asked for: a benchmark (`make bench` installs it), the Qdrant
+# store (VERBATIM_STORE=qdrant) and ingest on Ray (`verbatim ingest --ray`).
+EXTRA_IMPORTS = {"txtai": "bench", "qdrant_client": "qdrant", "ray": "ray"}
 
 
 def test_runtime_imports_are_declared_dependencies():

@@ -13,7 +13,7 @@ import numpy as np
 
 from verbatim.arrays import spans
 from verbatim.errors import InvalidQuestion
-from verbatim.index import Index
+from verbatim.index import PassageRows, Pool, SentenceRows, Store
 from verbatim.records import Answer, Embedder, Filters, Quote, web_url
 from verbatim.settings import Settings
 
@@ -112,6 +112,8 @@ class Retrieval:
     sentence_cos: np.ndarray  # their cosine with the question
     sentence_has: np.ndarray  # whether each of those holds each term: (sentences, terms)
     filtered_out: bool = False  # the filters matched no passage at all
+    pool: PassageRows | None = None  # the pool's passages by row, as the store gave them
+    sentence_rows: SentenceRows | None = None  # their sentences (`sentences` above), by row
 
     @property
     def evidence(self) -> float:
@@ -121,8 +123,9 @@ class Retrieval:
     def documents(self, index, n: int = 10) -> list[str]:
         """Document ids in rank order (each at its best passage), at most `n`."""
         seen: dict[str, None] = {}
+        pool = self.pool
         for row in self.rows:
-            seen.setdefault(index.passage_doc[int(row)], None)
+            seen.setdefault(index.passage_doc[int(row)] if pool is None else pool.doc_of(row), None)
             if len(seen) == n:
                 break
         return list(seen)
@@ -141,13 +144,13 @@ def _best_windows(found: Retrieval, index, rows: np.ndarray) -> list[tuple[int, 
     the sentence cosines already known from retrieval and the dot products of neighbouring
     sentences (one and two apart) give every window's score.
     """
-    if not len(rows):
+    if not len(rows) or found.pool is None or found.sentence_rows is None:
         return []
-    lo, hi = index.sent_lo[rows], index.sent_hi[rows]
+    at_pool = found.pool.at(rows)
+    lo, hi = found.pool.sent_lo[at_pool], found.pool.sent_hi[at_pool]
     sents = spans(lo, hi)
-    vecs = np.asarray(index.sentence_vectors[sents], dtype=np.float32)
-    n = len(sents)
     at = np.searchsorted(found.sentences, sents)  # where the pool's arrays hold them
+    vecs, n = found.sentence_rows.vectors[at], len(sents)
 
     def padded(x: np.ndarray) -> np.ndarray:
         return np.concatenate([x, np.zeros(MAX_WINDOW)])
@@ -192,7 +195,7 @@ def _best_windows(found: Retrieval, index, rows: np.ndarray) -> list[tuple[int, 
 
 def retrieve(
     question: str,
-    index: Index,
+    index: Store,
     embedder: Embedder,
     settings: Settings,
     filters: Filters | None = None,
@@ -218,7 +221,7 @@ def retrieve(
     """
     began = time.perf_counter()
     text = clean_question(question, settings)
-    allowed = index.catalog.rows(filters) if filters else None  # bad filters fail before encoding
+    allowed = index.allow(filters) if filters else None  # bad filters fail before encoding
     vector = embedder.encode([text], progress=False)[0]
     return _rank(text, vector, index, allowed, None, began)
 
@@ -226,7 +229,7 @@ def retrieve(
 def retrieve_by_vector(
     question: str,
     vector: np.ndarray,
-    index: Index,
+    index: Store,
     settings: Settings,
     exclude: int | None = None,
 ) -> Retrieval:
@@ -239,25 +242,13 @@ def retrieve_by_vector(
     return _rank(clean_question(question, settings), vector, index, None, exclude, began)
 
 
-def _pool(index: Index, vector: np.ndarray, lex: np.ndarray, allowed, exclude) -> np.ndarray:
-    """Candidate passage rows: the nearest by embedding and the best by BM25, of the `allowed`
-    rows only when a filter gives them (a boolean mask over passage rows)."""
-    n = min(CANDIDATES, index.faiss.ntotal)
-    rows, _ = index.search(vector, n, allowed)
-    if allowed is not None:
-        lex = np.where(allowed, lex, 0.0)
-    lex_rows = np.argpartition(-lex, n - 1)[:n] if n < len(lex) else np.arange(len(lex))
-    lex_rows = lex_rows[lex[lex_rows] > 0]
-    pool = np.unique(np.concatenate([rows, lex_rows])).astype(np.int64)
-    if exclude is not None:
-        pool = pool[pool != exclude]
-    return pool
-
-
-def _rank(text: str, qvec: np.ndarray, index: Index, allowed, exclude, began: float) -> Retrieval:
-    terms, weights = index.lexical.query(text)
-    lex = index.lexical.scores(terms)
-    pool = _pool(index, qvec, lex, allowed, exclude)
+def _rank(text: str, qvec: np.ndarray, index: Store, allowed, exclude, began: float) -> Retrieval:
+    """The store's candidates (`Store.candidates`: the CANDIDATES nearest passages by embedding
+    and the CANDIDATES best by BM25, of the `allowed` ones only when a filter gives them),
+    fused and ordered."""
+    terms, weights = index.query_terms(text)
+    candidates = index.candidates(qvec, terms, CANDIDATES, allowed, exclude)
+    pool = candidates.passages.rows
     found = Retrieval(
         question=text,
         vector=qvec,
@@ -273,24 +264,28 @@ def _rank(text: str, qvec: np.ndarray, index: Index, allowed, exclude, began: fl
         sentence_cos=np.zeros(0, dtype=np.float32),
         sentence_has=np.zeros((0, len(terms)), dtype=bool),
         filtered_out=allowed is not None and not allowed.any(),
+        pool=candidates.passages,
     )
-    return _fuse(found, index, lex) if len(pool) else found
+    return _fuse(found, index, candidates) if len(pool) else found
 
 
-def _fuse(found: Retrieval, index: Index, lex: np.ndarray) -> Retrieval:
+def _fuse(found: Retrieval, index: Store, candidates: Pool) -> Retrieval:
     """Score the pool's passages (see `retrieve`) and order them, best first."""
     pool, qvec, terms, weights = found.rows, found.vector, found.terms, found.weights
-    dense = np.asarray(index.passage_vectors[pool], dtype=np.float32) @ qvec
-    passage_cover = index.lexical.contains(terms, pool) @ weights if terms else 0.0
-    lo, hi = index.sent_lo[pool], index.sent_hi[pool]
-    sents = spans(lo, hi)
+    dense = candidates.dense
+    passage_cover = candidates.cover @ weights if terms else 0.0
+    passages = candidates.passages
+    lo, hi = passages.sent_lo, passages.sent_hi
+    sentences = index.sentences(passages, terms)
+    sents = sentences.rows
     starts = np.concatenate([[0], np.cumsum(hi - lo)[:-1]])
-    sent_cos = np.asarray(index.sentence_vectors[sents], dtype=np.float32) @ qvec
+    sent_cos = sentences.vectors @ qvec
     best_sent = np.maximum.reduceat(sent_cos, starts)
-    has = index.sentence_lexical.contains(terms, sents)  # sents ascend, as the pool does
+    has = sentences.has  # sents ascend, as the pool does
     best_cover = np.maximum.reduceat(has @ weights, starts) if terms else 0.0
     specific = specificity(len(terms))
-    bm25 = lex[pool] / lex[pool].max() if lex[pool].max() > 0 else np.zeros(len(pool))
+    lex = candidates.bm25
+    bm25 = lex / lex.max() if lex.max() > 0 else np.zeros(len(pool))
     fused = (
         dense
         + COVER_WEIGHT * (passage_cover + best_cover)
@@ -308,6 +303,7 @@ def _fuse(found: Retrieval, index: Index, lex: np.ndarray) -> Retrieval:
         sentences=sents,
         sentence_cos=sent_cos,
         sentence_has=has,
+        sentence_rows=sentences,
     )
 
 
@@ -327,7 +323,7 @@ def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -
             blend(calibrated[0], calibrated[1], found.specific) if calibrated else DEFAULT_THRESHOLD
         )
     evidence = found.evidence
-    quotes = _select(index, candidates, k)
+    quotes = _select(index, candidates, k, found.pool, found.sentence_rows)
     abstained = evidence < threshold or not quotes
     reason = None
     near: list[Quote] = []
@@ -376,7 +372,7 @@ def answer(
 DUPLICATE = 0.97  # passage cosine above which two passages are the same text, repeated
 
 
-def _shown_order(index: Index, pool: list[_Candidate]) -> list[int]:
+def _shown_order(docs: list[str]) -> list[int]:
     """Positions in `pool` (best first, as retrieval ranked them) in the order quotes are shown:
     each document's best passage first, in retrieval order, then the other passages.
 
@@ -387,52 +383,75 @@ def _shown_order(index: Index, pool: list[_Candidate]) -> list[int]:
     firsts: list[int] = []
     rest: list[int] = []
     seen: set[str] = set()
-    for i, c in enumerate(pool):
-        doc = index.passage_doc[c.row]
+    for i, doc in enumerate(docs):
         (rest if doc in seen else firsts).append(i)
         seen.add(doc)
     return firsts + rest
 
 
-def _select(index: Index, candidates: list[_Candidate], k: int) -> list[Quote]:
+def _select(
+    index: Store,
+    candidates: list[_Candidate],
+    k: int,
+    passages: PassageRows | None = None,
+    sentences: SentenceRows | None = None,
+) -> list[Quote]:
     """Pick up to `k` quotes, in the order of `_shown_order`.
 
     A reader's letter is never quoted as an answer. Near-duplicate passages (the same answer
     syndicated or repeated) collapse into one quote listing the other sources.
+
+    Args:
+        passages, sentences: the candidates' passages and sentences as the store gave them
+            for the retrieval (read from `index` when not given).
     """
-    pool = [c for c in candidates if index.passage_role[c.row] != "letter"]
+    if passages is None or sentences is None:
+        passages = index.passages(np.unique([c.row for c in candidates]).astype(np.int64))
+        sentences = index.sentences(passages, [])
+    asked = np.fromiter((c.row for c in candidates), np.int64, len(candidates))
+    every = passages.at(asked).tolist()
+    keep = [j for j, a in enumerate(every) if passages.role[a] != "letter"]
+    pool, at = [candidates[j] for j in keep], [every[j] for j in keep]
     if not pool:
         return []
-    vecs = np.asarray(index.passage_vectors[[c.row for c in pool]], dtype=np.float32)
+    vecs = passages.vectors[at]
     similar = vecs @ vecs.T  # passage cosine between candidates, by position in `pool`
-    chosen: list[tuple[int, Quote]] = []
-    for i in _shown_order(index, pool):
+    # Sentence row + first[passage] = its position in `sentences` (contiguous, by passage).
+    first = (np.cumsum(passages.sent_hi - passages.sent_lo) - passages.sent_hi).tolist()
+    chosen: list[tuple[int, Quote, str]] = []  # position in `pool`, quote, its words
+    for i in _shown_order([passages.doc[a] for a in at]):
         if len(chosen) == k:
             break
-        quote = _quote(index, pool[i])
+        c, a = pool[i], at[i]
+        lo, hi = c.window[0] + first[a], c.window[1] - 1 + first[a]  # positions in `sentences`
+        quote = _quote(index, c, passages, a, (int(sentences.start[lo]), int(sentences.end[hi])))
         words = " ".join(quote.text.lower().split())
         twin = next(
             (
                 existing
-                for j, existing in chosen
-                if similar[i, j] > DUPLICATE or " ".join(existing.text.lower().split()) == words
+                for j, existing, seen in chosen
+                if similar[i, j] > DUPLICATE or seen == words
             ),
             None,
         )
         if twin is None:
-            chosen.append((i, quote))
+            chosen.append((i, quote, words))
         elif quote.doc_id != twin.doc_id and quote.doc_id not in twin.also_in:
             twin.also_in.append(quote.doc_id)
-    return [q for _, q in chosen]
+    return [q for _, q, _ in chosen]
 
 
-def _quote(index, c: _Candidate) -> Quote:
-    doc_id = index.passage_doc[c.row]
+def _quote(
+    index: Store, c: _Candidate, passages: PassageRows, at: int, span: tuple[int, int]
+) -> Quote:
+    """The quote of candidate `c`, whose passage is at `at` in `passages`; `span` is its
+    window's [start, end) in the document's text."""
+    doc_id = passages.doc[at]
     doc = index.documents[doc_id]
     text = index.text(doc_id)
-    start, end = int(index.sent_start[c.window[0]]), int(index.sent_end[c.window[1] - 1])
+    start, end = span
     body = text[start:end]
-    heading = index.passage_heading[c.row]
+    heading = passages.heading[at]
     pages = doc.pages()
     page = bisect.bisect_right(pages, start) if pages else None
     return Quote(
@@ -444,10 +463,10 @@ def _quote(index, c: _Candidate) -> Quote:
         url=doc.url,
         site=doc.site,
         section=heading or doc.metadata().get("section") or "",
-        role=index.passage_role[c.row],
-        passage_id=index.passage_ids[c.row],
-        passage_start=int(index.passage_start[c.row]),
-        passage_end=int(index.passage_end[c.row]),
+        role=passages.role[at],
+        passage_id=passages.ids[at],
+        passage_start=int(passages.start[at]),
+        passage_end=int(passages.end[at]),
         start=start,
         end=end,
         content_hash=doc.content_hash,

@@ -12,26 +12,55 @@ from verbatim.calibrate import calibrate
 from verbatim.citations import recheck
 from verbatim.errors import IndexCorrupt, IndexMissing, VerbatimError
 from verbatim.feedback import FeedbackStore
-from verbatim.index import Index, IngestReport, ModelEmbedder, build_index, load_index
+from verbatim.index import (
+    Index,
+    IngestReport,
+    ModelEmbedder,
+    Store,
+    build_index,
+    load_index,
+    open_store,
+)
 from verbatim.index.lexical import information
 from verbatim.index.store import collection_names
-from verbatim.ingest import read_documents
+from verbatim.ingest import Reader, read_documents
+from verbatim.ingest.pool import read_all
 from verbatim.records import Answer, Embedder, Filters, Skipped
 from verbatim.settings import DEFAULT_COLLECTION, Settings
 
 
 @dataclass
 class Engine:
-    """A loaded index with its embedder: what answering needs."""
+    """A loaded index with its embedder: what answering needs.
+
+    `index` is the local generation (documents, verification and evaluation read it); answers
+    come from `store`, which is `index` itself unless `settings.store` is "qdrant": then it is
+    the same collection's current generation in Qdrant, opened here, so that every engine made
+    from those settings (a reload's too) answers from Qdrant.
+    """
 
     settings: Settings
     index: Index
     embedder: Embedder
+    store: Store | None = None
+
+    def __post_init__(self) -> None:
+        if self.store is None:
+            self.store = (
+                open_store(self.settings) if self.settings.store == "qdrant" else self.index
+            )
+
+    @property
+    def answering(self) -> Store:
+        """The store answers come from."""
+        return self.store or self.index
 
     def ask(self, question: str, k: int | None = None, filters: Filters | None = None) -> Answer:
-        return answer(question, self.index, self.embedder, self.settings, k, filters)
+        return answer(question, self.answering, self.embedder, self.settings, k, filters)
 
     def close(self) -> None:
+        if self.store is not None and self.store is not self.index:
+            self.store.close()
         self.index.close()
 
 
@@ -46,21 +75,59 @@ def make_embedder(settings: Settings) -> ModelEmbedder:
 
 
 def ingest_paths(
-    paths: list[Path], settings: Settings, embedder: Embedder | None = None
+    paths: list[Path],
+    settings: Settings,
+    embedder: Embedder | None = None,
+    reader: Reader = read_all,
 ) -> tuple[IngestReport, list[Skipped]]:
     """Read, embed, calibrate and publish `paths` as the new index generation, then re-check
     the stored feedback citations against it (`feedback_check` tells how they stand).
 
+    Args:
+        reader: what reads the files: this machine's process pool, or Ray (`ingest_on_ray`).
+
     Returns:
         The `IngestReport` and the list of skipped files.
     """
-    corpus = read_documents(paths, settings)
+    corpus = read_documents(paths, settings, reader)
     model = embedder or make_embedder(settings)
     report = build_index(
         corpus, settings, model, calibrate=lambda index: calibrate(index, model, settings)
     )
     _recheck_feedback(settings, report.generation)
     return report, corpus.skipped
+
+
+def ingest_on_ray(
+    paths: list[Path], settings: Settings, address: str | None = None, workers: int | None = None
+) -> tuple[IngestReport, list[Skipped]]:
+    """`ingest_paths` with Ray Data reading the files and embedding the texts (one model per
+    actor, a GPU each when the cluster has them); the index is written as always. `address`
+    None starts a local cluster, unless Ray is already initialised.
+
+    Raises:
+        VerbatimError: Ray is not installed; the message says how to install it.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise VerbatimError(
+            "ingest --ray needs Ray: pip install 'verbatim[ray]' ('.[ray]' in a checkout)"
+        ) from None
+    from verbatim.index.cluster import RayEmbedder
+    from verbatim.ingest.cluster import read_on_ray
+
+    make_embedder(settings).encode(["warm up"], progress=False)  # the model export, made once
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        options = {"model": settings.model, "batch_size": settings.batch_size}
+        options |= {"backend": settings.backend, "cache_dir": settings.data_dir / "models"}
+        return ingest_paths(paths, settings, RayEmbedder(workers, **options), read_on_ray)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _recheck_feedback(settings: Settings, generation: str) -> None:
@@ -83,7 +150,8 @@ def feedback_check(settings: Settings, generation: str) -> dict[str, int] | None
 def open_engine(
     settings: Settings, embedder: Embedder | None = None, build_if_missing: bool = False
 ) -> Engine:
-    """The current index, ready to answer. Optionally index `settings.corpus_dir` first."""
+    """The current index, ready to answer (from the store `settings.store` names). Optionally
+    index `settings.corpus_dir` first."""
     embedder = embedder or make_embedder(settings)
     try:
         index = load_index(settings)
@@ -144,6 +212,7 @@ __all__ = [
     "Engine",
     "Skipped",
     "feedback_check",
+    "ingest_on_ray",
     "ingest_paths",
     "make_embedder",
     "open_engine",

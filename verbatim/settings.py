@@ -117,6 +117,17 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="Feedback rows stored per day (UTC), all clients."
     )
     progress: bool = Field(default=True, description="Show progress bars on the terminal.")
+    store: Literal["local", "qdrant"] = Field(
+        default="local",
+        description="Where the index is served from: local files (FAISS, bm25s, SQLite) or "
+        "Qdrant (install the extra: pip install '.[qdrant]').",
+    )
+    qdrant_url: str | None = Field(
+        default=None,
+        description="Qdrant: an http(s):// address, a folder (qdrant-client's local mode) or "
+        ":memory:; unset: the folder `qdrant` in the data directory.",
+    )
+    qdrant_api_key: str | None = Field(default=None, description="Qdrant's API key, if any.")
 
     @field_validator("collection")
     @classmethod

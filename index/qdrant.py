@@ -1,0 +1,487 @@
+"""The index in Qdrant: `QdrantStore`, the `Store` for `VERBATIM_STORE=qdrant`, and `publish`.
+
+A generation of a collection is three Qdrant collections, named
+`verbatim-<collection>-<generation>-{passages,sentences,documents}`, and the alias
+`verbatim-<collection>` names the passages collection of the current generation:
+- passages: point id = passage row; vectors "dense" (the passage vector, dot product: the
+  vectors are unit length, so it is the cosine, without Qdrant renormalising them) and "bm25",
+  a sparse vector of bm25s's own term weights for this generation (ids = the generation's
+  vocabulary), so BM25 is the local store's whatever the shard count: no per-shard IDF;
+  payload: document, heading, role, passage id, offsets, sentence rows;
+- sentences: point id = sentence row; vector "dense"; payload `passage` (row, indexed),
+  `start`, `end` and `terms` (its indexed terms, for coverage);
+- documents: one point per document (id: uuid5 of its id) with its text and metadata, and
+  one point with the manifest and the passage vocabulary (terms and IDF).
+
+Publishing is one alias switch (delete and create in one request), so readers see the old
+generation or the new one; the previous generation is kept until the next publish. A store
+resolves the alias once, when it is opened, and reads that generation by name from then on, so
+its two queries of one question never straddle a switch (reopen it to follow one, as `serve`
+reloads the local store).
+
+qdrant-client is an optional extra (`pip install ".[qdrant]"`): nothing here is imported unless
+`VERBATIM_STORE=qdrant`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import uuid
+import warnings
+from typing import Any
+
+import numpy as np
+
+from verbatim.errors import IndexCorrupt, IndexMissing, VerbatimError
+from verbatim.index import (
+    EXACT_SEARCH_LIMIT,
+    TEXT_CACHE,
+    Index,
+    PassageRows,
+    Pool,
+    SentenceRows,
+    store,
+)
+from verbatim.index.catalog import Catalog
+from verbatim.index.lexical import Lexical, _stemmer
+from verbatim.records import Document, DocumentMeta, Filters
+from verbatim.settings import Settings
+
+PREFIX = "verbatim"
+META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "verbatim:meta"))
+BATCH = 256  # points per upsert
+PASSAGE_FIELDS = ("doc", "heading", "role", "pid", "start", "end", "sent_lo", "sent_hi")
+DOCUMENT_FIELDS = DocumentMeta._fields
+
+
+def _qdrant() -> Any:
+    """The qdrant_client package, imported on first use only: it is the optional extra
+    `qdrant`, not a dependency of `pip install .`.
+
+    Raises:
+        VerbatimError: it is not installed; the message says how to install it.
+    """
+    try:
+        import qdrant_client
+    except ImportError:
+        raise VerbatimError(
+            "VERBATIM_STORE=qdrant needs qdrant-client: pip install 'verbatim[qdrant]' (or "
+            "'.[qdrant]' in a checkout), or set VERBATIM_STORE=local"
+        ) from None
+    return qdrant_client
+
+
+def _models() -> Any:
+    _qdrant()
+    from qdrant_client import models
+
+    return models
+
+
+@functools.cache
+def connect(url: str, api_key: str | None = None) -> Any:
+    """One client per address and process: an http(s):// server or cluster, or qdrant-client's
+    local mode in a folder or `:memory:` (which only this process sees)."""
+    client = _qdrant().QdrantClient
+    if url == ":memory:":
+        return client(location=":memory:")
+    if url.startswith(("http://", "https://")):
+        return client(url=url, api_key=api_key)
+    return client(path=url)
+
+
+def client_for(settings: Settings) -> Any:
+    return connect(
+        settings.qdrant_url or str(settings.data_dir / "qdrant"), settings.qdrant_api_key
+    )
+
+
+def alias(collection: str) -> str:
+    return f"{PREFIX}-{collection}"
+
+
+def doc_point(doc_id: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"verbatim:doc:{doc_id}"))
+
+
+class _Terms(Lexical):
+    """`Lexical.query` over a vocabulary read back from Qdrant (no bm25s index here)."""
+
+    def __init__(self, terms: list[str], idf: list[float]) -> None:
+        self._vocab = {t: i for i, t in enumerate(terms)}
+        self._idf = np.asarray(idf, dtype=np.float64)
+        self._stem = _stemmer()
+        from bm25s.stopwords import STOPWORDS_EN
+
+        self._stopwords = frozenset(STOPWORDS_EN)
+
+    def ids(self, terms: list[str]) -> list[int]:
+        """The ids of indexed `terms` (as `query` returns them): the sparse vectors' indices."""
+        return [self._vocab[t] for t in terms]
+
+
+def _create(client: Any, name: str, dim: int, sparse: bool) -> None:
+    m = _models()
+    if client.collection_exists(name):
+        client.delete_collection(name)
+    client.create_collection(
+        name,
+        vectors_config={}
+        if dim == 0
+        else {"dense": m.VectorParams(size=dim, distance=m.Distance.DOT)},
+        sparse_vectors_config={"bm25": m.SparseVectorParams()} if sparse else None,
+    )
+
+
+def _upsert(client: Any, name: str, points: list) -> None:
+    for i in range(0, len(points), BATCH):
+        client.upsert(name, points=points[i : i + BATCH], wait=True)
+
+
+def _passage_points(index: Index) -> list:
+    m = _models()
+    ptr, ids, values = index.lexical.weights()
+    vectors = np.asarray(index.passage_vectors[np.arange(len(index.passage_ids))], np.float32)
+    points = []
+    for row in range(len(index.passage_ids)):
+        lo, hi = int(ptr[row]), int(ptr[row + 1])
+        vector: dict = {"dense": vectors[row].tolist()}
+        if hi > lo:
+            vector["bm25"] = m.SparseVector(
+                indices=ids[lo:hi].tolist(), values=values[lo:hi].tolist()
+            )
+        payload = {
+            "doc": index.passage_doc[row],
+            "heading": index.passage_heading[row],
+            "role": index.passage_role[row],
+            "pid": index.passage_ids[row],
+            "start": int(index.passage_start[row]),
+            "end": int(index.passage_end[row]),
+            "sent_lo": int(index.sent_lo[row]),
+            "sent_hi": int(index.sent_hi[row]),
+        }
+        points.append(m.PointStruct(id=row, vector=vector, payload=payload))
+    return points
+
+
+def _sentence_points(index: Index) -> list:
+    m = _models()
+    terms, _ = index.sentence_lexical.vocabulary()
+    ptr, ids, _ = index.sentence_lexical.weights()
+    vectors = np.asarray(index.sentence_vectors[np.arange(len(index.sent_start))], np.float32)
+    return [
+        m.PointStruct(
+            id=row,
+            vector={"dense": vectors[row].tolist()},
+            payload={
+                "passage": int(index.sent_passage[row]),
+                "start": int(index.sent_start[row]),
+                "end": int(index.sent_end[row]),
+                "terms": [terms[t] for t in ids[ptr[row] : ptr[row + 1]]],
+            },
+        )
+        for row in range(len(index.sent_start))
+    ]
+
+
+def _document_points(index: Index) -> list:
+    m = _models()
+    terms, idf = index.lexical.vocabulary()
+    meta = {"manifest": json.dumps(index.manifest), "terms": terms, "idf": idf.tolist()}
+    points = [m.PointStruct(id=META_ID, vector={}, payload=meta)]
+    for doc_id, doc in index.documents.items():
+        payload = {**doc._asdict(), "text": index.text(doc_id)}
+        points.append(m.PointStruct(id=doc_point(doc_id), vector={}, payload=payload))
+    return points
+
+
+def publish(index: Index, client: Any) -> str:
+    """Copy the local generation `index` into Qdrant and make it current: one alias switch.
+    Generations older than the one it replaces are deleted. Returns the passages collection."""
+    m = _models()
+    base = f"{alias(index.collection)}-{index.generation}"
+    dim = int(index.manifest["dim"])
+    for kind, size, sparse, points in (
+        ("passages", dim, True, _passage_points(index)),
+        ("sentences", dim, False, _sentence_points(index)),
+        ("documents", 0, False, _document_points(index)),
+    ):
+        _create(client, f"{base}-{kind}", size, sparse)
+        _upsert(client, f"{base}-{kind}", points)
+    with warnings.catch_warnings():  # local mode needs none, and says so; a server does
+        warnings.filterwarnings("ignore", "Payload indexes have no effect in the local Qdrant")
+        client.create_payload_index(
+            f"{base}-sentences", "passage", field_schema=m.PayloadSchemaType.INTEGER, wait=True
+        )
+        client.create_payload_index(
+            f"{base}-passages", "doc", field_schema=m.PayloadSchemaType.KEYWORD, wait=True
+        )
+    previous = current(client, index.collection)
+    switch: list = [
+        m.CreateAliasOperation(
+            create_alias=m.CreateAlias(
+                collection_name=f"{base}-passages", alias_name=alias(index.collection)
+            )
+        )
+    ]
+    if previous is not None:
+        switch.insert(
+            0,
+            m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=alias(index.collection))),
+        )
+    client.update_collection_aliases(change_aliases_operations=switch)
+    _prune(client, index.collection, keep={base, (previous or "").removesuffix("-passages")})
+    return f"{base}-passages"
+
+
+def current(client: Any, collection: str) -> str | None:
+    """The passages collection the alias names, or None."""
+    for item in client.get_aliases().aliases:
+        if item.alias_name == alias(collection):
+            return item.collection_name
+    return None
+
+
+def _prune(client: Any, collection: str, keep: set[str]) -> None:
+    """Delete this collection's generations but `keep` (names less their kind). Generation
+    names hold one '-' (`store.publish`), so another collection's, whose name begins with
+    this one's and a '-', is never taken for one of them."""
+    mine = re.compile(re.escape(alias(collection)) + r"-[^-]+-[^-]+-(passages|sentences|documents)")
+    for item in client.get_collections().collections:
+        name = item.name
+        if mine.fullmatch(name) and name.rsplit("-", 1)[0] not in keep:
+            client.delete_collection(name)
+
+
+class QdrantStore:
+    """A published generation of one collection, read from Qdrant: the `Store` answering uses
+    with `VERBATIM_STORE=qdrant`. It holds the documents' metadata (not their texts) and the
+    passage vocabulary in memory, as the local store does; everything else is asked of Qdrant.
+    Shared between threads as its client is: a server's client is; local mode is meant for
+    one process and tests."""
+
+    store = "qdrant"
+
+    def __init__(self, client: Any, collection: str) -> None:
+        name = current(client, collection)
+        if name is None:
+            raise IndexMissing(
+                f"no generation of collection {collection!r} in Qdrant (alias "
+                f"{alias(collection)!r}); run `verbatim ingest` with VERBATIM_STORE=qdrant"
+            )
+        self.client, self.collection = client, collection
+        self.base = name.removesuffix("-passages")
+        self.generation = self.base.removeprefix(f"{alias(collection)}-")
+        self.documents: dict[str, DocumentMeta] = {}
+        meta = None
+        for point in self._scroll(f"{self.base}-documents", exclude=["text"]):
+            if point.id == META_ID:
+                meta = point.payload
+            else:
+                doc = DocumentMeta(*(point.payload[f] for f in DOCUMENT_FIELDS))
+                self.documents[doc.id] = doc
+        if meta is None:
+            raise IndexCorrupt(f"{self.base}-documents has no manifest; publish it again")
+        self.documents = dict(sorted(self.documents.items()))  # by id, as the local store
+        self.manifest: dict = json.loads(meta["manifest"])
+        self._terms = _Terms(meta["terms"], meta["idf"])
+        self.catalog = Catalog(self.documents, [])
+        self._doc_ids = list(self.documents)
+        self._recent_texts = functools.lru_cache(maxsize=TEXT_CACHE)(self._read_text)
+
+    def _scroll(self, name: str, exclude: list[str], limit: int = 1024):
+        """Every point of `name`, with its payload less the fields `exclude` names."""
+        payload = _models().PayloadSelectorExclude(exclude=exclude)
+        offset = None
+        while True:
+            points, offset = self.client.scroll(
+                name, limit=limit, offset=offset, with_payload=payload, with_vectors=False
+            )
+            yield from points
+            if offset is None:
+                return
+
+    def __enter__(self) -> QdrantStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing to release: the client is shared (`connect`)."""
+
+    @property
+    def thresholds(self) -> tuple[float, float] | None:
+        calibration = self.manifest.get("calibration") or {}
+        if "passage" in calibration and "sentence" in calibration:
+            return float(calibration["passage"]), float(calibration["sentence"])
+        return None
+
+    def query_terms(self, text: str) -> tuple[list[str], np.ndarray]:
+        return self._terms.query(text)
+
+    def allow(self, filters: Filters) -> np.ndarray:
+        """A boolean mask over the documents (by id), which `candidates` sends as a filter."""
+        return self.catalog.documents(filters)
+
+    def text(self, doc_id: str) -> str:
+        return self._recent_texts(doc_id)
+
+    def _read_text(self, doc_id: str) -> str:
+        points = self.client.retrieve(
+            f"{self.base}-documents", [doc_point(doc_id)], with_payload=["text"]
+        )
+        if not points:
+            raise KeyError(doc_id)
+        return points[0].payload["text"]
+
+    def document(self, doc_id: str) -> Document:
+        return store.document(self.documents[doc_id], self.text(doc_id))
+
+    def candidates(
+        self,
+        vector: np.ndarray,
+        terms: list[str],
+        n: int,
+        allowed: np.ndarray | None = None,
+        exclude: int | None = None,
+    ) -> Pool:
+        """One `query_points`: a dense and a sparse (BM25) prefetch of `n` each, fused by RRF
+        only to return their union; the scores that rank are computed here from the returned
+        vectors, exactly as the local store computes them (`Index.candidates`)."""
+        m = _models()
+        flt = None
+        if allowed is not None:
+            if not allowed.any():
+                return self._pool([], vector, terms, n)
+            if not allowed.all():
+                listed = [d for d, ok in zip(self._doc_ids, allowed.tolist(), strict=True) if ok]
+                flt = m.Filter(must=[m.FieldCondition(key="doc", match=m.MatchAny(any=listed))])
+        ids = self._terms.ids(terms)
+        # Exact up to the size the local store searches exactly, approximate (HNSW) above.
+        exact = m.SearchParams(exact=self.manifest["counts"]["passages"] <= EXACT_SEARCH_LIMIT)
+        prefetch = [
+            m.Prefetch(query=vector.tolist(), using="dense", limit=n, filter=flt, params=exact)
+        ]
+        if ids:
+            sparse = m.SparseVector(indices=ids, values=[1.0] * len(ids))
+            prefetch.append(m.Prefetch(query=sparse, using="bm25", limit=n, filter=flt))
+        hits = self.client.query_points(
+            f"{self.base}-passages",
+            prefetch=prefetch,
+            query=m.FusionQuery(fusion=m.Fusion.RRF),
+            limit=2 * n,
+            with_payload=True,
+            with_vectors=True,
+        ).points
+        if exclude is not None:  # after the top n, as the local store leaves it out
+            hits = [p for p in hits if p.id != exclude]
+        return self._pool(hits, vector, terms, n)
+
+    def _pool(self, hits: list, vector: np.ndarray, terms: list[str], n: int) -> Pool:
+        """The union of the two prefetches, less what local mode adds and the local store
+        does not (sparse hits scoring 0), scored as the local store scores it."""
+        hits = sorted(hits, key=lambda p: p.id)
+        rows = np.array([p.id for p in hits], dtype=np.int64)
+        passages = self._rows(hits)
+        ids = self._terms.ids(terms)
+        bm25 = np.zeros(len(hits), dtype=np.float32)
+        cover = np.zeros((len(hits), len(terms)), dtype=bool)
+        for i, p in enumerate(hits):
+            sparse = p.vector.get("bm25") if isinstance(p.vector, dict) else None
+            weight = dict(zip(sparse.indices, sparse.values, strict=True)) if sparse else {}
+            total = np.float32(0)
+            for j, t in enumerate(ids):  # term by term in float32, as bm25s sums them
+                if t in weight:
+                    total += np.float32(weight[t])
+                    cover[i, j] = True
+            bm25[i] = total
+        dense = passages.vectors @ vector
+        near = np.lexsort((rows, -dense))[:n]  # the dense prefetch: ties to the lower row
+        lexical = np.flatnonzero(bm25 > 0)
+        lexical = lexical[np.argsort(-bm25[lexical], kind="stable")[:n]]
+        keep = np.union1d(near, lexical).astype(np.int64)
+        return Pool(
+            passages=_subset(passages, keep),
+            dense=dense[keep],
+            bm25=bm25[keep],
+            cover=cover[keep],
+        )
+
+    def _rows(self, points: list) -> PassageRows:
+        dim = int(self.manifest["dim"])
+        get = [[p.payload[f] for p in points] for f in PASSAGE_FIELDS]
+        doc, heading, role, pid, start, end, lo, hi = get
+        return PassageRows(
+            rows=np.array([p.id for p in points], dtype=np.int64),
+            vectors=np.array([p.vector["dense"] for p in points], dtype=np.float32).reshape(
+                -1, dim
+            ),
+            doc=doc,
+            heading=heading,
+            role=role,
+            ids=pid,
+            start=np.array(start, dtype=np.int64),
+            end=np.array(end, dtype=np.int64),
+            sent_lo=np.array(lo, dtype=np.int64),
+            sent_hi=np.array(hi, dtype=np.int64),
+        )
+
+    def passages(self, rows: np.ndarray) -> PassageRows:
+        points = self.client.retrieve(
+            f"{self.base}-passages", rows.tolist(), with_payload=True, with_vectors=["dense"]
+        )
+        return self._rows(sorted(points, key=lambda p: p.id))
+
+    def sentences(self, passages: PassageRows, terms: list[str]) -> SentenceRows:
+        """One filtered request for every sentence of `passages` (the payload index on
+        `passage` finds them), with vectors."""
+        m = _models()
+        total = int((passages.sent_hi - passages.sent_lo).sum())
+        flt = m.Filter(
+            must=[m.FieldCondition(key="passage", match=m.MatchAny(any=passages.rows.tolist()))]
+        )
+        points, _ = self.client.scroll(
+            f"{self.base}-sentences",
+            scroll_filter=flt,
+            limit=max(total, 1),
+            with_payload=True,
+            with_vectors=True,
+        )
+        points = sorted(points, key=lambda p: p.id)
+        dim = int(self.manifest["dim"])
+        has = np.array(
+            [[t in set(p.payload["terms"]) for t in terms] for p in points], dtype=bool
+        ).reshape(len(points), len(terms))
+        return SentenceRows(
+            rows=np.array([p.id for p in points], dtype=np.int64),
+            vectors=np.array([p.vector["dense"] for p in points], dtype=np.float32).reshape(
+                -1, dim
+            ),
+            has=has,
+            start=np.array([p.payload["start"] for p in points], dtype=np.int64),
+            end=np.array([p.payload["end"] for p in points], dtype=np.int64),
+        )
+
+
+def _subset(p: PassageRows, keep: np.ndarray) -> PassageRows:
+    listed = keep.tolist()
+    return PassageRows(
+        rows=p.rows[keep],
+        vectors=p.vectors[keep],
+        doc=[p.doc[i] for i in listed],
+        heading=[p.heading[i] for i in listed],
+        role=[p.role[i] for i in listed],
+        ids=[p.ids[i] for i in listed],
+        start=p.start[keep],
+        end=p.end[keep],
+        sent_lo=p.sent_lo[keep],
+        sent_hi=p.sent_hi[keep],
+    )
+
+
+def open_store(settings: Settings) -> QdrantStore:
+    """The current generation of `settings.collection` in the Qdrant `settings` names."""
+    return QdrantStore(client_for(settings), settings.collection)
