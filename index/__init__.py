@@ -500,10 +500,7 @@ class Index:
     @property
     def thresholds(self) -> tuple[float, float] | None:
         """Calibrated abstention thresholds (passage, sentence), if the index has them."""
-        calibration = self.manifest.get("calibration") or {}
-        if "passage" in calibration and "sentence" in calibration:
-            return float(calibration["passage"]), float(calibration["sentence"])
-        return None
+        return store.thresholds(self.manifest)
 
     def text(self, doc_id: str) -> str:
         """The clean text of a document: every offset points into it."""

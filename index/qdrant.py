@@ -314,10 +314,8 @@ class QdrantStore:
 
     @property
     def thresholds(self) -> tuple[float, float] | None:
-        calibration = self.manifest.get("calibration") or {}
-        if "passage" in calibration and "sentence" in calibration:
-            return float(calibration["passage"]), float(calibration["sentence"])
-        return None
+        """Calibrated abstention thresholds (passage, sentence), if the index has them."""
+        return store.thresholds(self.manifest)
 
     def query_terms(self, text: str) -> tuple[list[str], np.ndarray]:
         return self._terms.query(text)

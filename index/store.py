@@ -335,6 +335,14 @@ def candidates(data_dir: Path) -> list[Path]:
     return [root / current, *older]
 
 
+def thresholds(manifest: dict) -> tuple[float, float] | None:
+    """A generation's calibrated abstention thresholds (passage, sentence), if it has them."""
+    calibration = manifest.get("calibration") or {}
+    if "passage" in calibration and "sentence" in calibration:
+        return float(calibration["passage"]), float(calibration["sentence"])
+    return None
+
+
 def read_manifest(generation: Path) -> dict:
     """A generation's manifest as written, unchecked (for listing; `verify` checks it)."""
     return json.loads((generation / MANIFEST).read_text(encoding="utf-8"))

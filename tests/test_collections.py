@@ -22,31 +22,8 @@ from verbatim.records import DocumentMeta, Filters
 from verbatim.server import create_app
 from verbatim.settings import Settings
 
-PAPERS = {
-    "kites/flying.md": "---\ntitle: Flying Kites\nauthor: Kim Flyer\ndate: 2021-06-01\n"
-    "site: kites.example\n---\n\nLaunch the kite with the wind at your back. Let out line slowly "
-    "as the kite climbs.\n",
-    "kites/repair.md": "---\ntitle: Repairing Kites\nauthor: Lee Mender\ndate: 2023-02-10\n"
-    "site: kites.example\n---\n\nPatch a torn kite sail with ripstop tape on both sides.\n",
-    "bees/hives.md": "---\ntitle: Keeping Bees\nauthor: Kim Flyer\ndate: 2023-09-15\n"
-    "site: bees.example\n---\n\nInspect the hive every week in spring for queen cells.\n",
-    "undated.md": "---\ntitle: Kite Knots\nauthor: Kim Flyer\n---\n\nTie the kite line to the "
-    "bridle with a larks head knot.\n",
-}
 KITE = "How do I launch a kite?"
 OIL = "How often should I change the engine oil?"
-
-
-@pytest.fixture
-def two(tmp_path, settings, tiny_corpus, fake_embedder):
-    """The tiny corpus as the default collection, PAPERS as the collection "papers"."""
-    papers = tmp_path / "papers"
-    for name, text in PAPERS.items():
-        (papers / name).parent.mkdir(parents=True, exist_ok=True)
-        (papers / name).write_text(text, encoding="utf-8")
-    ingest_paths([tiny_corpus], settings, fake_embedder)
-    ingest_paths([papers], settings.model_copy(update={"collection": "papers"}), fake_embedder)
-    return settings, papers
 
 
 @pytest.fixture

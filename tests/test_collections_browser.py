@@ -5,21 +5,15 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.test_collections import PAPERS
-from verbatim.engine import ingest_paths, open_engines
+from verbatim.engine import open_engines
 from verbatim.server import create_app
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def base_url(tmp_path, settings, tiny_corpus, fake_embedder, serve):
-    papers = tmp_path / "papers"
-    for name, text in PAPERS.items():
-        (papers / name).parent.mkdir(parents=True, exist_ok=True)
-        (papers / name).write_text(text, encoding="utf-8")
-    ingest_paths([tiny_corpus], settings, fake_embedder)
-    ingest_paths([papers], settings.model_copy(update={"collection": "papers"}), fake_embedder)
+def base_url(two, fake_embedder, serve):
+    settings, _ = two
     engines = open_engines(settings, fake_embedder)
     with serve(create_app(settings, engine=engines)) as url:
         yield url
