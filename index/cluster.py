@@ -69,8 +69,14 @@ class _Encoder:
     """One Ray actor: loads the model once, then encodes batch after batch."""
 
     def __init__(self, options: dict[str, Any]) -> None:
+        import ray
+
         from verbatim.index.embed import ModelEmbedder
 
+        if ray.get_gpu_ids() and options.get("backend", "onnx") == "onnx":
+            # A GPU of its own: torch runs the model there (sentence-transformers picks CUDA),
+            # with the same vectors as the float ONNX export. int8 stays on the CPU's ONNX.
+            options = {**options, "backend": "torch"}
         self.model = ModelEmbedder(progress=False, **options)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
