@@ -630,24 +630,23 @@ def _top(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.n
 
 
 def _candidates(settings: Settings) -> list[Path]:
-    others = ", ".join(store.collection_names(settings.data_dir))
-    if settings.collection == DEFAULT_COLLECTION and others:
-        try:
-            return store.candidates(settings.data_dir)
-        except IndexMissing:
-            raise IndexMissing(
-                f"no default collection in {settings.data_dir}; its collections are {others}: "
-                "name one with --collection (or VERBATIM_COLLECTION)"
-            ) from None
-    if settings.collection == DEFAULT_COLLECTION:
-        return store.candidates(settings.data_dir)
+    """The collection's generations to try (`store.candidates`); when it has none, an error
+    that says how to create it, or which collections there are instead of the default."""
     try:
         return store.candidates(where(settings))
     except IndexMissing:
         name = settings.collection
+        if name != DEFAULT_COLLECTION:
+            raise IndexMissing(
+                f"no collection named {name!r} in {settings.data_dir}; create it with "
+                f"`verbatim ingest PATH --collection {name}` (`verbatim collections` lists them)"
+            ) from None
+        others = ", ".join(store.collection_names(settings.data_dir))
+        if not others:
+            raise
         raise IndexMissing(
-            f"no collection named {name!r} in {settings.data_dir}; create it with "
-            f"`verbatim ingest PATH --collection {name}` (`verbatim collections` lists them)"
+            f"no default collection in {settings.data_dir}; its collections are {others}: "
+            "name one with --collection (or VERBATIM_COLLECTION)"
         ) from None
 
 
