@@ -11,6 +11,7 @@ import csv
 import hashlib
 import importlib
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,7 +32,7 @@ from verbatim.settings import Settings
 if TYPE_CHECKING:
     from verbatim.answer import Retrieval
     from verbatim.engine import Engine
-    from verbatim.index import Index
+    from verbatim.index import Store
     from verbatim.records import Answer, Embedder, Quote
 
 SHOWN = 10  # quotes asked for per question: the documents of the first ten are ranked
@@ -157,20 +158,53 @@ def pipeline_files() -> list[Path]:
     return files
 
 
-def _cache_key(corpus: Path, settings: Settings) -> str:
-    int8 = settings.backend == "onnx-int8"  # onnx and torch give the same vectors
+def _vectors_key(corpus: Path, settings: Settings) -> str:
+    """What the stored vectors depend on: the corpus bytes and the model (onnx and torch give
+    the same vectors), not the pipeline's code."""
+    int8 = settings.backend == "onnx-int8"
     digest = hashlib.sha256(f"{settings.model}\0{int8}\0{settings.passage_chars}".encode())
     files = [corpus] if corpus.is_file() else sorted(p for p in corpus.rglob("*") if p.is_file())
-    for path in files + pipeline_files():
+    for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:20]
+
+
+def _cache_key(corpus: Path, settings: Settings) -> str:
+    """The index's whole key: its vectors' key and the pipeline's source."""
+    digest = hashlib.sha256(_vectors_key(corpus, settings).encode())
+    for path in pipeline_files():
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:20]
+
+
+def _seed_vectors(own: Path, key: str) -> None:
+    """Start the new cache directory `own` from the newest other one whose vectors have the same
+    key: its current generation is copied in without its calibration, so the ingest that
+    follows reuses every unchanged passage's vectors and calibrates afresh with this code.
+    A change to the answering code then costs a re-read and a calibration, not a re-embed."""
+    from verbatim.index import store
+
+    stamps = [p for p in own.parent.glob("*/VECTORS") if p.read_text(encoding="utf-8") == key]
+    for stamp in sorted(stamps, key=lambda p: p.stat().st_mtime, reverse=True):
+        name = store.current_name(stamp.parent)
+        source = store.generations_dir(stamp.parent) / (name or "-")
+        if not name or not (source / store.MANIFEST).exists():
+            continue
+        target = store.generations_dir(own) / name
+        shutil.copytree(source, target)
+        manifest = store.read_manifest(target)
+        manifest.pop("calibration", None)
+        (target / store.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        (own / "CURRENT").write_text(name + "\n", encoding="utf-8")
+        return
 
 
 def corpus_engine(corpus: Path, settings: Settings, embedder: Embedder | None = None) -> Engine:
     """An engine over `corpus`, indexed into its own cached data directory.
 
     The cache key covers the corpus bytes, the model and the pipeline's source, so a second
-    run on the same data starts in seconds and a change to the code rebuilds.
+    run on the same data starts in seconds and a change to the code rebuilds, reusing the
+    vectors of an earlier build of the same corpus (`_seed_vectors`).
     """
     from verbatim.engine import ingest_paths, make_embedder, open_engine
 
@@ -181,11 +215,16 @@ def corpus_engine(corpus: Path, settings: Settings, embedder: Embedder | None = 
     try:
         return open_engine(own, embedder)
     except VerbatimError:
+        vectors = _vectors_key(Path(corpus), settings)
+        if not (own.data_dir / "CURRENT").exists():
+            own.data_dir.mkdir(parents=True, exist_ok=True)
+            _seed_vectors(own.data_dir, vectors)
         ingest_paths([Path(corpus)], own, embedder)
+        (own.data_dir / "VECTORS").write_text(vectors, encoding="utf-8")
         return open_engine(own, embedder)
 
 
-def _check(index: Index, quote: Quote) -> tuple[bool, bool]:
+def _check(index: Store, quote: Quote) -> tuple[bool, bool]:
     """(grounded, attributed) for one quote, against the stored document."""
     doc = index.document(quote.doc_id)
     grounded = doc.text[quote.start : quote.end] == quote.text and (
@@ -215,7 +254,7 @@ def evaluate(
 
     from verbatim.answer import compose, retrieve
 
-    index = engine.index
+    index = engine.answering
     tagged = [(q, "answerable" if q.answerable else "unanswerable") for q in questions]
     tagged += [(q, "offtopic") for q in offtopic]
     # Benchmark questions are asked as written: real ones (CounselChat) run past the interactive
@@ -235,7 +274,7 @@ def evaluate(
 
 
 def _result(
-    q: Question, kind: str, found: Retrieval, ans: Answer, index: Index, latency: float
+    q: Question, kind: str, found: Retrieval, ans: Answer, index: Store, latency: float
 ) -> Result:
     """One question's record: what was answered, and each quote checked against the store."""
     checks = [_check(index, quote) for quote in ans.quotes + ans.near_misses]

@@ -280,7 +280,7 @@ def main() -> None:
     questions = [q.question for q in read_questions(cc / "questions.dev.jsonl")][: args.questions]
     short = [" ".join(q.split()[:60]) for q in questions]  # within the API's 1,000 characters
     report = in_process(engine, short)
-    report |= compare(_passages(engine.index), short)
+    report |= compare(_passages(engine.local()), short)
     report["txtai"]["verbatim_answer_p50_ms"] = report["answer_in_process_ms"]["p50"]
     data_dir = engine.settings.data_dir
     engine.close()

@@ -47,7 +47,7 @@ from verbatim.index import (
 from verbatim.index.catalog import Catalog
 from verbatim.index.lexical import Lexical, _stemmer
 from verbatim.records import Document, DocumentMeta, Filters
-from verbatim.settings import Settings
+from verbatim.settings import COLLECTION_RULE, DEFAULT_COLLECTION, Settings
 
 PREFIX = "verbatim"
 META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "verbatim:meta"))
@@ -242,6 +242,27 @@ def current(client: Any, collection: str) -> str | None:
         if item.alias_name == alias(collection):
             return item.collection_name
     return None
+
+
+def collection_names(client: Any) -> list[str]:
+    """The collections with a published generation (an alias): the default one first."""
+    names = {
+        item.alias_name.removeprefix(f"{PREFIX}-")
+        for item in client.get_aliases().aliases
+        if item.alias_name.startswith(f"{PREFIX}-")
+    }
+    valid = [n for n in names if re.fullmatch(COLLECTION_RULE, n)]
+    return sorted(valid, key=lambda n: (n != DEFAULT_COLLECTION, n))
+
+
+def remove_collection(client: Any, collection: str) -> None:
+    """Unpublish `collection` (its alias goes first, so readers stop finding it), then delete
+    its generations."""
+    if current(client, collection) is not None:
+        m = _models()
+        drop = m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=alias(collection)))
+        client.update_collection_aliases(change_aliases_operations=[drop])
+    _prune(client, collection, keep=set())
 
 
 def _prune(client: Any, collection: str, keep: set[str]) -> None:

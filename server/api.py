@@ -102,7 +102,7 @@ def documents(
     collection: CollectionQuery = None,
 ) -> DocumentPage:
     """The indexed documents of a collection, a page at a time."""
-    index = state.collection(collection).index
+    index = state.collection(collection).answering
     ids = list(index.documents)
     page = [_summary(index.documents[i]) for i in ids[offset : offset + limit]]
     return DocumentPage(total=len(ids), offset=offset, limit=limit, documents=page)
@@ -115,7 +115,7 @@ def document(state: StateDep, doc_id: str, collection: CollectionQuery = None) -
     """One document: metadata, sections and the clean text all offsets point into."""
     doc = state.document(doc_id, collection)
     return DocumentOut(
-        **_summary(state.collection(collection).index.documents[doc_id]).model_dump(),
+        **_summary(state.collection(collection).answering.documents[doc_id]).model_dump(),
         content_hash=doc.content_hash,
         text=doc.text,
         metadata=doc.metadata,
@@ -151,9 +151,9 @@ def _collections(state: State) -> list[Collection]:
     return [
         Collection(
             name=name,
-            documents=engine.index.manifest["counts"]["documents"],
-            passages=engine.index.manifest["counts"]["passages"],
-            generation=engine.index.generation,
+            documents=engine.answering.manifest["counts"]["documents"],
+            passages=engine.answering.manifest["counts"]["passages"],
+            generation=engine.answering.generation,
         )
         for name, engine in state.engines.items()
     ]
@@ -166,7 +166,7 @@ async def health(state: StateDep) -> Health:
 
 
 def _health(state: State) -> Health:
-    index = state.engine.index
+    index = state.engine.answering
     counts = index.manifest["counts"]
     thresholds = index.thresholds
     return Health(

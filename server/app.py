@@ -65,7 +65,7 @@ async def lifespan(
     if engine is None:
         engines = open_engines(settings, build_if_missing=True)
     else:
-        engines = engine if isinstance(engine, dict) else {engine.index.collection: engine}
+        engines = engine if isinstance(engine, dict) else {engine.answering.collection: engine}
     app.state.verbatim = State(settings, engines)
     yield
     if own:

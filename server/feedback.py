@@ -206,7 +206,7 @@ def record(state: State, store: FeedbackStore, body: FeedbackRequest) -> int:
         OffsetOutOfRange: the offsets are past the document's end (422).
         FeedbackFull: the day's cap is reached (429).
     """
-    index = state.collection(body.collection).index
+    index = state.collection(body.collection).answering
     meta = index.documents.get(body.doc_id)
     if meta is None:
         raise NotFound(f"no document with id {body.doc_id!r}; GET /api/documents lists them")
@@ -302,7 +302,7 @@ async def verify_citation(state: StateDep, body: VerifyRequest) -> Any:
     """Check a citation against the served index: `current` (same text, same offsets), `moved`
     (the text elsewhere in the document: its new offsets), `changed` (the document no longer
     has the text) or `gone` (no such document). White space differences do not count."""
-    index = state.collection(body.collection).index
+    index = state.collection(body.collection).answering
     citation = Citation(body.doc_id, body.start, body.end, body.text, body.content_hash)
     found = await run_in_threadpool(verify, IndexTexts(index), citation)
     return VerifyResponse.model_validate(found, from_attributes=True)

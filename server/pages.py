@@ -56,7 +56,7 @@ def home(
         "answer": None,
         "error": None,
         "collections": list(state.engines),
-        "collection": collection or state.collection().index.collection,
+        "collection": collection or state.collection().answering.collection,
         "filters": filters or Filters(),
         "carried": [(key, v) for key, v in request.query_params.multi_items() if key in CARRIED],
     }
@@ -116,13 +116,13 @@ def favicon() -> Response:
 
 
 def _examples(state: State, collection: str | None) -> list[str]:
-    index = state.collection(collection).index
+    index = state.collection(collection).answering
     titles = [d.title for d in index.documents.values() if d.title.rstrip().endswith("?")]
     return (list(state.settings.examples) or [EXAMPLE, *titles])[:4]
 
 
 def _card(state: State, quote: Quote) -> dict[str, Any]:
-    text = state.collection(quote.collection).index.text(quote.doc_id)
+    text = state.collection(quote.collection).answering.text(quote.doc_id)
     return {
         "quote": quote,
         "before": text[quote.passage_start : quote.start],

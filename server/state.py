@@ -81,32 +81,33 @@ class State:
                 self._retire([e for name, e in old.items() if new.get(name) is not e])
             if errors:
                 raise errors[0]
-            return {name: e.index.generation for name, e in self.engines.items()}
+            return {name: e.answering.generation for name, e in self.engines.items()}
 
     def _load_all(self, old: dict[str, Engine]) -> tuple[dict[str, Engine], list[VerbatimError]]:
-        from verbatim.engine import Engine
-        from verbatim.index import load_index
-        from verbatim.index.store import collection_names
+        from verbatim.engine import served_collections
 
-        embedder = next(iter(old.values())).embedder
         new: dict[str, Engine] = {}
         errors: list[VerbatimError] = []
-        for name in collection_names(self.settings.data_dir):
-            settings = self.settings.model_copy(update={"collection": name})
+        for name in served_collections(self.settings):
             try:
-                index = load_index(settings)
+                new[name] = self._load(name, old.get(name))
             except VerbatimError as exc:
                 log.warning("collection %s not reloaded: %s", name, exc.message)
                 errors.append(exc)
                 if name in old:
                     new[name] = old[name]
-                continue
-            if name in old and index.generation == old[name].index.generation:
-                index.close()
-                new[name] = old[name]
-            else:
-                new[name] = Engine(settings, index, embedder)
         return new, errors
+
+    def _load(self, name: str, old: Engine | None) -> Engine:
+        """Collection `name`'s current generation: `old` itself when that is it."""
+        from verbatim.engine import load_engine
+
+        settings = self.settings.model_copy(update={"collection": name})
+        engine = load_engine(settings, next(iter(self.engines.values())).embedder)
+        if old is not None and engine.answering.generation == old.answering.generation:
+            engine.close()
+            return old
+        return engine
 
     def _retire(self, engines: list[Engine]) -> None:
         now = time.monotonic()
@@ -143,10 +144,10 @@ class State:
             UnknownCollection: no collection has that name.
             NotFound: no document has that id.
         """
-        index = self.collection(collection).index
-        if doc_id not in index.documents:
+        store = self.collection(collection).answering
+        if doc_id not in store.documents:
             raise NotFound(f"no document with id {doc_id!r}; GET /api/documents lists them")
-        return index.document(doc_id)
+        return store.document(doc_id)
 
 
 async def current_state(request: Request) -> State:

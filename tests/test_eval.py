@@ -320,3 +320,45 @@ def test_the_cache_key_changes_with_any_pipeline_file(tmp_path, monkeypatch, set
     before = verbatim.eval._cache_key(corpus, settings)
     code.write_text("a = 2\n")
     assert verbatim.eval._cache_key(corpus, settings) != before
+
+
+def test_a_code_change_rebuilds_the_eval_index_without_embedding_it_again(
+    tiny_corpus, settings, monkeypatch, tmp_path
+):
+    """The eval cache is keyed by the pipeline's source; a new key starts from the vectors of
+    the newest build of the same corpus and model, and calibrates afresh."""
+    import verbatim.eval as ev
+    from tests.conftest import FakeEmbedder
+    from verbatim.index import store
+
+    class Recording(FakeEmbedder):
+        seen: list[str] = []
+
+        def encode(self, texts, progress=None):
+            self.seen += texts
+            return super().encode(texts, progress)
+
+    first = Recording()
+    built = ev.corpus_engine(tiny_corpus, settings, first)
+    old_dir, old_generation = built.settings.data_dir, built.answering.generation
+    old_thresholds = built.answering.thresholds
+    docs = [built.answering.document(d).text for d in built.answering.documents]
+    built.close()
+
+    def from_corpus(texts: list[str]) -> list[str]:
+        return [t for t in texts if t.strip() and any(t in doc for doc in docs)]
+
+    assert from_corpus(first.seen)
+    changed = tmp_path / "changed.py"
+    changed.write_text("# a change to the answering code\n")
+    monkeypatch.setattr(ev, "pipeline_files", lambda: [changed])
+    second = Recording()
+    second.seen = []
+    rebuilt = ev.corpus_engine(tiny_corpus, settings, second)
+    assert rebuilt.settings.data_dir != old_dir
+    assert rebuilt.answering.generation != old_generation
+    assert second.seen and not from_corpus(second.seen)  # calibration's questions only
+    folder = store.generations_dir(rebuilt.settings.data_dir) / rebuilt.answering.generation
+    assert "calibration" in store.read_manifest(folder)
+    assert rebuilt.answering.thresholds == old_thresholds  # the same code calibrates the same
+    rebuilt.close()

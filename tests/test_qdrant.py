@@ -270,3 +270,78 @@ def test_a_real_qdrant_server_answers_as_the_local_store(tiny_corpus, tmp_path, 
         for item in client.get_collections().collections:
             if item.name.startswith(qdrant.alias(name) + "-"):
                 client.delete_collection(item.name)
+
+
+def test_a_replica_serves_from_qdrant_alone(tiny_corpus, tmp_path, fake_embedder):
+    """A `verbatim serve` replica needs only the Qdrant address: its data directory holds no
+    index, yet it answers, shows documents and pages, verifies, lists and reloads collections."""
+    from verbatim.engine import ingest_paths, open_engines
+    from verbatim.index import qdrant
+    from verbatim.server import create_app
+
+    common = {"model": "fake", "progress": False, "store": "qdrant"}
+    builder = Settings(**common, data_dir=tmp_path / "ingest", qdrant_url=str(tmp_path / "q"))
+    ingest_paths([tiny_corpus], builder, fake_embedder)
+    notes = builder.model_copy(update={"collection": "notes"})
+    ingest_paths([tiny_corpus / "gardening.md"], notes, fake_embedder)
+    replica = builder.model_copy(update={"data_dir": tmp_path / "replica"})
+    engines = open_engines(replica, fake_embedder)
+    assert list(engines) == ["default", "notes"]
+    assert all(e.index is None and e.answering.store == "qdrant" for e in engines.values())
+    assert not (tmp_path / "replica" / "generations").exists()
+    with TestClient(create_app(replica, engine=engines)) as client:
+        found = client.post(
+            "/api/ask", json={"question": "How often should I change the engine oil?"}
+        )
+        quote = found.json()["quotes"][0]
+        doc = client.get(f"/api/documents/{quote['doc_id']}").json()
+        assert doc["text"][quote["start"] : quote["end"]] == quote["text"]
+        assert client.get("/api/documents").json()["total"] == 3
+        page = client.get("/", params={"q": "How often should I change the engine oil?"}).text
+        assert quote["text"] in page
+        verified = client.post("/api/verify", json=quote).json()
+        assert verified["status"] == "current"
+        names = [c["name"] for c in client.get("/api/collections").json()["collections"]]
+        assert names == ["default", "notes"]
+        before = client.get("/api/health").json()["generation"]
+        (tiny_corpus / "bread.txt").write_text("Baking Bread\n\nBake the loaf for an hour.\n")
+        ingest_paths([tiny_corpus], builder, fake_embedder)  # the ingest machine publishes
+        assert client.get("/api/health").json()["generation"] == before  # until a reload
+        client.app.state.verbatim.reload()
+        assert client.get("/api/health").json()["generation"] != before
+        said = client.post("/api/ask", json={"question": "How long do I bake bread?"}).json()
+        assert "for an hour" in (said["quotes"] + said["near_misses"])[0]["text"]
+    qdrant.remove_collection(qdrant.client_for(replica), "notes")
+    assert qdrant.collection_names(qdrant.client_for(replica)) == ["default"]
+    qdrant.client_for(replica).close()
+    qdrant.connect.cache_clear()
+
+
+def test_cli_lists_and_removes_qdrant_collections(
+    tiny_corpus, tmp_path, fake_embedder, monkeypatch
+):
+    """With VERBATIM_STORE=qdrant, `verbatim collections` and `remove` act on Qdrant's
+    collections, also where the data directory holds no copy (a replica's)."""
+    from click.testing import CliRunner
+
+    from verbatim.cli import cli
+    from verbatim.engine import ingest_paths
+    from verbatim.index import qdrant
+
+    url = str(tmp_path / "q")
+    builder = Settings(model="fake", store="qdrant", qdrant_url=url, data_dir=tmp_path / "a")
+    ingest_paths([tiny_corpus], builder.model_copy(update={"collection": "notes"}), fake_embedder)
+    monkeypatch.setenv("VERBATIM_STORE", "qdrant")
+    monkeypatch.setenv("VERBATIM_QDRANT_URL", url)
+    replica = ["--data-dir", str(tmp_path / "replica")]
+    listed = CliRunner().invoke(cli, ["collections", "--json", *replica])
+    assert listed.exit_code == 0, listed.output
+    (row,) = json.loads(listed.output)["collections"]
+    assert row["name"] == "notes" and row["documents"] == 3 and row["generation"]
+    removed = CliRunner().invoke(cli, ["remove", "--collection", "notes", "--yes", *replica])
+    assert removed.exit_code == 0, removed.output
+    assert qdrant.collection_names(qdrant.client_for(builder)) == []
+    again = CliRunner().invoke(cli, ["remove", "--collection", "notes", "--yes", *replica])
+    assert again.exit_code == 1 and "known: none" in again.output
+    qdrant.client_for(builder).close()
+    qdrant.connect.cache_clear()

@@ -24,7 +24,7 @@ from typing import Protocol
 from verbatim.answer import text_fragment_link
 from verbatim.errors import VerbatimError
 from verbatim.feedback import Feedback, FeedbackStore, Recheck
-from verbatim.index import Index, store
+from verbatim.index import Store, store
 from verbatim.settings import DEFAULT_COLLECTION, collection_name
 
 FOUND = ("current", "moved")
@@ -69,9 +69,9 @@ class Texts(Protocol):
 
 
 class IndexTexts:
-    """A loaded `Index`'s documents."""
+    """A loaded generation's documents, from either store."""
 
-    def __init__(self, index: Index) -> None:
+    def __init__(self, index: Store) -> None:
         self.index = index
         self.generation = index.generation
 
@@ -144,7 +144,7 @@ def verify(texts: Texts, citation: Citation) -> Verification:
     return Verification(status, texts.generation, content_hash, start, end, now, link)
 
 
-def verify_in(index: Index, citations: list[Citation]) -> list[Verification]:
+def verify_in(index: Store, citations: list[Citation]) -> list[Verification]:
     """Each citation checked against a loaded index."""
     texts = IndexTexts(index)
     return [verify(texts, c) for c in citations]

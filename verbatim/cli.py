@@ -6,6 +6,7 @@ import json
 import signal
 import textwrap
 import threading
+from contextlib import closing
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -229,15 +230,16 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
 @data_dir_option
 def collections(as_json: bool, data_dir: Path | None) -> None:
     """List the collections: each a document set with its own index."""
-    from verbatim.index import store
+    from verbatim.engine import served_collections
 
     settings = _settings(data_dir)
-    rows = [_collection_row(settings, name) for name in store.collection_names(settings.data_dir)]
+    rows = [_collection_row(settings, name) for name in served_collections(settings)]
     if as_json:
         click.echo(json.dumps({"collections": rows}, indent=2))
         return
     if not rows:
-        click.echo(f"No collections in {settings.data_dir}; run `verbatim ingest PATH`.")
+        where = settings.qdrant_url or "Qdrant" if settings.store == "qdrant" else settings.data_dir
+        click.echo(f"No collections in {where}; run `verbatim ingest PATH`.")
     for row in rows:
         click.echo(
             f"{row['name']:<20} {row['documents']:>8} documents {row['passages']:>10} passages"
@@ -246,22 +248,26 @@ def collections(as_json: bool, data_dir: Path | None) -> None:
 
 
 def _collection_row(settings: Settings, name: str) -> dict:
-    """A collection as `verbatim collections` lists it, from its manifest (not loading it)."""
-    from verbatim.index import store, where
+    """A collection as `verbatim collections` lists it, from its manifest (locally, without
+    loading the index)."""
+    from verbatim.index import open_store, store, where
 
-    folder = where(settings.model_copy(update={"collection": name}))
+    own = settings.model_copy(update={"collection": name})
+    if settings.store == "qdrant":
+        with closing(open_store(own)) as served:
+            counts, generation = served.manifest["counts"], served.generation
+        return {"name": name, **_counts(counts), "generation": generation}
+    folder = where(own)
     generation = store.current_name(folder) or ""
     try:
-        manifest = store.read_manifest(store.generations_dir(folder) / generation)
-        counts = manifest["counts"]
+        counts = store.read_manifest(store.generations_dir(folder) / generation)["counts"]
     except (OSError, ValueError, KeyError):
-        counts = {"documents": 0, "passages": 0}  # damaged: `verbatim ask` will say how
-    return {
-        "name": name,
-        "documents": counts["documents"],
-        "passages": counts["passages"],
-        "generation": generation,
-    }
+        counts = {}  # damaged: `verbatim ask` will say how
+    return {"name": name, **_counts(counts), "generation": generation}
+
+
+def _counts(counts: dict) -> dict:
+    return {"documents": counts.get("documents", 0), "passages": counts.get("passages", 0)}
 
 
 @cli.command(cls=_Command)
@@ -269,18 +275,32 @@ def _collection_row(settings: Settings, name: str) -> dict:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @data_dir_option
 def remove(collection: str, yes: bool, data_dir: Path | None) -> None:
-    """Delete a collection and its index (its feedback is kept). A running server drops it
-    at its next reload (SIGHUP)."""
-    from verbatim.index import store
+    """Delete a collection and its index (its feedback is kept), from the store in use. A
+    running server drops it at its next reload (SIGHUP)."""
+    from verbatim.engine import served_collections
 
     settings = _settings(data_dir, collection=collection)
-    if collection not in store.collection_names(settings.data_dir):
-        known = ", ".join(store.collection_names(settings.data_dir)) or "none"
-        raise click.ClickException(f"no collection named {collection!r}; known: {known}")
+    known = served_collections(settings)
+    if collection not in known:
+        names = ", ".join(known) or "none"
+        raise click.ClickException(f"no collection named {collection!r}; known: {names}")
+    where = "Qdrant" if settings.store == "qdrant" else settings.data_dir
     if not yes:
-        click.confirm(f"Delete collection {collection!r} in {settings.data_dir}?", abort=True)
-    store.remove_collection(settings.data_dir, collection)
+        click.confirm(f"Delete collection {collection!r} in {where}?", abort=True)
+    _remove(settings, collection)
     click.echo(f"Removed collection {collection}.")
+
+
+def _remove(settings: Settings, collection: str) -> None:
+    from verbatim.index import store
+
+    if settings.store == "qdrant":
+        from verbatim.index import qdrant
+
+        qdrant.remove_collection(qdrant.client_for(settings), collection)
+        if collection not in store.collection_names(settings.data_dir):
+            return  # a serving replica's data directory holds no copy
+    store.remove_collection(settings.data_dir, collection)
 
 
 @cli.command("eval", cls=_Command)
@@ -450,13 +470,13 @@ def _verify_by_collection(settings: Settings, items: list) -> tuple[list, str]:
     """Each citation checked against its own collection's index, in the given order; and the
     generations checked against (one name, or name per collection)."""
     from verbatim.citations import verify_in
-    from verbatim.index import load_index
+    from verbatim.index import open_store
 
     results: list = [None] * len(items)
     generations = {}
     for name in dict.fromkeys(c.collection for c in items):
         rows = [i for i, c in enumerate(items) if c.collection == name]
-        with load_index(settings.model_copy(update={"collection": name})) as index:
+        with closing(open_store(settings.model_copy(update={"collection": name}))) as index:
             for i, result in zip(rows, verify_in(index, [items[i] for i in rows]), strict=True):
                 results[i] = result
             generations[name] = index.generation

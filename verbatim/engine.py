@@ -6,6 +6,7 @@ import logging
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from verbatim.answer import answer
 from verbatim.calibrate import calibrate
@@ -31,16 +32,16 @@ from verbatim.settings import DEFAULT_COLLECTION, Settings
 
 @dataclass
 class Engine:
-    """A loaded index with its embedder: what answering needs.
+    """An index generation with its embedder: what answering, the pages and the API need.
 
-    `index` is the local generation (documents, verification and evaluation read it); answers
-    come from `store`, which is `index` itself unless `settings.store` is "qdrant": then it is
-    the same collection's current generation in Qdrant, opened here, so that every engine made
-    from those settings (a reload's too) answers from Qdrant.
+    `store` is what answers, documents and verification read: the local generation `index`
+    (the default), or, with `settings.store` "qdrant", the collection's current generation in
+    Qdrant. A Qdrant engine holds no local index unless one is given (ingest's machine has one;
+    a serving replica needs nothing but the Qdrant address), so replicas are stateless.
     """
 
     settings: Settings
-    index: Index
+    index: Index | None
     embedder: Embedder
     store: Store | None = None
 
@@ -49,11 +50,26 @@ class Engine:
             self.store = (
                 open_store(self.settings) if self.settings.store == "qdrant" else self.index
             )
+        if self.store is None:
+            raise IndexMissing("an engine needs an index or a store; run `verbatim ingest`")
 
     @property
     def answering(self) -> Store:
-        """The store answers come from."""
-        return self.store or self.index
+        """The store answers, documents and verification come from."""
+        return cast(Store, self.store)  # set by __post_init__
+
+    def local(self) -> Index:
+        """The local generation, whose arrays the benchmarks read.
+
+        Raises:
+            IndexMissing: this engine reads Qdrant and holds none; the message says so.
+        """
+        if self.index is None:
+            raise IndexMissing(
+                f"collection {self.settings.collection!r} is served from Qdrant here, with no "
+                "local index; run this with VERBATIM_STORE=local"
+            )
+        return self.index
 
     def ask(self, question: str, k: int | None = None, filters: Filters | None = None) -> Answer:
         return answer(question, self.answering, self.embedder, self.settings, k, filters)
@@ -61,7 +77,8 @@ class Engine:
     def close(self) -> None:
         if self.store is not None and self.store is not self.index:
             self.store.close()
-        self.index.close()
+        if self.index is not None:
+            self.index.close()
 
 
 def make_embedder(settings: Settings) -> ModelEmbedder:
@@ -150,11 +167,12 @@ def feedback_check(settings: Settings, generation: str) -> dict[str, int] | None
 def open_engine(
     settings: Settings, embedder: Embedder | None = None, build_if_missing: bool = False
 ) -> Engine:
-    """The current index, ready to answer (from the store `settings.store` names). Optionally
-    index `settings.corpus_dir` first."""
+    """The current generation, ready to answer, from the store `settings.store` names (for
+    Qdrant, without reading the data directory's index). Optionally index
+    `settings.corpus_dir` first."""
     embedder = embedder or make_embedder(settings)
     try:
-        index = load_index(settings)
+        engine = load_engine(settings, embedder)
     except IndexMissing:
         if not build_if_missing:
             raise
@@ -162,11 +180,28 @@ def open_engine(
             "First run: indexing %s into %s ...", settings.corpus_dir, settings.data_dir
         )
         ingest_paths([settings.corpus_dir], settings, embedder)
-        index = load_index(settings)
+        engine = load_engine(settings, embedder)
     embedder.encode(["warm up"], progress=False)  # load the model now, not in an answer
     information("the")  # and the English word frequencies behind the term weights (0.2 s)
     _one_blas_thread()
-    return Engine(settings, index, embedder)
+    return engine
+
+
+def load_engine(settings: Settings, embedder: Embedder) -> Engine:
+    """The current generation of `settings.collection` from `settings.store`, as it is: no
+    build, no warm-up (a reload loads each collection with this)."""
+    if settings.store == "qdrant":
+        return Engine(settings, None, embedder, open_store(settings))
+    return Engine(settings, load_index(settings), embedder)
+
+
+def served_collections(settings: Settings) -> list[str]:
+    """The collections `settings.store` holds: the data directory's, or Qdrant's aliases."""
+    if settings.store == "qdrant":
+        from verbatim.index import qdrant
+
+        return qdrant.collection_names(qdrant.client_for(settings))
+    return collection_names(settings.data_dir)
 
 
 def open_engines(
@@ -178,7 +213,7 @@ def open_engines(
     it is the only one: then its error is raised.
     """
     embedder = embedder or make_embedder(settings)
-    names = collection_names(settings.data_dir) or [DEFAULT_COLLECTION]
+    names = served_collections(settings) or [DEFAULT_COLLECTION]
     engines: dict[str, Engine] = {}
     for name in names:
         try:
@@ -214,7 +249,9 @@ __all__ = [
     "feedback_check",
     "ingest_on_ray",
     "ingest_paths",
+    "load_engine",
     "make_embedder",
     "open_engine",
     "open_engines",
+    "served_collections",
 ]
