@@ -6,6 +6,7 @@ import bisect
 import re
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from urllib.parse import quote as urlquote
 
@@ -372,21 +373,38 @@ def answer(
 DUPLICATE = 0.97  # passage cosine above which two passages are the same text, repeated
 
 
-def _shown_order(docs: list[str]) -> list[int]:
+ASKS = ("?", "!")  # a sentence ending so asks or exclaims: it restates a problem, answers none
+CLOSERS = " \"'\u201d\u2019)]"  # closing quotes and brackets after a sentence's last mark
+
+
+def only_asks(sentences: list[str]) -> bool:
+    """Whether every one of a quote's sentences is a question or an exclamation.
+
+    Such a quote restates a problem ("You want your partner to go to therapy and they won't
+    go!") or asks one back; it echoes the question's words, and so its embedding, without
+    answering it. A document is therefore never led by one when it has another passage.
+    """
+    return all(s.rstrip(CLOSERS).endswith(ASKS) for s in sentences)
+
+
+def _shown_order(docs: list[str], asks: Callable[[int], bool] | None = None) -> list[int]:
     """Positions in `pool` (best first, as retrieval ranked them) in the order quotes are shown:
-    each document's best passage first, in retrieval order, then the other passages.
+    each document's lead passage first, in retrieval order, then the other passages.
 
     So the documents appear exactly in retrieval's order (quoting never ranks a relevant
     document below where retrieval had it) and every source gets a say before any is quoted
-    twice.
+    twice. A document's lead is its best passage whose quote does not only ask or exclaim
+    (`asks(position)`, asked lazily, best first), else its best passage.
     """
-    firsts: list[int] = []
-    rest: list[int] = []
-    seen: set[str] = set()
+    by_doc: dict[str, list[int]] = {}
     for i, doc in enumerate(docs):
-        (rest if doc in seen else firsts).append(i)
-        seen.add(doc)
-    return firsts + rest
+        by_doc.setdefault(doc, []).append(i)
+    firsts = [
+        next((i for i in mine if not asks(i)), mine[0]) if asks else mine[0]
+        for mine in by_doc.values()
+    ]
+    lead = set(firsts)
+    return firsts + [i for i in range(len(docs)) if i not in lead]
 
 
 def _select(
@@ -398,8 +416,9 @@ def _select(
 ) -> list[Quote]:
     """Pick up to `k` quotes, in the order of `_shown_order`.
 
-    A reader's letter is never quoted as an answer. Near-duplicate passages (the same answer
-    syndicated or repeated) collapse into one quote listing the other sources.
+    A reader's letter is never quoted as an answer, and a document is led by a quote that does
+    more than ask or exclaim (`only_asks`) where it has one. Near-duplicate passages (the same
+    answer syndicated or repeated) collapse into one quote listing the other sources.
 
     Args:
         passages, sentences: the candidates' passages and sentences as the store gave them
@@ -419,7 +438,13 @@ def _select(
     # Sentence row + first[passage] = its position in `sentences` (contiguous, by passage).
     first = (np.cumsum(passages.sent_hi - passages.sent_lo) - passages.sent_hi).tolist()
     chosen: list[tuple[int, Quote, str]] = []  # position in `pool`, quote, its words
-    for i in _shown_order([passages.doc[a] for a in at]):
+
+    def asks(i: int) -> bool:
+        text, lo = index.text(passages.doc[at[i]]), first[at[i]]
+        window = range(pool[i].window[0] + lo, pool[i].window[1] + lo)
+        return only_asks([text[int(sentences.start[j]) : int(sentences.end[j])] for j in window])
+
+    for i in _shown_order([passages.doc[a] for a in at], asks):
         if len(chosen) == k:
             break
         c, a = pool[i], at[i]
