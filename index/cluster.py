@@ -20,7 +20,8 @@ class RayEmbedder:
     """Implements `verbatim.records.Embedder` on Ray Data's `map_batches` with an actor pool.
 
     Args:
-        workers: actors, each holding one model; by default one per GPU, or per 2 CPUs.
+        workers: actors, each holding one model; by default one per GPU, or per 2 CPUs. Without
+            GPUs each actor reserves an equal share of the cluster's CPUs for its model.
         options: how each actor builds its `ModelEmbedder` (model, batch_size, backend,
             cache_dir).
     """
@@ -30,8 +31,13 @@ class RayEmbedder:
 
         resources = ray.cluster_resources()
         self.gpus = int(resources.get("GPU", 0))
-        self.workers = workers or self.gpus or max(1, int(resources.get("CPU", 1)) // 2)
-        self.options = options
+        cpus = int(resources.get("CPU", 1))
+        self.workers = workers or self.gpus or max(1, cpus // 2)
+        # Each actor reserves its share of the CPUs (at most one node's, or it could not be
+        # placed) and its model uses that many threads: actors with every core each contend.
+        node = max((n["Resources"].get("CPU", 1) for n in ray.nodes() if n["Alive"]), default=1)
+        self.cpus = 1 if self.gpus else max(1, min(cpus // self.workers, int(node)))
+        self.options = {**options, "threads": self.cpus}
         self._dim: int | None = None
 
     @property
@@ -51,6 +57,7 @@ class RayEmbedder:
             fn_constructor_kwargs={"options": self.options},
             concurrency=self.workers,
             num_gpus=1 if self.gpus else 0,
+            num_cpus=self.cpus,
             batch_size=TEXTS_PER_TASK,
             batch_format="numpy",
         )

@@ -56,6 +56,8 @@ class ModelEmbedder:
         backend: "onnx", "onnx-int8" or "torch" (see the module's docstring).
         cache_dir: where the ONNX export is kept (Verbatim passes the data directory's
             `models/`; by default the user's cache directory).
+        threads: CPU threads the model may use (default: every core); a Ray actor gets its
+            share of the machine's, so that actors beside each other do not contend.
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class ModelEmbedder:
         progress: bool = False,
         backend: str = "onnx",
         cache_dir: Path | None = None,
+        threads: int | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ModelUnsupported(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
@@ -73,6 +76,7 @@ class ModelEmbedder:
         self.progress = progress
         self.backend = backend
         self.cache_dir = cache_dir
+        self.threads = threads
         self._run = None  # callable(list[str]) -> np.ndarray of unnormalised vectors
         self._dim = 0
 
@@ -81,10 +85,10 @@ class ModelEmbedder:
         if self._run is None:
             path = model_path(self.name)
             if self.backend == "torch":
-                self._run = _torch_runner(path)
+                self._run = _torch_runner(path, self.threads)
             else:
                 cache = self.cache_dir or _default_cache()
-                self._run = _onnx_runner(path, cache, self.backend == "onnx-int8")
+                self._run = _onnx_runner(path, cache, self.backend == "onnx-int8", self.threads)
         return self._run
 
     @property
@@ -116,11 +120,14 @@ class ModelEmbedder:
         return out
 
 
-def _torch_runner(path: str):
+def _torch_runner(path: str, threads: int | None = None):
     _offline()
+    import torch
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
 
+    if threads:
+        torch.set_num_threads(threads)
     hf_logging.disable_progress_bar()
     model = SentenceTransformer(path, device="cpu")
 
@@ -152,7 +159,7 @@ def _pooling(path: Path) -> tuple[int, str]:
     return int(seq), mode
 
 
-def _onnx_runner(path: str, cache: Path, quantized: bool):
+def _onnx_runner(path: str, cache: Path, quantized: bool, threads: int | None = None):
     import onnxruntime
     from tokenizers import Tokenizer
 
@@ -169,6 +176,9 @@ def _onnx_runner(path: str, cache: Path, quantized: bool):
     tokenizer.enable_padding()
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(
         str(onnx_file), options, providers=["CPUExecutionProvider"]
     )

@@ -343,5 +343,12 @@ def test_cli_lists_and_removes_qdrant_collections(
     assert qdrant.collection_names(qdrant.client_for(builder)) == []
     again = CliRunner().invoke(cli, ["remove", "--collection", "notes", "--yes", *replica])
     assert again.exit_code == 1 and "known: none" in again.output
+    from verbatim.engine import open_engines
+    from verbatim.errors import IndexMissing
+
+    empty = builder.model_copy(update={"data_dir": tmp_path / "replica"})
+    with pytest.raises(IndexMissing, match="run `verbatim ingest` with VERBATIM_STORE=qdrant"):
+        open_engines(empty, fake_embedder, build_if_missing=True)  # a replica never publishes
+    assert not (tmp_path / "replica" / "generations").exists()
     qdrant.client_for(builder).close()
     qdrant.connect.cache_clear()

@@ -169,13 +169,13 @@ def open_engine(
 ) -> Engine:
     """The current generation, ready to answer, from the store `settings.store` names (for
     Qdrant, without reading the data directory's index). Optionally index
-    `settings.corpus_dir` first."""
+    `settings.corpus_dir` first, if the index is local: a Qdrant replica never publishes."""
     embedder = embedder or make_embedder(settings)
     try:
         engine = load_engine(settings, embedder)
     except IndexMissing:
-        if not build_if_missing:
-            raise
+        if not build_if_missing or settings.store == "qdrant":
+            raise  # a Qdrant replica only reads: the ingest machine publishes
         logging.getLogger("verbatim").warning(
             "First run: indexing %s into %s ...", settings.corpus_dir, settings.data_dir
         )

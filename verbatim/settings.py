@@ -128,6 +128,12 @@ class Settings(BaseSettings):
         ":memory:; unset: the folder `qdrant` in the data directory.",
     )
     qdrant_api_key: str | None = Field(default=None, description="Qdrant's API key, if any.")
+    qdrant_shards: int = Field(
+        default=1, ge=1, description="Qdrant: shards of each published collection (a cluster's)."
+    )
+    qdrant_replicas: int = Field(
+        default=1, ge=1, description="Qdrant: copies of each shard, on as many nodes."
+    )
 
     @field_validator("collection")
     @classmethod
