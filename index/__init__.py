@@ -11,7 +11,7 @@ import functools
 import logging
 import operator
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -196,23 +196,44 @@ def _faiss_index(vectors: np.ndarray):
 
 @dataclass
 class _Reuse:
-    """What the current generation offers a new one: its manifest, and the passage and sentence
-    vectors of each passage id (empty when it is missing or in another vector space)."""
+    """What the current generation offers a new one: its manifest, the row of each passage id,
+    and its vector files, read block by block as the new ones are written (nothing when it is
+    missing or in another vector space). Holding row numbers, not vectors, keeps a re-ingest of
+    a million passages from holding its old vectors in memory."""
 
     manifest: dict = field(default_factory=dict)
-    passages: dict[str, np.ndarray] = field(default_factory=dict)
-    sentences: dict[str, np.ndarray] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)  # passage id -> its old passage row
+    sent_lo: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    sent_hi: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    passages: store.Vectors | None = None
+    sentences: store.Vectors | None = None
+
+    def close(self) -> None:
+        for vectors in (self.passages, self.sentences):
+            if vectors is not None:
+                vectors.close()
 
 
 # How the sentence vectors are made, recorded in the manifest: one forward pass per sentence.
 # Another kind (late chunking was measured, docs/design.md) would be another value; a
 # generation never reuses vectors of another kind, and a manifest without the field holds these.
 SENTENCE_VECTORS = "per-sentence"
+# How they are stored (manifest "sentence_dtype"; before the field: float32). A re-ingest reuses
+# either kind of file, converting float32 rows once.
+SENTENCE_DTYPE = "float16"
+# About this many texts (passages and sentences) are embedded per call and written per block:
+# what the build holds of the vectors at a time (100 MB at 384 dimensions).
+BLOCK_TEXTS = 65_536
 
 
 def sentence_vectors(manifest: dict) -> str:
     """How the sentence vectors of an index were made (manifests before the field: per sentence)."""
     return str(manifest.get("sentence_vectors", "per-sentence"))
+
+
+def sentence_dtype(manifest: dict) -> str:
+    """How the sentence vectors of an index are stored (manifests before the field: float32)."""
+    return str(manifest.get("sentence_dtype", "float32"))
 
 
 def _reusable(settings: Settings) -> _Reuse:
@@ -228,13 +249,14 @@ def _reusable(settings: Settings) -> _Reuse:
             return _Reuse()
         if sentence_vectors(old.manifest) != SENTENCE_VECTORS:
             return _Reuse()
-        reuse = _Reuse(old.manifest)
-        pvecs = old.passage_vectors
-        for row, pid in enumerate(old.passage_ids):
-            reuse.passages[pid] = pvecs[row]
-            lo, hi = old.sent_lo[row], old.sent_hi[row]
-            reuse.sentences[pid] = np.asarray(old.sentence_vectors[lo:hi])
-    return reuse
+        return _Reuse(
+            manifest=old.manifest,
+            rows={pid: row for row, pid in enumerate(old.passage_ids)},
+            sent_lo=old.sent_lo,
+            sent_hi=old.sent_hi,
+            passages=store.Vectors(old.path / "passages.npy"),
+            sentences=store.Vectors(old.path / "sentences.npy"),
+        )
 
 
 def _texts_to_embed(docs: dict[str, Document], passages: list[Passage], todo: list[int]) -> list:
@@ -246,49 +268,100 @@ def _texts_to_embed(docs: dict[str, Document], passages: list[Passage], todo: li
     return texts
 
 
-def _assemble(
-    passages: list[Passage], todo: list[int], fresh: np.ndarray, reuse: _Reuse, dim: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Passage and sentence vectors of the new generation, by row: freshly embedded for the
-    passages in `todo` (`fresh` holds theirs, then their sentences'), reused for the rest."""
-    pvecs = np.zeros((len(passages), dim), dtype=np.float32)
-    svecs = np.zeros((sum(len(p.sentences) for p in passages), dim), dtype=np.float32)
-    fresh_row: dict[int, tuple[int, int]] = {}  # passage -> rows of its and its sentences' vectors
-    at = len(todo)
-    for k, i in enumerate(todo):
-        fresh_row[i] = (k, at)
-        at += len(passages[i].sentences)
-    n_sent = 0
+def _blocks(passages: list[Passage]) -> Iterator[range]:
+    """Consecutive passage rows holding about `BLOCK_TEXTS` texts each, passages included."""
+    first, count = 0, 0
     for row, p in enumerate(passages):
-        span = slice(n_sent, n_sent + len(p.sentences))
-        if row in fresh_row:
-            k, first = fresh_row[row]
-            pvecs[row] = fresh[k]
-            svecs[span] = fresh[first : first + len(p.sentences)]
-        else:
-            pvecs[row] = reuse.passages[p.id]
-            svecs[span] = reuse.sentences[p.id]
-        n_sent += len(p.sentences)
-    return pvecs, svecs
+        count += 1 + len(p.sentences)
+        if count >= BLOCK_TEXTS:
+            yield range(first, row + 1)
+            first, count = row + 1, 0
+    if first < len(passages):
+        yield range(first, len(passages))
 
 
-def _dim(embedder: Embedder, fresh: np.ndarray, reuse: _Reuse) -> int:
-    if len(fresh):
-        return int(fresh.shape[1])
-    if reuse.passages:
-        return len(next(iter(reuse.passages.values())))
-    return embedder.dim
+@dataclass
+class _Block:
+    """The vectors of some consecutive passage rows and of their sentences."""
+
+    passages: np.ndarray  # (rows, dim) float32
+    sentences: np.ndarray  # (their sentences, dim) float32
+    embedded: int  # texts that went through the embedder
 
 
-def _write_search_files(
-    workspace: Path, corpus: Corpus, pvecs: np.ndarray, svecs: np.ndarray
-) -> None:
-    """The vector files, the FAISS index and both BM25 indexes (passages, sentences)."""
+def _block(
+    passages: list[Passage], rows: range, docs: dict[str, Document], embedder, reuse: _Reuse
+) -> _Block:
+    """Vectors of passage `rows` and their sentences: freshly embedded for passages the current
+    generation lacks (their texts, then their sentences', in one call), copied for the rest."""
+    counts = np.array([len(passages[r].sentences) for r in rows], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    ids = [passages[r].id for r in rows]
+    new = np.array([pid not in reuse.rows for pid in ids], dtype=bool)
+    todo = [rows.start + int(i) for i in np.flatnonzero(new)]
+    fresh = _encode(embedder, _texts_to_embed(docs, passages, todo))
+    kept = np.array(
+        [reuse.rows[pid] for pid, is_new in zip(ids, new, strict=True) if not is_new], np.int64
+    )
+    dim = fresh.shape[1] if len(fresh) else _reused_dim(reuse)
+    fresh = fresh.reshape(len(fresh), dim)  # (0, 0) when nothing was new
+    pvecs = np.empty((len(rows), dim), dtype=np.float32)
+    svecs = np.empty((int(counts.sum()), dim), dtype=np.float32)
+    at = np.flatnonzero(new)
+    pvecs[at] = fresh[: len(at)]
+    svecs[sentence_span_rows(starts[at], starts[at] + counts[at])] = fresh[len(at) :]
+    if len(kept) and reuse.passages is not None and reuse.sentences is not None:
+        at = np.flatnonzero(~new)
+        pvecs[at] = reuse.passages[kept]
+        old = sentence_span_rows(reuse.sent_lo[kept], reuse.sent_hi[kept])
+        svecs[sentence_span_rows(starts[at], starts[at] + counts[at])] = reuse.sentences[old]
+    return _Block(pvecs, svecs, len(fresh))
+
+
+def _encode(embedder: Embedder, texts: list[str]) -> np.ndarray:
+    """The embedder's float32 vectors of `texts`; nothing asked of it when there are none."""
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.asarray(embedder.encode(texts), dtype=np.float32)
+
+
+def _reused_dim(reuse: _Reuse) -> int:
+    if reuse.passages is None:
+        raise ValueError("a block with neither new nor reused passages")
+    return reuse.passages.shape[1]
+
+
+def _write_vectors(
+    workspace: Path, corpus: Corpus, embedder: Embedder, reuse: _Reuse
+) -> tuple[int, int]:
+    """Write passages.npy (float32) and sentences.npy (`SENTENCE_DTYPE`) block by block,
+    embedding what the current generation lacks: the build holds one block's vectors, never
+    the whole matrices. Returns the vector width and how many texts were embedded."""
+    passages = corpus.passages
+    n_sentences = sum(len(p.sentences) for p in passages)
+    docs = {d.id: d for d in corpus.documents}
+    pfile = store.VectorWriter(workspace / "passages.npy", len(passages), "float32")
+    sfile = store.VectorWriter(workspace / "sentences.npy", n_sentences, SENTENCE_DTYPE)
+    embedded = 0
+    for rows in _blocks(passages):
+        block = _block(passages, rows, docs, embedder, reuse)
+        pfile.write(block.passages)
+        sfile.write(block.sentences)
+        embedded += block.embedded
+    dim = pfile.dim or (_reused_dim(reuse) if reuse.passages is not None else embedder.dim)
+    pfile.close(dim)
+    sfile.close(dim)
+    return dim, embedded
+
+
+def _write_search_files(workspace: Path, corpus: Corpus) -> None:
+    """The FAISS index (over passages.npy, written already) and both BM25 indexes (passages,
+    sentences)."""
     import faiss
 
-    np.save(workspace / "sentences.npy", svecs, allow_pickle=False)
-    np.save(workspace / "passages.npy", pvecs, allow_pickle=False)
+    pvecs = np.load(workspace / "passages.npy", allow_pickle=False)
     faiss.write_index(_faiss_index(pvecs), str(workspace / "passages.faiss"))
+    del pvecs
     docs = {d.id: d for d in corpus.documents}
     Lexical.build([passage_text(docs[p.doc_id], p) for p in corpus.passages]).save(
         workspace / "bm25"
@@ -303,6 +376,7 @@ def _manifest(corpus: Corpus, settings: Settings, dim: int) -> dict:
         "int8": _space(settings)[1],
         "dim": int(dim),
         "sentence_vectors": SENTENCE_VECTORS,
+        "sentence_dtype": SENTENCE_DTYPE,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "passage_chars": settings.passage_chars,
         "counts": {
@@ -340,23 +414,19 @@ def build_index(
     """
     began = time.perf_counter()
     reuse = _reusable(settings)
-    todo = [i for i, p in enumerate(corpus.passages) if p.id not in reuse.passages]
-    texts = _texts_to_embed({d.id: d for d in corpus.documents}, corpus.passages, todo)
-    fresh = embedder.encode(texts)
-    dim = _dim(embedder, fresh, reuse)
-    pvecs, svecs = _assemble(corpus.passages, todo, fresh, reuse, dim)
-    del fresh  # a million rows' worth, as are the reused vectors
-    old_manifest = reuse.manifest
-    del reuse
-    with store.writing(where(settings)) as workspace:
-        store.write_rows(workspace / "store.sqlite", corpus.documents, corpus.passages)
-        _write_search_files(workspace, corpus, pvecs, svecs)
-        del pvecs, svecs
-        manifest = _manifest(corpus, settings, dim)
-        calibration = _calibration(workspace, manifest, old_manifest, calibrate)
-        if calibration is not None:
-            manifest["calibration"] = calibration
-        name = store.publish(workspace, manifest, where(settings))
+    reused = sum(p.id in reuse.rows for p in corpus.passages)
+    try:
+        with store.writing(where(settings)) as workspace:
+            store.write_rows(workspace / "store.sqlite", corpus.documents, corpus.passages)
+            dim, embedded = _write_vectors(workspace, corpus, embedder, reuse)
+            _write_search_files(workspace, corpus)
+            manifest = _manifest(corpus, settings, dim)
+            calibration = _calibration(workspace, manifest, reuse.manifest, calibrate)
+            if calibration is not None:
+                manifest["calibration"] = calibration
+            name = store.publish(workspace, manifest, where(settings))
+    finally:
+        reuse.close()
     if settings.store == "qdrant":
         _publish_to_qdrant(settings, name)
     return IngestReport(
@@ -364,8 +434,8 @@ def build_index(
         documents=len(corpus.documents),
         passages=len(corpus.passages),
         sentences=manifest["counts"]["sentences"],
-        embedded=len(texts),
-        reused=len(corpus.passages) - len(todo),
+        embedded=embedded,
+        reused=reused,
         seconds=time.perf_counter() - began,
         collection=settings.collection,
         read_seconds=corpus.read_seconds,
@@ -380,7 +450,8 @@ def _publish_to_qdrant(settings: Settings, name: str) -> None:
 
     path = store.generations_dir(where(settings)) / name
     with Index(path, store.verify(path), settings.collection) as index:
-        qdrant.publish(index, qdrant.client_for(settings))
+        client = qdrant.client_for(settings)
+        qdrant.publish(index, client, settings.qdrant_shards, settings.qdrant_replicas)
 
 
 def open_store(settings: Settings) -> Store:

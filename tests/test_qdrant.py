@@ -352,3 +352,36 @@ def test_cli_lists_and_removes_qdrant_collections(
     assert not (tmp_path / "replica" / "generations").exists()
     qdrant.client_for(builder).close()
     qdrant.connect.cache_clear()
+
+
+def test_shards_and_replicas_reach_the_published_collections(tiny_corpus, tmp_path, fake_embedder):
+    """`VERBATIM_QDRANT_SHARDS`/`_REPLICAS` are the collections' settings (a server's; local
+    mode keeps one shard, and answers the same)."""
+    from verbatim.engine import ingest_paths, open_engine
+    from verbatim.index import qdrant
+
+    settings = Settings(
+        data_dir=tmp_path / "d",
+        model="fake",
+        store="qdrant",
+        qdrant_url=":memory:",
+        qdrant_shards=3,
+        qdrant_replicas=2,
+    )
+    created = []
+    client = qdrant.client_for(settings)
+    real = client.create_collection
+
+    def spy(name, **config):
+        created.append((name, config["shard_number"], config["replication_factor"]))
+        return real(name, **config)
+
+    client.create_collection = spy
+    try:
+        ingest_paths([tiny_corpus], settings, fake_embedder)
+    finally:
+        del client.create_collection
+    assert len(created) == 3 and all(shards == 3 and copies == 2 for _, shards, copies in created)
+    engine = open_engine(settings, fake_embedder)
+    assert engine.ask("How often should I change the engine oil?").quotes
+    qdrant.connect.cache_clear()
