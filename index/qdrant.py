@@ -258,6 +258,21 @@ def current(client: Any, collection: str) -> str | None:
     return None
 
 
+def manifest(client: Any, collection: str) -> tuple[str, dict]:
+    """The current generation of `collection` and its manifest, read alone (opening a
+    `QdrantStore` reads every document's metadata too).
+
+    Raises:
+        IndexMissing: the collection has no published generation.
+    """
+    name = current(client, collection)
+    if name is None:
+        raise IndexMissing(f"no generation of collection {collection!r} in Qdrant")
+    base = name.removesuffix("-passages")
+    (meta,) = client.retrieve(f"{base}-documents", [META_ID], with_payload=["manifest"])
+    return base.removeprefix(f"{alias(collection)}-"), json.loads(meta.payload["manifest"])
+
+
 def collection_names(client: Any) -> list[str]:
     """The collections with a published generation (an alias): the default one first."""
     names = {

@@ -250,14 +250,14 @@ def collections(as_json: bool, data_dir: Path | None) -> None:
 def _collection_row(settings: Settings, name: str) -> dict:
     """A collection as `verbatim collections` lists it, from its manifest (locally, without
     loading the index)."""
-    from verbatim.index import open_store, store, where
+    from verbatim.index import store, where
 
-    own = settings.model_copy(update={"collection": name})
     if settings.store == "qdrant":
-        with closing(open_store(own)) as served:
-            counts, generation = served.manifest["counts"], served.generation
-        return {"name": name, **_counts(counts), "generation": generation}
-    folder = where(own)
+        from verbatim.index import qdrant
+
+        generation, manifest = qdrant.manifest(qdrant.client_for(settings), name)
+        return {"name": name, **_counts(manifest["counts"]), "generation": generation}
+    folder = where(settings.model_copy(update={"collection": name}))
     generation = store.current_name(folder) or ""
     try:
         counts = store.read_manifest(store.generations_dir(folder) / generation)["counts"]
