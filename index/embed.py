@@ -8,6 +8,11 @@ every matrix multiplication to int8, per output channel, for about twice the spe
 A BERT-type model is exported with plain ("eager") attention, which ONNX Runtime's transformer
 optimizer fuses into one Attention node per layer (and SkipLayerNorm, BiasGelu): 12% faster in
 float, 20% with int8 weights, for the same vectors. A model it cannot fuse is kept as exported.
+
+`encode` embeds each distinct text once, tokenizes them all once, sorts them by tokens and cuts
+batches by a token budget, each padded to its own longest: on CounselChat's ingest texts that
+runs 1.01 tokens through the model per real token where batches of 64 texts sorted by
+characters ran 1.49, for the same vectors (cosine distance < 1e-6).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,6 +33,10 @@ BACKENDS = ("onnx", "onnx-int8", "torch")
 # Bump when an export gives other vectors (an index built with another int8 version is refused):
 # 1 quantised the unfused graph's MatMuls; 2 quantises the fused graph's MatMuls and Attention.
 INT8_VERSION = 2
+# An ONNX batch holds up to `batch_size` × this many tokens, padding included, so that
+# `batch_size` stays the knob: a call costs about what 64 texts of 128 tokens do, whether it
+# holds 340 sentences of 24 tokens or 32 passages of 256.
+TOKENS_PER_TEXT = 128
 
 
 def model_path(name: str) -> str:
@@ -77,15 +87,15 @@ class ModelEmbedder:
         self.backend = backend
         self.cache_dir = cache_dir
         self.threads = threads
-        self._run = None  # callable(list[str]) -> np.ndarray of unnormalised vectors
+        self._run: _Runner | None = None
         self._dim = 0
 
-    def load(self):
+    def load(self) -> _Runner:
         """Load the model now (otherwise the first `encode` does)."""
         if self._run is None:
             path = model_path(self.name)
             if self.backend == "torch":
-                self._run = _torch_runner(path, self.threads)
+                self._run = _Torch(path, self.threads)
             else:
                 cache = self.cache_dir or _default_cache()
                 self._run = _onnx_runner(path, cache, self.backend == "onnx-int8", self.threads)
@@ -94,50 +104,99 @@ class ModelEmbedder:
     @property
     def dim(self) -> int:
         if not self._dim:
-            self._dim = int(self.load()(["dimension"]).shape[1])
+            run = self.load()
+            self._dim = int(run(run.tokens(["dimension"])).shape[1])
         return self._dim
 
     def encode(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
-        """Vectors for `texts`, shape (len(texts), dim), in batches of similar length."""
+        """Vectors for `texts`, shape (len(texts), dim): each distinct text once (a repeated
+        sentence costs nothing), tokenized once, in batches of similar length."""
         run = self.load()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        show = (self.progress if progress is None else progress) and len(texts) > self.batch_size
-        order = np.argsort([-len(t) for t in texts], kind="stable")  # little padding per batch
-        batches = range(0, len(texts), self.batch_size)
-        if show:
-            from tqdm import tqdm
+        unique, inverse = _distinct(texts)
+        items = run.tokens(unique)
+        lengths = np.array([len(item) for item in items], dtype=np.int64)
+        budget = self.batch_size * TOKENS_PER_TEXT if run.per_token else None
+        batches = _batches(lengths, self.batch_size, budget)
+        show = (self.progress if progress is None else progress) and len(batches) > 1
+        from tqdm import tqdm
 
-            batches = tqdm(batches, desc="Embedding", unit="batch")
-        out = np.zeros((len(texts), 0), dtype=np.float32)
-        for at in batches:
-            rows = order[at : at + self.batch_size]
-            vectors = run([texts[i] for i in rows])
+        bar = tqdm(total=len(unique), desc="Embedding", unit="text", disable=not show)
+        out = np.zeros((len(unique), 0), dtype=np.float32)
+        for rows in batches:
+            vectors = run([items[i] for i in rows])
             if not out.shape[1]:
-                out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+                out = np.zeros((len(unique), vectors.shape[1]), dtype=np.float32)
             out[rows] = vectors
+            bar.update(len(rows))
+        bar.close()
+        out = out[inverse]
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
 
 
-def _torch_runner(path: str, threads: int | None = None):
-    _offline()
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as hf_logging
+class _Runner(Protocol):
+    """A loaded model: `tokens` prepares texts once, a call embeds one batch of them
+    (unnormalised vectors). `per_token`: the items' lengths are tokens, and batches are cut
+    by a token budget; otherwise they are characters, and batches are `batch_size` texts."""
 
-    if threads:
-        torch.set_num_threads(threads)
-    hf_logging.disable_progress_bar()
-    model = SentenceTransformer(path, device="cpu")
+    per_token: bool
 
-    def run(texts: list[str]) -> np.ndarray:
-        vectors = model.encode(
-            texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False
+    def tokens(self, texts: list[str]) -> list[Any]: ...
+
+    def __call__(self, batch: list[Any]) -> np.ndarray: ...
+
+
+def _distinct(texts: list[str]) -> tuple[list[str], np.ndarray]:
+    """The distinct texts in first-seen order, and for each text the row of its own: a text
+    that ingest embeds twice (a repeated sentence, a one-sentence passage) runs once."""
+    first: dict[str, int] = {}
+    inverse = np.array([first.setdefault(t, len(first)) for t in texts], dtype=np.int64)
+    return list(first), inverse
+
+
+def _batches(lengths: np.ndarray, rows: int, tokens: int | None) -> list[np.ndarray]:
+    """Indices into `lengths`, longest first, cut into batches: of `rows` items each, or,
+    given `tokens`, of as many items as fit in that many tokens once padded to the batch's
+    longest (its first). Short sentences then go many to a call and long passages few, so
+    every call does about the same work, and sorting by tokens (not characters) leaves
+    almost no padding: a padded token costs what a real one does."""
+    order = np.argsort(-lengths, kind="stable")
+    if tokens is None:
+        return [order[at : at + rows] for at in range(0, len(order), rows)]
+    batches, at = [], 0
+    while at < len(order):
+        take = max(1, tokens // max(int(lengths[order[at]]), 1))
+        batches.append(order[at : at + take])
+        at += take
+    return batches
+
+
+class _Torch:
+    """sentence-transformers on PyTorch; it tokenizes itself, so items are the texts."""
+
+    per_token = False
+
+    def __init__(self, path: str, threads: int | None = None) -> None:
+        _offline()
+        import torch
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        if threads:
+            torch.set_num_threads(threads)
+        hf_logging.disable_progress_bar()
+        self.model = SentenceTransformer(path, device="cpu")
+
+    def tokens(self, texts: list[str]) -> list[Any]:
+        return list(texts)
+
+    def __call__(self, batch: list[Any]) -> np.ndarray:
+        vectors = self.model.encode(
+            batch, batch_size=len(batch), convert_to_numpy=True, show_progress_bar=False
         )
         return np.asarray(vectors, dtype=np.float32)
-
-    return run
 
 
 def _pooling(path: Path) -> tuple[int, str]:
@@ -159,7 +218,7 @@ def _pooling(path: Path) -> tuple[int, str]:
     return int(seq), mode
 
 
-def _onnx_runner(path: str, cache: Path, quantized: bool, threads: int | None = None):
+def _onnx_runner(path: str, cache: Path, quantized: bool, threads: int | None = None) -> _Onnx:
     import onnxruntime
     from tokenizers import Tokenizer
 
@@ -173,7 +232,7 @@ def _onnx_runner(path: str, cache: Path, quantized: bool, threads: int | None = 
     onnx_file = _exported(folder, cache, quantized)
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     tokenizer.enable_truncation(max_tokens)
-    tokenizer.enable_padding()
+    tokenizer.no_padding()  # MiniLM's tokenizer.json pads to 128; `_Onnx` pads per batch
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     if threads:
@@ -182,20 +241,38 @@ def _onnx_runner(path: str, cache: Path, quantized: bool, threads: int | None = 
     session = onnxruntime.InferenceSession(
         str(onnx_file), options, providers=["CPUExecutionProvider"]
     )
-    inputs = {i.name for i in session.get_inputs()}
+    return _Onnx(session, tokenizer, mode)
 
-    def run(texts: list[str]) -> np.ndarray:
-        encoded = tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encoded], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+
+class _Onnx:
+    """The exported model in an ONNX Runtime session. Texts are tokenized once, for all the
+    batches (so that they can be sorted and cut by tokens), and each batch is padded here to
+    its own longest: the vectors are those of the texts run alone, to float rounding."""
+
+    per_token = True
+
+    def __init__(self, session: Any, tokenizer: Any, mode: str) -> None:
+        self.session = session
+        self.tokenizer = tokenizer
+        self.mode = mode
+        self.inputs = {i.name for i in session.get_inputs()}
+
+    def tokens(self, texts: list[str]) -> list[Any]:
+        return [e.ids for e in self.tokenizer.encode_batch(texts)]
+
+    def __call__(self, batch: list[Any]) -> np.ndarray:
+        longest = max(len(ids) for ids in batch)
+        ids = np.zeros((len(batch), longest), dtype=np.int64)  # 0 is [PAD]
+        mask = np.zeros_like(ids)
+        for row, item in enumerate(batch):
+            ids[row, : len(item)] = item
+            mask[row, : len(item)] = 1
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        hidden = session.run(None, {k: v for k, v in feed.items() if k in inputs})[0]
-        if mode == "cls":
+        hidden = self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0]
+        if self.mode == "cls":
             return hidden[:, 0].astype(np.float32)
         summed = (hidden * mask[..., None]).sum(axis=1)
         return (summed / np.maximum(mask.sum(axis=1, keepdims=True), 1)).astype(np.float32)
-
-    return run
 
 
 def _exported(folder: Path, cache: Path, quantized: bool) -> Path:
