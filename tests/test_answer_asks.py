@@ -21,14 +21,20 @@ def test_only_asks(sentences, expected):
     assert only_asks(sentences) is expected
 
 
+def test_shown_order_checks_only_the_documents_a_caller_reaches():
+    checked = []
+    order = _shown_order(["a", "b", "c"], lambda i: checked.append(i) or False)
+    assert next(order) == 0 and checked == [0]
+
+
 def test_shown_order_leads_each_document_with_an_answer_keeping_document_order():
     docs = ["a", "a", "b", "a", "b"]
     asking = {0, 2, 4}  # a's best passage and all of b's only ask
-    order = _shown_order(docs, lambda i: i in asking)
+    order = list(_shown_order(docs, lambda i: i in asking))
     assert order[:2] == [1, 2]  # a first (by its answer), then b (nothing better to lead with)
     assert sorted(order) == list(range(5))
     assert list(dict.fromkeys(docs[i] for i in order)) == ["a", "b"]
-    assert _shown_order(docs) == [0, 2, 1, 3, 4]  # without the check: each one's best first
+    assert list(_shown_order(docs)) == [0, 2, 1, 3, 4]  # without the check: each one's best first
 
 
 def test_a_restatement_does_not_lead_its_document(tmp_path, settings, fake_embedder):

@@ -6,7 +6,7 @@ import bisect
 import re
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from urllib.parse import quote as urlquote
 
@@ -387,24 +387,25 @@ def only_asks(sentences: list[str]) -> bool:
     return all(s.rstrip(CLOSERS).endswith(ASKS) for s in sentences)
 
 
-def _shown_order(docs: list[str], asks: Callable[[int], bool] | None = None) -> list[int]:
+def _shown_order(docs: list[str], asks: Callable[[int], bool] | None = None) -> Iterator[int]:
     """Positions in `pool` (best first, as retrieval ranked them) in the order quotes are shown:
     each document's lead passage first, in retrieval order, then the other passages.
 
     So the documents appear exactly in retrieval's order (quoting never ranks a relevant
     document below where retrieval had it) and every source gets a say before any is quoted
     twice. A document's lead is its best passage whose quote does not only ask or exclaim
-    (`asks(position)`, asked lazily, best first), else its best passage.
+    (`asks(position)`, asked lazily, best first), else its best passage. Lazy: a caller that
+    stops after k quotes checks only the documents it reached.
     """
     by_doc: dict[str, list[int]] = {}
     for i, doc in enumerate(docs):
         by_doc.setdefault(doc, []).append(i)
-    firsts = [
-        next((i for i in mine if not asks(i)), mine[0]) if asks else mine[0]
-        for mine in by_doc.values()
-    ]
-    lead = set(firsts)
-    return firsts + [i for i in range(len(docs)) if i not in lead]
+    lead: set[int] = set()
+    for mine in by_doc.values():
+        first = next((i for i in mine if not asks(i)), mine[0]) if asks else mine[0]
+        lead.add(first)
+        yield first
+    yield from (i for i in range(len(docs)) if i not in lead)
 
 
 def _select(
