@@ -99,10 +99,13 @@ class State:
         return new, errors
 
     def _load(self, name: str, old: Engine | None) -> Engine:
-        """Collection `name`'s current generation: `old` itself when that is it."""
-        from verbatim.engine import load_engine
+        """Collection `name`'s current generation: `old` itself when that is it (known from
+        the generation's pointer, so an unchanged collection is not loaded again)."""
+        from verbatim.engine import current_generation, load_engine
 
         settings = self.settings.model_copy(update={"collection": name})
+        if old is not None and current_generation(settings) == old.answering.generation:
+            return old
         engine = load_engine(settings, next(iter(self.engines.values())).embedder)
         if old is not None and engine.answering.generation == old.answering.generation:
             engine.close()

@@ -185,6 +185,35 @@ def test_reload_picks_up_a_new_collection_without_dropping_requests(
     assert gone.status_code == 404
 
 
+def test_reload_loads_only_the_collections_that_changed(two, fake_embedder, monkeypatch):
+    """An unchanged collection keeps its engine, known from its CURRENT pointer: a reload after
+    ingesting one collection does not load the others again (a million-passage index takes
+    25 s and gigabytes to load)."""
+    import verbatim.engine
+    from verbatim.engine import open_engines
+    from verbatim.server.state import State
+
+    settings, papers = two
+    state = State(settings, open_engines(settings, fake_embedder))
+    before = dict(state.engines)
+    loaded: list[str] = []
+    real = verbatim.engine.load_engine
+
+    def counting(s, embedder):
+        loaded.append(s.collection)
+        return real(s, embedder)
+
+    monkeypatch.setattr(verbatim.engine, "load_engine", counting)
+    state.reload()
+    assert loaded == [] and state.engines == before
+    (papers / "kites/new.md").write_text("Fly a kite on a windy hill.\n", encoding="utf-8")
+    ingest_paths([papers], settings.model_copy(update={"collection": "papers"}), fake_embedder)
+    served = state.reload()
+    assert loaded == ["papers"]
+    assert state.engines["default"] is before["default"]
+    assert served["papers"] != before["papers"].answering.generation
+
+
 # --- filters --------------------------------------------------------------------------------
 
 KIM = {"kites/flying", "bees/hives", "undated"}

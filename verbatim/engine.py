@@ -21,9 +21,10 @@ from verbatim.index import (
     build_index,
     load_index,
     open_store,
+    where,
 )
 from verbatim.index.lexical import information
-from verbatim.index.store import collection_names
+from verbatim.index.store import collection_names, current_name
 from verbatim.ingest import Reader, read_documents
 from verbatim.ingest.pool import read_all
 from verbatim.records import Answer, Embedder, Filters, Skipped
@@ -195,6 +196,18 @@ def load_engine(settings: Settings, embedder: Embedder) -> Engine:
     return Engine(settings, load_index(settings), embedder)
 
 
+def current_generation(settings: Settings) -> str | None:
+    """The name of `settings.collection`'s current generation, read from its pointer alone
+    (the CURRENT file, or Qdrant's alias), without loading it; None if it has none."""
+    if settings.store == "qdrant":
+        from verbatim.index import qdrant
+
+        name = qdrant.current(qdrant.client_for(settings), settings.collection)
+        prefix = f"{qdrant.alias(settings.collection)}-"
+        return name.removeprefix(prefix).removesuffix("-passages") if name else None
+    return current_name(where(settings))
+
+
 def served_collections(settings: Settings) -> list[str]:
     """The collections `settings.store` holds: the data directory's, or Qdrant's aliases."""
     if settings.store == "qdrant":
@@ -246,6 +259,7 @@ def _one_blas_thread() -> None:
 __all__ = [
     "Engine",
     "Skipped",
+    "current_generation",
     "feedback_check",
     "ingest_on_ray",
     "ingest_paths",
