@@ -258,6 +258,28 @@ def current(client: Any, collection: str) -> str | None:
     return None
 
 
+def current_generation(client: Any, collection: str) -> str | None:
+    """The name of the generation the alias names (its collections are `alias-<name>-<kind>`),
+    or None."""
+    name = current(client, collection)
+    return name.removeprefix(f"{alias(collection)}-").removesuffix("-passages") if name else None
+
+
+def _required_generation(client: Any, collection: str) -> str:
+    """`current_generation`, which must exist.
+
+    Raises:
+        IndexMissing: the collection has no published generation; the message names the fix.
+    """
+    generation = current_generation(client, collection)
+    if generation is None:
+        raise IndexMissing(
+            f"no generation of collection {collection!r} in Qdrant (alias "
+            f"{alias(collection)!r}); run `verbatim ingest` with VERBATIM_STORE=qdrant"
+        )
+    return generation
+
+
 def manifest(client: Any, collection: str) -> tuple[str, dict]:
     """The current generation of `collection` and its manifest, read alone (opening a
     `QdrantStore` reads every document's metadata too).
@@ -265,12 +287,10 @@ def manifest(client: Any, collection: str) -> tuple[str, dict]:
     Raises:
         IndexMissing: the collection has no published generation.
     """
-    name = current(client, collection)
-    if name is None:
-        raise IndexMissing(f"no generation of collection {collection!r} in Qdrant")
-    base = name.removesuffix("-passages")
+    generation = _required_generation(client, collection)
+    base = f"{alias(collection)}-{generation}"
     (meta,) = client.retrieve(f"{base}-documents", [META_ID], with_payload=["manifest"])
-    return base.removeprefix(f"{alias(collection)}-"), json.loads(meta.payload["manifest"])
+    return generation, json.loads(meta.payload["manifest"])
 
 
 def collection_names(client: Any) -> list[str]:
@@ -315,15 +335,9 @@ class QdrantStore:
     store = "qdrant"
 
     def __init__(self, client: Any, collection: str) -> None:
-        name = current(client, collection)
-        if name is None:
-            raise IndexMissing(
-                f"no generation of collection {collection!r} in Qdrant (alias "
-                f"{alias(collection)!r}); run `verbatim ingest` with VERBATIM_STORE=qdrant"
-            )
         self.client, self.collection = client, collection
-        self.base = name.removesuffix("-passages")
-        self.generation = self.base.removeprefix(f"{alias(collection)}-")
+        self.generation = _required_generation(client, collection)
+        self.base = f"{alias(collection)}-{self.generation}"
         self.documents: dict[str, DocumentMeta] = {}
         meta = None
         for point in self._scroll(f"{self.base}-documents", exclude=["text"]):

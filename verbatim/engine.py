@@ -202,9 +202,7 @@ def current_generation(settings: Settings) -> str | None:
     if settings.store == "qdrant":
         from verbatim.index import qdrant
 
-        name = qdrant.current(qdrant.client_for(settings), settings.collection)
-        prefix = f"{qdrant.alias(settings.collection)}-"
-        return name.removeprefix(prefix).removesuffix("-passages") if name else None
+        return qdrant.current_generation(qdrant.client_for(settings), settings.collection)
     return current_name(where(settings))
 
 
