@@ -55,8 +55,15 @@ TEXT_CACHE = 2048  # documents whose text is kept in memory once quoted
 
 
 def _nprobe(nlist: int) -> int:
-    """How many IVF lists a search scans: 1/16 of them, at least 32."""
+    """How many IVF lists a search scans in an index built before `_probes` measured it: 1/16
+    of them, at least 32."""
     return min(nlist, max(32, nlist // 16))
+
+
+# An IVF index scans the fewest lists (of 8, 16, 32, ...) that find this share of the exact top
+# 10 for sentences of its own corpus, measured when it is built (`_probes`).
+IVF_RECALL = 0.99
+PROBE_QUERIES = 200  # sentences searched to measure it
 
 
 Calibrate = Callable[["Index"], dict]  # the new index -> its abstention thresholds
@@ -177,6 +184,8 @@ class Store(Protocol):
 
 
 def _faiss_index(vectors: np.ndarray):
+    """Exact search up to `EXACT_SEARCH_LIMIT` passages; above, IVF lists holding the vectors in
+    float16 (half the memory and a third faster to scan than float32, same neighbours)."""
     import faiss
 
     dim = vectors.shape[1]
@@ -186,12 +195,48 @@ def _faiss_index(vectors: np.ndarray):
         index = faiss.IndexFlatIP(dim)
     else:
         nlist = max(1, min(int(4 * np.sqrt(len(vectors))), len(vectors) // 39))  # 39+ a list
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        fp16, inner = faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+        index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, nlist, fp16, inner)
         sample = np.random.default_rng(0).choice(len(vectors), min(len(vectors), 50 * nlist), False)
         index.train(vectors[np.sort(sample)])
         index.nprobe = _nprobe(nlist)
     index.add(vectors)
     return index
+
+
+def _tenth_best(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Each query's 10th best cosine over `vectors`, by blocks of rows."""
+    best = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    for at in range(0, len(vectors), 65_536):
+        scores = np.concatenate([best, queries @ vectors[at : at + 65_536].T], axis=1)
+        best = -np.partition(-scores, min(9, scores.shape[1] - 1), axis=1)[:, :10]
+    return best.min(axis=1)
+
+
+def _recall(index, vectors: np.ndarray, queries: np.ndarray, tenth: np.ndarray) -> float:
+    """The share of the index's top 10 that belong to the exact top 10. A row counts if it
+    scores at least the exact 10th best: corpora repeat sentences, and a tie is no miss."""
+    _, found = index.search(queries, 10)
+    scores = np.einsum("qkd,qd->qk", vectors[np.maximum(found, 0)], queries)
+    return float(np.mean((scores >= tenth[:, None] - 1e-4) & (found >= 0)))
+
+
+def _probes(index, vectors: np.ndarray, queries: np.ndarray) -> dict:
+    """The fewest IVF lists to scan for `IVF_RECALL` of the exact top 10, measured with
+    `queries` (sentences of the corpus, stand-ins for questions): {"nprobe", "recall_at_10"}.
+
+    How many lists a search must scan depends on how the corpus clusters, and a fixed share
+    spends most of a million-passage answer scanning lists a corpus may not need. On real
+    MiniLM vectors sentences are harder queries than questions (at each `nprobe` they find
+    fewer of their exact top 10, docs/design.md), so this errs towards scanning more."""
+    tenth = _tenth_best(vectors, queries)
+    nprobe = 8
+    while True:
+        index.nprobe = min(nprobe, index.nlist)
+        recall = _recall(index, vectors, queries, tenth)
+        if recall >= IVF_RECALL or index.nprobe == index.nlist:
+            return {"nprobe": int(index.nprobe), "recall_at_10": round(recall, 4)}
+        nprobe *= 2
 
 
 @dataclass
@@ -354,20 +399,36 @@ def _write_vectors(
     return dim, embedded
 
 
-def _write_search_files(workspace: Path, corpus: Corpus) -> None:
-    """The FAISS index (over passages.npy, written already) and both BM25 indexes (passages,
-    sentences)."""
+def _probe_queries(path: Path, passages: np.ndarray) -> np.ndarray:
+    """`PROBE_QUERIES` sentence vectors spread over the corpus (passages if it has none)."""
+    sentences = store.Vectors(path)
+    try:
+        pool = sentences if len(sentences) else passages
+        pick = np.random.default_rng(0).choice(len(pool), min(len(pool), PROBE_QUERIES), False)
+        return np.asarray(pool[np.sort(pick)], dtype=np.float32)
+    finally:
+        sentences.close()
+
+
+def _write_search_files(workspace: Path, corpus: Corpus) -> dict:
+    """The FAISS index (over passages.npy and sentences.npy, written already) and both BM25
+    indexes (passages, sentences). For an IVF index, how many lists its searches scan."""
     import faiss
 
     pvecs = np.load(workspace / "passages.npy", allow_pickle=False)
-    faiss.write_index(_faiss_index(pvecs), str(workspace / "passages.faiss"))
-    del pvecs
+    searcher = _faiss_index(pvecs)
+    probes = {}
+    if hasattr(searcher, "nlist"):
+        probes = _probes(searcher, pvecs, _probe_queries(workspace / "sentences.npy", pvecs))
+    faiss.write_index(searcher, str(workspace / "passages.faiss"))
+    del pvecs, searcher
     docs = {d.id: d for d in corpus.documents}
     Lexical.build([passage_text(docs[p.doc_id], p) for p in corpus.passages]).save(
         workspace / "bm25"
     )
     sentences = [docs[p.doc_id].text[s.start : s.end] for p in corpus.passages for s in p.sentences]
     Lexical.build(sentences).save(workspace / "bm25-sentences")
+    return probes
 
 
 def _manifest(corpus: Corpus, settings: Settings, dim: int) -> dict:
@@ -419,8 +480,8 @@ def build_index(
         with store.writing(where(settings)) as workspace:
             store.write_rows(workspace / "store.sqlite", corpus.documents, corpus.passages)
             dim, embedded = _write_vectors(workspace, corpus, embedder, reuse)
-            _write_search_files(workspace, corpus)
-            manifest = _manifest(corpus, settings, dim)
+            probes = _write_search_files(workspace, corpus)
+            manifest = _manifest(corpus, settings, dim) | ({"ivf": probes} if probes else {})
             calibration = _calibration(workspace, manifest, reuse.manifest, calibrate)
             if calibration is not None:
                 manifest["calibration"] = calibration
@@ -524,8 +585,8 @@ class Index:
         searcher: Any = faiss.read_index(str(path / "passages.faiss"), faiss.IO_FLAG_MMAP)
         nlist = getattr(searcher, "nlist", None)  # IVF indexes only
         flat = nlist is None
-        if nlist is not None:  # the current rule, also for indexes built before it
-            searcher.nprobe = _nprobe(nlist)
+        if nlist is not None:  # as measured at build; indexes built before follow the old rule
+            searcher.nprobe = self.manifest.get("ivf", {}).get("nprobe") or _nprobe(nlist)
         self.faiss = searcher
         self.sentence_vectors = store.open_vectors(path / "sentences.npy")
         self.passage_vectors = store.open_vectors(path / "passages.npy")
@@ -600,13 +661,9 @@ class Index:
         exclude: int | None = None,
     ) -> Pool:
         """See `Store.candidates`; `allowed` is a boolean mask over passage rows."""
-        lex = self.lexical.scores(terms)
         n = min(n, self.faiss.ntotal)
         rows, _ = self.search(vector, n, allowed)
-        if allowed is not None:
-            lex = np.where(allowed, lex, 0.0)
-        lex_rows = np.argpartition(-lex, n - 1)[:n] if n < len(lex) else np.arange(len(lex))
-        lex_rows = lex_rows[lex[lex_rows] > 0]
+        lex_rows, lex = self.lexical.best(terms, n, allowed)
         pool = np.unique(np.concatenate([rows, lex_rows])).astype(np.int64)
         if exclude is not None:
             pool = pool[pool != exclude]

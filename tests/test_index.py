@@ -185,14 +185,31 @@ def test_large_indexes_switch_to_approximate_search(monkeypatch):
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     monkeypatch.setattr(index_module, "EXACT_SEARCH_LIMIT", 1000)
     approximate = index_module._faiss_index(vectors)
-    assert type(approximate).__name__ == "IndexIVFFlat"
+    assert type(approximate).__name__ == "IndexIVFScalarQuantizer"  # float16 lists
     monkeypatch.setattr(index_module, "EXACT_SEARCH_LIMIT", 10_000)
     exact = index_module._faiss_index(vectors)
-    queries = vectors[:50] + 0.1 * rng.normal(size=(50, 32)).astype(np.float32)
+
+    def near(seed: int) -> np.ndarray:  # queries near the corpus, not in it
+        noise = np.random.default_rng(seed).normal(size=(200, 32)).astype(np.float32)
+        queries = vectors[rng.integers(0, 4000, 200)] + 0.3 * noise
+        return queries / np.linalg.norm(queries, axis=1, keepdims=True)
+
+    probes = index_module._probes(approximate, vectors, near(1))
+    assert probes["recall_at_10"] >= index_module.IVF_RECALL
+    assert 8 <= probes["nprobe"] < approximate.nlist  # this corpus needs fewer than all lists
+    queries = near(2)  # other questions get about what the measured ones did
     _, want = exact.search(queries, 10)
+    approximate.nprobe = probes["nprobe"]
     _, got = approximate.search(queries, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(want, got, strict=True)])
-    assert recall >= 0.9
+    assert recall >= 0.97
+    approximate.nprobe = probes["nprobe"] // 4  # and scanning fewer lists finds fewer
+    assert (
+        index_module._recall(
+            approximate, vectors, queries, index_module._tenth_best(vectors, queries)
+        )
+        < recall
+    )
 
 
 def test_question_analysis_matches_the_indexed_analysis():
@@ -229,15 +246,19 @@ def test_an_approximate_index_is_memory_mapped_and_answers(
     with load_index(settings) as index:
         import faiss
 
-        assert type(index.faiss).__name__ == "IndexIVFFlat"
+        assert type(index.faiss).__name__ == "IndexIVFScalarQuantizer"
+        assert index.faiss.nprobe == index.manifest["ivf"]["nprobe"]  # as measured at build
         lists = faiss.downcast_InvertedLists(index.faiss.invlists)
         assert type(lists).__name__ == "OnDiskInvertedLists"  # mapped, not read into memory
         rows, scores = index.search(np.asarray(index.passage_vectors[0]), 3)
-        assert rows[0] == 0 and scores[0] == pytest.approx(1.0, abs=1e-5)
+        assert rows[0] == 0 and scores[0] == pytest.approx(1.0, abs=1e-3)  # float16 lists
         result = answer("How long should bread dough rise?", index, fake_embedder, settings)
         assert result.quotes or result.near_misses
         for quote in result.quotes + result.near_misses:
             assert index.text(quote.doc_id)[quote.start : quote.end] == quote.text
+        manifest = {k: v for k, v in index.manifest.items() if k != "ivf"}
+    with index_module.Index(index.path, manifest) as older:  # built before nprobe was measured
+        assert older.faiss.nprobe == index_module._nprobe(older.faiss.nlist)
 
 
 def test_vectors_read_from_disk_equal_the_saved_matrix(tmp_path):

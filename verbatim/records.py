@@ -79,13 +79,15 @@ class DocumentMeta(NamedTuple):
         return tuple(int(x) for x in listed.split(",") if x.strip())
 
 
-@dataclass(frozen=True)
+# Slotted: an ingest holds every passage and sentence at once (8 million sentences at a million
+# passages), and an instance without a `__dict__` is about half the size.
+@dataclass(frozen=True, slots=True)
 class Sentence:
     start: int
     end: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Passage:
     """A bounded run of paragraphs inside one section, with its sentences."""
 
