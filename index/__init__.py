@@ -423,10 +423,8 @@ def _write_search_files(workspace: Path, corpus: Corpus) -> dict:
     faiss.write_index(searcher, str(workspace / "passages.faiss"))
     del pvecs, searcher
     docs = {d.id: d for d in corpus.documents}
-    Lexical.build([passage_text(docs[p.doc_id], p) for p in corpus.passages]).save(
-        workspace / "bm25"
-    )
-    sentences = [docs[p.doc_id].text[s.start : s.end] for p in corpus.passages for s in p.sentences]
+    Lexical.build(passage_text(docs[p.doc_id], p) for p in corpus.passages).save(workspace / "bm25")
+    sentences = (docs[p.doc_id].text[s.start : s.end] for p in corpus.passages for s in p.sentences)
     Lexical.build(sentences).save(workspace / "bm25-sentences")
     return probes
 
@@ -704,7 +702,8 @@ class Index:
         self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Rows and cosine scores of the `k` passages nearest to a normalised query vector;
-        with `allowed` (a boolean mask over passage rows), of the allowed ones only."""
+        with `allowed` (a boolean mask over passage rows), of the allowed ones only. An IVF
+        index scores from float16 lists (within about 1e-4); `candidates` rescores exactly."""
         vector = vector.astype(np.float32)
         if self._exact is not None:
             scores = self._exact @ vector

@@ -14,6 +14,7 @@ import json
 import math
 import queue
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -83,15 +84,19 @@ class Lexical:
         self._tables: queue.SimpleQueue = queue.SimpleQueue()  # idle lookup tables of `contains`
 
     @classmethod
-    def build(cls, texts: list[str]) -> Lexical:
+    def build(cls, texts: Iterable[str]) -> Lexical:
+        """Index `texts`, read once: an ingest passes a generator, so that its millions of
+        sentences are never all held as strings beside their token lists."""
         import bm25s
 
         tokens = bm25s.tokenize(texts, stopwords="en", stemmer=_stemmer(), show_progress=False)
+        size = len(tokens.ids)
         if not tokens.vocab:
-            return cls(None, len(texts))
+            return cls(None, size)
         retriever = bm25s.BM25()
         retriever.index(tokens, show_progress=False)
-        return cls(retriever, len(texts))
+        del tokens  # a list of term ids per text, no longer needed once indexed
+        return cls(retriever, size)
 
     @classmethod
     def load(cls, path: Path) -> Lexical:

@@ -80,7 +80,7 @@ class DocumentMeta(NamedTuple):
 
 
 # Slotted: an ingest holds every passage and sentence at once (8 million sentences at a million
-# passages), and an instance without a `__dict__` is about half the size.
+# passages), and a sentence without a `__dict__` takes 120 bytes instead of 160.
 @dataclass(frozen=True, slots=True)
 class Sentence:
     start: int
