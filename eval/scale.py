@@ -180,6 +180,7 @@ def search(work: Path) -> dict:
         "load_s": round(load_s, 2),
         "search_p50_ms": round(percentile([t * 1000 for t in took], 50), 2),
         "recall_at_10": round(float(np.mean(recall)), 4),
+        "nprobe_used": getattr(index.faiss, "nprobe", None),  # measured at build (`_probes`)
         "nprobe": _sweep(index.faiss, questions, exact),
         **with_model,
         "answer_without_encode_p50_ms": answers,
