@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+from scipy.sparse._sparsetools import csc_matvec  # y += A @ x, A one column
 
 from verbatim.arrays import spans
 
@@ -215,10 +216,27 @@ class Lexical:
         return self._text_ptr, term[order], np.asarray(data["data"])[order]
 
     def scores(self, terms: list[str]) -> np.ndarray:
-        """BM25 score of every text for the query `terms` (see `query()`), by row."""
-        if not terms:
+        """BM25 score of every text for the query `terms` (see `query()`), by row.
+
+        The sum bm25s's `get_scores` computes, term by term in the same order, so the same
+        floats; but each term's postings are added by scipy's compiled sparse loop (a one-column
+        `csc_matvec` over views of the postings) instead of `np.add.at`: 6 ms instead of 17 for
+        the 5M postings of a 30-term question at a million passages (docs/design.md).
+        """
+        if self.retriever is None:
             return np.zeros(self.size, dtype=np.float32)
-        return self.retriever.get_scores(terms)
+        postings = self.retriever.scores
+        data, indices = postings["data"], postings["indices"]
+        out = np.zeros(self.size, dtype=data.dtype)
+        ids = [self._vocab[t] for t in terms if t in self._vocab]
+        one = np.ones(1, dtype=data.dtype)
+        for t in ids:
+            lo, hi = self._indptr[t], self._indptr[t + 1]
+            column = np.array([0, hi - lo], dtype=indices.dtype)
+            csc_matvec(self.size, 1, column, indices[lo:hi], data[lo:hi], one, out)
+        if self.retriever.nonoccurrence_array is not None:  # BM25L and BM25+, not ours
+            out += self.retriever.nonoccurrence_array[ids].sum()
+        return out
 
     def best(
         self, terms: list[str], n: int, allowed: np.ndarray | None = None

@@ -48,3 +48,21 @@ def test_a_small_index_ranks_every_score(lexical):
     assert sorted(scores[rows].tolist()) == _ranked(lexical.scores(terms), 10)
     empty_rows, empty = lexical.best([], 10)
     assert len(empty_rows) == 0 and not empty.any()
+
+
+def test_scores_are_bm25s_own_float_for_float(lexical, tmp_path):
+    """`scores` sums each term's postings with scipy's sparse loop; the result must be the very
+    floats bm25s's `get_scores` (np.add.at, term by term) gives, on a saved and memory-mapped
+    index too."""
+    lexical.save(tmp_path / "bm25")
+    loaded = Lexical.load(tmp_path / "bm25")
+    rng = np.random.default_rng(2)
+    for index in (lexical, loaded):
+        for _ in range(50):
+            terms = index.tokenize(" ".join(rng.choice(WORDS, rng.integers(1, 12))))
+            terms += ["unindexed"]  # a term no text holds counts for nothing, as in bm25s
+            got = index.scores(terms)
+            assert got.dtype == np.float32 and got.shape == (index.size,)
+            assert np.array_equal(got, index.retriever.get_scores(terms))
+            assert got.any()
+    assert not lexical.scores([]).any()
