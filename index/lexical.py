@@ -228,7 +228,7 @@ class Lexical:
         postings = self.retriever.scores
         data, indices = postings["data"], postings["indices"]
         out = np.zeros(self.size, dtype=data.dtype)
-        ids = [self._vocab[t] for t in terms if t in self._vocab]
+        ids = self._ids(terms)
         one = np.ones(1, dtype=data.dtype)
         for t in ids:
             lo, hi = self._indptr[t], self._indptr[t + 1]
@@ -237,6 +237,10 @@ class Lexical:
         if self.retriever.nonoccurrence_array is not None:  # BM25L and BM25+, not ours
             out += self.retriever.nonoccurrence_array[ids].sum()
         return out
+
+    def _ids(self, terms: list[str]) -> list[int]:
+        """The term ids of `terms` the index knows, in their order."""
+        return [self._vocab[t] for t in terms if t in self._vocab]
 
     def best(
         self, terms: list[str], n: int, allowed: np.ndarray | None = None
@@ -258,8 +262,8 @@ class Lexical:
         """A score the `n`-th best text reaches: the `n`-th best among the texts holding the
         question's rarest term that `n` texts hold (0 if none does)."""
         indptr = self._indptr
-        ids = [self._vocab[w] for w in terms if w in self._vocab]
-        held = [(indptr[t + 1] - indptr[t], t) for t in ids if indptr[t + 1] - indptr[t] >= n]
+        held = [(indptr[t + 1] - indptr[t], t) for t in self._ids(terms)]
+        held = [(df, t) for df, t in held if df >= n]
         if not held:
             return 0.0
         _, term = min(held)
