@@ -60,14 +60,14 @@ eval: install
 # Speed against the bare model call and against txtai (a benchmark-only extra).
 bench: install
 	$(PY) -m pip install --quiet -e ".[bench]"
-	$(PY) -m verbatim.eval.bench --benchmarks $(BENCH) --json eval/reports/bench.json
+	$(PY) -m bench.speed --benchmarks $(BENCH) --json eval/reports/bench.json
 
 # Ingest and search time and memory at 10k, 100k and 1M passages (synthetic vectors).
 scale: install
-	$(PY) -m verbatim.eval.scale --benchmarks $(BENCH) --json eval/reports/scale.json $(if $(SIZES),--sizes $(SIZES))
+	$(PY) -m bench.scale --benchmarks $(BENCH) --json eval/reports/scale.json $(if $(SIZES),--sizes $(SIZES))
 
 stress: install
-	$(PY) -m verbatim.eval.stress --json eval/reports/stress.json
+	$(PY) -m bench.stress --json eval/reports/stress.json
 
 # Known vulnerabilities in the locked dependencies (needs the PyPI JSON API or OSV online).
 audit: install

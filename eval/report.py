@@ -65,20 +65,3 @@ def gate(report) -> list[str]:
     if false is None or false > MAX_FALSE_ABSTAIN:
         failures.append(f"false abstention is {_fmt(false)}, must be at most {MAX_FALSE_ABSTAIN}")
     return failures
-
-
-def checked(rows: list[tuple[str, float, str, float]]) -> list[tuple[str, float, str, bool]]:
-    """(figure, measured, "<=" or ">=", bound) -> (figure, measured, target, met)."""
-    return [
-        (name, value, f"{op} {bound}", value <= bound if op == "<=" else value >= bound)
-        for name, value, op, bound in rows
-    ]
-
-
-def target_lines(title: str, rows: list[tuple[str, float, str, bool]]) -> str:
-    """Checked targets as a plain-text table: each met or MISSED."""
-    width = max(len(name) for name, *_ in rows)
-    lines = [title]
-    for name, value, target, met in rows:
-        lines.append(f"{name:<{width}}  {value:>8}  {target:<8}  {'met' if met else 'MISSED'}")
-    return "\n".join(lines)

@@ -3,7 +3,7 @@
 import asyncio
 import threading
 
-from verbatim.eval.bench import http_load
+from bench.common import http_load
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
 
@@ -52,19 +52,19 @@ def test_statuses_and_retry_after_are_counted():
         b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello",
     ]
     port, stop = _server(replies)
-    latencies, statuses, errors = http_load(f"http://127.0.0.1:{port}", ["q"], 1, each=5)
-    assert statuses == {503: 1, -503: 1, 200: 3} and not errors
-    assert len(latencies) == 5 and all(t >= 0 for t in latencies)
+    load = http_load(f"http://127.0.0.1:{port}", ["q"], 1, each=5)
+    assert load.statuses == {503: 1, -503: 1, 200: 3} and not load.errors
+    assert len(load.latencies) == 5 and all(t >= 0 for t in load.latencies)
     stop()
 
 
 def test_a_refused_connection_is_an_error_not_a_hang():
-    _, statuses, errors = http_load("http://127.0.0.1:9", ["q"], 2, each=2)  # nothing listens
-    assert statuses == {-1: 4} and errors
+    load = http_load("http://127.0.0.1:9", ["q"], 2, each=2)  # nothing listens
+    assert load.statuses == {-1: 4} and load.errors
 
 
 def test_the_target_table_says_met_or_missed_against_each_bound():
-    from verbatim.eval.bench import target_table, targets
+    from bench.speed import target_table, targets
 
     report = {
         "backend": "onnx",
@@ -84,7 +84,7 @@ def test_the_target_table_says_met_or_missed_against_each_bound():
 
 
 def test_the_million_passage_table_says_met_or_missed():
-    from verbatim.eval.scale import million_table
+    from bench.scale import million_table
 
     row = {"passages": 1_000_000, "search_p50_ms": 26.0, "recall_at_10": 0.95}
     row |= {"answer_without_encode_p50_ms": 10.0, "filtered_answer_p50_ms": 20.0}

@@ -175,7 +175,7 @@ def test_scale_corpus_has_one_passage_per_paragraph_and_real_code_finds_it(tmp_p
     """`make scale` relies on this: n paragraphs in, n passages through the real ingest."""
     import numpy as np
 
-    from verbatim.eval.scale import (
+    from bench.scale import (
         DOCS_PER_FILE,
         FILTERS,
         PASSAGES_PER_DOC,

@@ -2,7 +2,7 @@
 
 Load runs against a real `verbatim serve` on loopback with bounded request counts and times;
 the crash and fuzz suites are the test files run with larger counts.
-Run: `python -m verbatim.eval.stress [--seconds 60] [--json OUT]`.
+Run: `python -m bench.stress [--seconds 60] [--json OUT]`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from verbatim.eval.bench import _free_port, _ms, http_load, ingest_default, serve
+from bench.common import free_port, http_load, ingest_default, ms, serve
 
 QUESTIONS = [
     "How can I get my partner to go to therapy?",
@@ -56,29 +56,30 @@ def _parse_args() -> argparse.Namespace:
 
 def steady_row(base: str, seconds: float) -> Row:
     """16 clients for `seconds`: every request answered 200."""
-    lat, statuses, errors = http_load(base, QUESTIONS, 16, seconds=seconds)
+    load = http_load(base, QUESTIONS, 16, seconds=seconds)
+    took = ms(load.latencies)
     return (
         f"16 clients for {seconds:.0f} s: 0 errors",
-        set(statuses) == {200},
-        f"{sum(statuses.values())} requests, status {statuses}, "
-        f"p50 {_ms(lat)['p50']} ms, p99 {_ms(lat)['p99']} ms {errors or ''}",
+        set(load.statuses) == {200},
+        f"{sum(load.statuses.values())} requests, status {load.statuses}, "
+        f"p50 {took['p50']} ms, p99 {took['p99']} ms {load.errors or ''}",
     )
 
 
 def burst_rows(base: str) -> list[Row]:
     """256 clients at once: refused politely (503 with Retry-After) or answered in time."""
-    lat, statuses, errors = http_load(base, QUESTIONS, 256, each=4)
-    slowest = max(lat) if lat else 0
+    load = http_load(base, QUESTIONS, 256, each=4)
+    slowest = max(load.latencies) if load.latencies else 0
     return [
         (
             "256 clients: only 200 or 503 with Retry-After",
-            set(statuses) <= {200, 503},
-            f"status {statuses} {errors or ''}",
+            set(load.statuses) <= {200, 503},
+            f"status {load.statuses} {load.errors or ''}",
         ),
         (
             "256 clients: no request over 2.5 s",
             slowest <= 2.5,
-            f"slowest {slowest:.2f} s, p99 {_ms(lat)['p99']} ms",
+            f"slowest {slowest:.2f} s, p99 {ms(load.latencies)['p99']} ms",
         ),
     ]
 
@@ -103,7 +104,7 @@ def recovery_row(base: str) -> Row:
 
 def load_rows(seconds: float) -> list[Row]:
     """The load checks against a `verbatim serve` over the default corpus, and its cold start."""
-    proc, cold = serve(ingest_default("verbatim-stress-"), port := _free_port())
+    proc, cold = serve(ingest_default("verbatim-stress-"), port := free_port())
     base = f"http://127.0.0.1:{port}"
     try:
         rows = [steady_row(base, seconds), *burst_rows(base)]

@@ -1,6 +1,6 @@
 """How fast and how faithfully Verbatim reads a real folder, format by format.
 
-    python scripts/read_bench.py FOLDER... [--sample html=300 --sample pdf=30] [--workers 2]
+    python bench/read_bench.py FOLDER... [--sample html=300 --sample pdf=30] [--workers 2]
         [--out eval/reports/read_bench.json]
 
 Files under the folders are counted by format. For each sampled format, N files spread evenly

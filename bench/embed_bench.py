@@ -1,6 +1,6 @@
 """Ingest's model calls, today's way against `ModelEmbedder.encode`, interleaved in one process.
 
-    python scripts/embed_bench.py [--texts 3000] [--rounds 2] [--nospin] [--budgets 4096,16384]
+    python bench/embed_bench.py [--texts 3000] [--rounds 2] [--nospin] [--budgets 4096,16384]
 
 The texts are what ingest embeds for CounselChat: every passage's text, then every sentence's
 (read with the repo's own reader and splitter). `--texts N` takes a fixed sample with the same

@@ -11,7 +11,7 @@ Each size is built in one subprocess and searched in another, so each reports it
 The JSON is `{"sizes": {"<size>": {...}}}`: `answer_p50_ms` is the whole `answer()` with the
 real model, `encode_p50_ms` that model's bare encode of the same questions, taken in turns in the
 same run; `answer_without_encode_p50_ms` uses the questions' stored vectors.
-Run: `python -m verbatim.eval.scale [--sizes 10000 100000 1000000] [--json OUT]`.
+Run: `python -m bench.scale [--sizes 10000 100000 1000000] [--json OUT]`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import checked, target_lines
 from verbatim.eval.metrics import percentile
-from verbatim.eval.report import checked, target_lines
 from verbatim.records import Embedder, Filters
 from verbatim.settings import Settings
 
@@ -304,7 +304,7 @@ def _sentence(index, row: int) -> str:
 def _stage(stage: str, work: Path) -> str:
     """Run one stage in a process of its own; its JSON result."""
     done = subprocess.run(
-        [sys.executable, "-m", "verbatim.eval.scale", "--stage", stage, "--work", str(work)],
+        [sys.executable, "-m", "bench.scale", "--stage", stage, "--work", str(work)],
         check=True,
         stdout=subprocess.PIPE,
         text=True,

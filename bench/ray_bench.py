@@ -1,7 +1,7 @@
 """Texts embedded per second on a local Ray cluster with 1 and 2 model actors, against the
 plain `ModelEmbedder` in the same run (issue #21's Ray figures).
 
-Run: `python scripts/ray_bench.py [--texts N] [--json OUT]` (needs `pip install ".[ray]"`).
+Run: `python bench/ray_bench.py [--texts N] [--json OUT]` (needs `pip install ".[ray]"`).
 The texts are CounselChat passages from ../shared/benchmarks, as ingest embeds them.
 """
 

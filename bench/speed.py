@@ -3,42 +3,30 @@
 Everything is measured in one run on the CounselChat corpus (the cold start on the default one)
 and reported as ratios against the bare embedding call measured in the same run, because the
 machine is shared and noisy. torch's bare encode and txtai run in a process of their own.
-Run: `python -m verbatim.eval.bench [--benchmarks ../shared/benchmarks] [--json OUT]`.
+Run: `python -m bench.speed [--benchmarks ../shared/benchmarks] [--json OUT]`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import SplitResult, urlencode, urlsplit
 
+from bench.common import checked, free_port, http_load, ingest_default, ms, serve, target_lines
 from verbatim.eval import corpus_engine, read_questions
-from verbatim.eval.metrics import percentile
-from verbatim.eval.report import checked, target_lines
 from verbatim.settings import Settings
 
 if TYPE_CHECKING:
     from verbatim.engine import Engine
     from verbatim.index import Index
-
-Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-
-
-def _ms(seconds: list[float]) -> dict:
-    ms = [s * 1000 for s in seconds]
-    return {q: round(percentile(ms, v), 2) for q, v in (("p50", 50), ("p95", 95), ("p99", 99))}
 
 
 def _seconds(call: Callable[[str], object], texts: list[str]) -> list[float]:
@@ -51,141 +39,18 @@ def _seconds(call: Callable[[str], object], texts: list[str]) -> list[float]:
     return took
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-async def _get(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str
-) -> tuple[int, dict[str, str]]:
-    """One HTTP/1.1 GET on an open keep-alive connection: the status and headers (body read)."""
-    writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-    await writer.drain()
-    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-    fields = (line.partition(":") for line in head[1:] if line)
-    headers = {name.strip().lower(): value.strip() for name, _, value in fields}
-    await reader.readexactly(int(headers.get("content-length", 0)))
-    return int(head[0].split()[1]), headers
-
-
-@dataclass
-class _Tally:
-    """What the clients of one `http_load` saw, request by request."""
-
-    latencies: list[float] = field(default_factory=list)
-    statuses: dict[int, int] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-
-
-async def _client(
-    address: SplitResult,
-    questions: list[str],
-    n: int,
-    tally: _Tally,
-    stop: float | None,
-    each: int | None,
-) -> None:
-    """Client `n` of `http_load`: asks on its own keep-alive connection until `stop` or `each`."""
-    connection: Connection | None = None
-    i = 0
-    while (stop and time.monotonic() < stop) or (each and i < each):
-        began = time.perf_counter()
-        target = "/api/ask?" + urlencode({"q": questions[(n + i) % len(questions)]})
-        try:
-            if connection is None:
-                connection = await asyncio.wait_for(
-                    asyncio.open_connection(address.hostname, address.port), 30
-                )
-            reader, writer = connection
-            code, headers = await asyncio.wait_for(_get(reader, writer, target), 30)
-            if code == 503 and "retry-after" not in headers:
-                code = -503
-            if headers.get("connection", "").lower() == "close":
-                writer.close()
-                connection = None
-        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
-            code = -1
-            tally.errors.append(repr(exc))
-            if connection is not None:
-                connection[1].close()
-            connection = None
-        tally.latencies.append(time.perf_counter() - began)
-        tally.statuses[code] = tally.statuses.get(code, 0) + 1
-        i += 1
-    if connection is not None:
-        connection[1].close()
-
-
-def http_load(
-    base: str,
-    questions: list[str],
-    clients: int,
-    *,
-    seconds: float | None = None,
-    each: int | None = None,
-) -> tuple[list[float], dict[int, int], list[str]]:
-    """Clients asking GET /api/ask in a loop, for `seconds` or `each` requests each.
-
-    Each client is an asyncio task with a keep-alive connection of its own, speaking plain
-    HTTP/1.1 over asyncio streams (the server's JSON and error responses always carry a
-    Content-Length). A load generator must not be what it measures: with 256 clients on one
-    httpx connection pool the slowest request took 16 s, against 0.74 s for the same burst on
-    the same server from this client, and hundreds of threads would fight over the GIL.
-
-    Returns the latencies, the count of each status (-1: no response; -503: a 503 without
-    Retry-After) and the first few transport errors.
-    """
-    address = urlsplit(base)
-    tally = _Tally()
-    stop = time.monotonic() + seconds if seconds else None
-
-    async def run() -> None:
-        await asyncio.gather(
-            *(_client(address, questions, n, tally, stop, each) for n in range(clients))
-        )
-
-    asyncio.run(run())
-    return tally.latencies, tally.statuses, tally.errors[:3]
-
-
 def load_figures(base: str, questions: list[str], clients: int, total: int) -> dict:
     """`total` requests from `clients` clients: latency percentiles, throughput, statuses."""
     began = time.perf_counter()
-    latencies, statuses, _ = http_load(base, questions, clients, each=max(1, total // clients))
+    load = http_load(base, questions, clients, each=max(1, total // clients))
     wall = time.perf_counter() - began
     return {
         "clients": clients,
-        "requests": len(latencies),
-        **_ms(latencies),
-        "per_s": round(len(latencies) / wall, 1),
-        "status": statuses,
+        "requests": len(load.latencies),
+        **ms(load.latencies),
+        "per_s": round(len(load.latencies) / wall, 1),
+        "status": load.statuses,
     }
-
-
-def serve(data_dir: Path, port: int) -> tuple[subprocess.Popen, float]:
-    """Start `verbatim serve`; seconds until it answered its first question."""
-    env = {**os.environ, "VERBATIM_DATA_DIR": str(data_dir), "VERBATIM_PROGRESS": "false"}
-    began = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "verbatim", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import httpx
-
-    deadline = began + 120
-    while time.perf_counter() < deadline:
-        try:
-            r = httpx.get(f"http://127.0.0.1:{port}/api/ask", params={"q": "therapy?"}, timeout=5)
-            if r.status_code == 200:
-                return proc, time.perf_counter() - began
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("verbatim serve did not answer within 120 s")
 
 
 def _parse_args() -> argparse.Namespace:
@@ -201,11 +66,11 @@ def _parse_args() -> argparse.Namespace:
 def in_process(engine: Engine, questions: list[str]) -> dict:
     """The bare query encode and a whole `answer()`, each question once, in this process."""
     return {
-        "bare_query_encode_ms": _ms(
+        "bare_query_encode_ms": ms(
             _seconds(lambda q: engine.embedder.encode([q], progress=False), questions)
         ),
         "backend": engine.settings.backend,
-        "answer_in_process_ms": _ms(_seconds(engine.ask, questions)),
+        "answer_in_process_ms": ms(_seconds(engine.ask, questions)),
     }
 
 
@@ -221,7 +86,7 @@ def _passages(index: Index) -> list[str]:
 
 def http_figures(data_dir: Path, questions: list[str]) -> list[dict]:
     """`load_figures` at 1, 8 and 32 clients against a `verbatim serve` over `data_dir`."""
-    port = _free_port()
+    port = free_port()
     proc, _ = serve(data_dir, port)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -235,20 +100,9 @@ def http_figures(data_dir: Path, questions: list[str]) -> list[dict]:
         proc.wait(10)
 
 
-def ingest_default(prefix: str) -> Path:
-    """`verbatim ingest` of the default corpus into a new temporary data directory."""
-    data = Path(tempfile.mkdtemp(prefix=prefix))
-    subprocess.run(
-        [sys.executable, "-m", "verbatim", "ingest", "--data-dir", str(data)],
-        check=True,
-        capture_output=True,
-    )
-    return data
-
-
 def cold_start() -> float:
     """Seconds from starting `verbatim serve` on the default corpus to its first answer."""
-    proc, cold = serve(ingest_default("verbatim-bench-"), _free_port())
+    proc, cold = serve(ingest_default("verbatim-bench-"), free_port())
     proc.terminate()
     proc.wait(10)
     return cold
@@ -331,7 +185,7 @@ def compare(passages: list[str], questions: list[str]) -> dict:
         given = Path(folder) / "given.json"
         given.write_text(json.dumps({"passages": passages, "questions": questions}))
         done = subprocess.run(
-            [sys.executable, "-m", "verbatim.eval.bench", "--compare", str(given)],
+            [sys.executable, "-m", "bench.speed", "--compare", str(given)],
             check=True,
             capture_output=True,
             text=True,
@@ -348,7 +202,7 @@ def _compare_here(given: Path) -> dict:
     torch.encode(["warm up"])
     took = _seconds(lambda q: torch.encode([q]), data["questions"])
     return {
-        "bare_query_encode_torch_ms": _ms(took),
+        "bare_query_encode_torch_ms": ms(took),
         "txtai": txtai_figures(data["passages"], data["questions"]),
     }
 
@@ -368,7 +222,7 @@ def txtai_figures(passages: list[str], questions: list[str]) -> dict:
     return {
         "passages": len(passages),
         "index_s": round(indexed, 2),
-        "query_p50_ms": _ms(took)["p50"],
+        "query_p50_ms": ms(took)["p50"],
     }
 
 
