@@ -11,7 +11,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU build of torch must come first; otherwise a dependency pulls a CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test]"
+	# test: pytest and its tools; plot: the curves `make eval` draws.
+	$(PY) -m pip install --quiet -e ".[test,plot]"
 	touch $@
 
 install: $(STAMP)

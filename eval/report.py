@@ -1,8 +1,10 @@
-"""Turn a `Report` into a table, a coverage/precision plot and a CI gate; print speed targets."""
+"""Turn a `Report` into a table, a coverage/precision plot and a CI gate."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from verbatim.errors import VerbatimError
 
 GATE = {  # make test fails unless the seeds eval reaches these
     "grounding": ("grounding", "exact", 1.0),
@@ -34,8 +36,19 @@ def table(report, title: str = "") -> str:
 
 
 def plot(report, path: Path, title: str = "") -> None:
-    """Save the coverage/precision curve as a PNG."""
-    import matplotlib
+    """Save the coverage/precision curve as a PNG.
+
+    Raises:
+        VerbatimError: matplotlib, an optional extra, is not installed; the message says how to
+            install it.
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        raise VerbatimError(
+            "drawing the curve needs matplotlib: pip install 'verbatim[plot]' ('.[plot]' in a "
+            "checkout)"
+        ) from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -135,8 +135,8 @@ def declared(extra: str | None = None) -> set[str]:
 
 
 # Imported only where an extra is asked for: a benchmark (`make bench` installs it), the Qdrant
-# store (VERBATIM_STORE=qdrant) and ingest on Ray (`verbatim ingest --ray`).
-EXTRA_IMPORTS = {"txtai": "bench", "qdrant_client": "qdrant", "ray": "ray"}
+# store (VERBATIM_STORE=qdrant), ingest on Ray (`verbatim ingest --ray`) and the eval curve.
+EXTRA_IMPORTS = {"txtai": "bench", "qdrant_client": "qdrant", "ray": "ray", "matplotlib": "plot"}
 
 
 def test_runtime_imports_are_declared_dependencies():

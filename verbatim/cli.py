@@ -363,8 +363,11 @@ def eval_command(
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report.to_json(), indent=1, ensure_ascii=False))
-        plot(report, json_out.with_suffix(".png"), title=questions.name)
-        click.echo(f"wrote {json_out} and {json_out.with_suffix('.png')}")
+        try:
+            plot(report, json_out.with_suffix(".png"), title=questions.name)
+            click.echo(f"wrote {json_out} and {json_out.with_suffix('.png')}")
+        except VerbatimError as exc:  # no plotting extra: the JSON is written all the same
+            click.echo(f"wrote {json_out}; no curve: {exc}")
     if gate:
         failures = check_gate(report)
         if failures:
