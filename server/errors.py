@@ -3,7 +3,8 @@ elsewhere. `HANDLERS` is the app's `exception_handlers`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Mapping
+import sqlite3
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from fastapi import Request
@@ -11,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from verbatim.errors import VerbatimError
+from verbatim.errors import VerbatimError, storage_full
 from verbatim.server.pages import render
 from verbatim.server.state import Busy
 
@@ -38,7 +39,8 @@ def page_error(
 
 
 def _api(request: Request) -> bool:
-    return request.url.path.startswith("/api/")
+    """Whether errors are JSON: the API's, and the MCP endpoint's (/mcp)."""
+    return request.url.path.startswith("/api/") or request.url.path == "/mcp"
 
 
 def busy_response(request: Request) -> Response:
@@ -57,10 +59,15 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
 
 async def invalid(request: Request, exc: RequestValidationError) -> Response:
     """422 naming the first invalid field, e.g. `question: String should have at most ...`."""
-    first = exc.errors()[0] if exc.errors() else {}
+    return error_response(422, "invalid_request", validation_message(exc.errors()))
+
+
+def validation_message(errors: Sequence[Any]) -> str:
+    """The message naming the first invalid field of a validation error's `errors()`: the
+    API's 422 and the MCP tools' errors say the same."""
+    first = errors[0] if errors else {}
     where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
-    message = f"{where}: {first.get('msg', 'invalid input')}" if where else "invalid input"
-    return error_response(422, "invalid_request", message)
+    return f"{where}: {first.get('msg', 'invalid input')}" if where else "invalid input"
 
 
 async def library_error(request: Request, exc: VerbatimError) -> Response:
@@ -73,9 +80,21 @@ async def busy(request: Request, exc: Busy) -> Response:
     return busy_response(request)
 
 
+async def storage_error(request: Request, exc: OSError | sqlite3.Error) -> Response:
+    """A full disk under any route: 507 naming the data directory, as a library error would
+    be answered. Any other OS or SQLite error is not the client's to fix: it stays a 500."""
+    state = getattr(request.app.state, "verbatim", None)
+    full = storage_full(exc, state.settings.data_dir if state else "the data directory")
+    if full is None:
+        raise exc
+    return await library_error(request, full)
+
+
 HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = {
     StarletteHTTPException: http_error,
     RequestValidationError: invalid,
     VerbatimError: library_error,
     Busy: busy,
+    OSError: storage_error,
+    sqlite3.Error: storage_error,
 }

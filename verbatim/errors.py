@@ -1,5 +1,15 @@
 """Errors Verbatim shows to people. Each message says what to do about it."""
 
+from __future__ import annotations
+
+import errno
+import sqlite3
+from pathlib import Path
+
+# What a write says when the disk (or the user's quota) has no room left.
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+SQLITE_FULL = 13  # "database or disk is full"
+
 
 class VerbatimError(Exception):
     """Base class: the message is shown as is, without a traceback."""
@@ -35,6 +45,34 @@ class IndexCorrupt(VerbatimError):
 class IndexWriteFailed(VerbatimError):
     status = 507
     code = "index_write_failed"
+
+
+class StorageFull(VerbatimError):
+    """The disk holding the data directory is full; what failed was not written."""
+
+    status = 507
+    code = "storage_full"
+
+
+def storage_full(exc: BaseException, where: Path | str) -> StorageFull | None:
+    """`exc` as a `StorageFull` naming the folder `where`, if it says the disk is full (ENOSPC
+    or EDQUOT from the OS, SQLITE_FULL from SQLite); None for any other error.
+
+    The one place a full disk is recognised: callers re-raise the result, or `exc` if None.
+    """
+    if isinstance(exc, OSError):
+        full = exc.errno in FULL_ERRNOS
+    elif isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        full = code & 0xFF == SQLITE_FULL if code is not None else "disk is full" in str(exc)
+    else:
+        full = False
+    if not full:
+        return None
+    return StorageFull(
+        f"the disk holding {where} is full ({exc}); nothing was written. Free some space on "
+        "it, or set VERBATIM_DATA_DIR to a folder on a disk with room, and try again."
+    )
 
 
 class ModelMismatch(VerbatimError):

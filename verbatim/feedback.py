@@ -20,7 +20,7 @@ from dataclasses import astuple, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from verbatim.errors import VerbatimError
+from verbatim.errors import VerbatimError, storage_full
 from verbatim.settings import DEFAULT_COLLECTION, collection_name
 
 FILE = "feedback.sqlite"
@@ -138,7 +138,8 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield db
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLite has rolled back itself after some errors (a full disk)
+            db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
 
@@ -155,15 +156,25 @@ class FeedbackStore:
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection in autocommit mode (transactions are explicit), schema in place."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(self.path, timeout=10, isolation_level=None)) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit is on disk before the 201 goes out, power loss included.
-            db.execute("PRAGMA synchronous=FULL")
-            if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                db.executescript(SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
-            yield db
+        """A connection in autocommit mode (transactions are explicit), schema in place.
+
+        Raises:
+            StorageFull: the disk is full (while connecting, or in the `with` block).
+        """
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(sqlite3.connect(self.path, timeout=10, isolation_level=None)) as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                # FULL: a commit is on disk before the 201 goes out, power loss included.
+                db.execute("PRAGMA synchronous=FULL")
+                if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                    db.executescript(SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
+                yield db
+        except (OSError, sqlite3.Error) as exc:
+            full = storage_full(exc, self.path.parent)
+            if full is None:
+                raise
+            raise full from None
 
     def add(self, entry: NewFeedback, per_day: int) -> int:
         """Store `entry`; returns its id.
