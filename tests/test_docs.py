@@ -1,6 +1,9 @@
 """The README agrees with the code: its settings table, the CLI's help, the make targets."""
 
+import importlib.util
 import re
+from pathlib import Path
+from types import ModuleType
 
 import click
 import pytest
@@ -8,8 +11,7 @@ import pytest
 from verbatim.cli import cli
 from verbatim.settings import Settings
 
-from .conftest import ROOT
-
+ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 MAKEFILE = (ROOT / "Makefile").read_text(encoding="utf-8")
 SETTING = re.compile(r"`VERBATIM_([A-Z0-9_]+)`")
@@ -45,6 +47,43 @@ def test_readme_lists_every_setting():
     assert (missing, unknown) == ([], []), (
         f"missing from the table: {missing}; no setting: {unknown}"
     )
+
+
+def load_script(name: str) -> ModuleType:
+    """A module of `scripts/` (a folder of tools, not a package), loaded from its file."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def readme_table(text: str) -> str:
+    """The settings table of `text`, from its header line to its last row."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| setting (environment) |"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def test_readme_settings_table_is_the_settings_descriptions():
+    expected = load_script("settings_table").settings_table()
+    assert readme_table(README) == expected, (
+        "the README's settings table differs from the Settings fields: paste the output of "
+        "`python scripts/settings_table.py` over it"
+    )
+
+
+def test_settings_table_check_sees_a_changed_description():
+    expected = load_script("settings_table").settings_table()
+    changed = README.replace("| Texts per embedding batch", "| Texts in each embedding batch")
+    assert readme_table(changed) != expected
+    assert readme_table(f"intro\n\n{expected}\n\nafter\n") == expected
+
+
+def test_every_setting_has_a_description():
+    for name, field in Settings.model_fields.items():
+        assert field.description, f"Settings.{name} has no Field(description=...)"
 
 
 def table(names: list[str]) -> str:
