@@ -182,19 +182,19 @@ def _seed_vectors(own: Path, key: str) -> None:
     key: its current generation is copied in without its calibration, so the ingest that
     follows reuses every unchanged passage's vectors and calibrates afresh with this code.
     A change to the answering code then costs a re-read and a calibration, not a re-embed."""
-    from verbatim.index import store
+    from verbatim.index import generations
 
     stamps = [p for p in own.parent.glob("*/VECTORS") if p.read_text(encoding="utf-8") == key]
     for stamp in sorted(stamps, key=lambda p: p.stat().st_mtime, reverse=True):
-        name = store.current_name(stamp.parent)
-        source = store.generations_dir(stamp.parent) / (name or "-")
-        if not name or not (source / store.MANIFEST).exists():
+        name = generations.current_name(stamp.parent)
+        source = generations.generations_dir(stamp.parent) / (name or "-")
+        if not name or not (source / generations.MANIFEST).exists():
             continue
-        target = store.generations_dir(own) / name
+        target = generations.generations_dir(own) / name
         shutil.copytree(source, target)
-        manifest = store.read_manifest(target)
+        manifest = generations.read_manifest(target)
         manifest.pop("calibration", None)
-        (target / store.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        (target / generations.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         (own / "CURRENT").write_text(name + "\n", encoding="utf-8")
         return
 

@@ -37,17 +37,13 @@ from typing import Any
 import numpy as np
 
 from verbatim.errors import IndexCorrupt, IndexMissing, VerbatimError
-from verbatim.index import (
-    EXACT_SEARCH_LIMIT,
-    TEXT_CACHE,
-    Index,
-    PassageRows,
-    Pool,
-    SentenceRows,
-    store,
-)
+from verbatim.index import generations, tables
+from verbatim.index.build import EXACT_SEARCH_LIMIT
 from verbatim.index.catalog import Catalog
 from verbatim.index.lexical import Lexical, _stemmer
+from verbatim.index.load import where
+from verbatim.index.local import TEXT_CACHE, Index
+from verbatim.index.records import PassageRows, Pool, SentenceRows
 from verbatim.records import Document, DocumentMeta, Filters
 from verbatim.settings import COLLECTION_RULE, DEFAULT_COLLECTION, Settings
 
@@ -316,7 +312,7 @@ def remove_collection(client: Any, collection: str) -> None:
 
 def _prune(client: Any, collection: str, keep: set[str]) -> None:
     """Delete this collection's generations but `keep` (names less their kind). Generation
-    names hold one '-' (`store.publish`), so another collection's, whose name begins with
+    names hold one '-' (`generations.publish`), so another collection's, whose name begins with
     this one's and a '-', is never taken for one of them."""
     mine = re.compile(re.escape(alias(collection)) + r"-[^-]+-[^-]+-(passages|sentences|documents)")
     for item in client.get_collections().collections:
@@ -379,7 +375,7 @@ class QdrantStore:
     @property
     def thresholds(self) -> tuple[float, float] | None:
         """Calibrated abstention thresholds (passage, sentence), if the index has them."""
-        return store.thresholds(self.manifest)
+        return generations.thresholds(self.manifest)
 
     def query_terms(self, text: str) -> tuple[list[str], np.ndarray]:
         return self._terms.query(text)
@@ -400,7 +396,7 @@ class QdrantStore:
         return points[0].payload["text"]
 
     def document(self, doc_id: str) -> Document:
-        return store.document(self.documents[doc_id], self.text(doc_id))
+        return tables.document(self.documents[doc_id], self.text(doc_id))
 
     def candidates(
         self,
@@ -537,6 +533,15 @@ def _subset(p: PassageRows, keep: np.ndarray) -> PassageRows:
         sent_lo=p.sent_lo[keep],
         sent_hi=p.sent_hi[keep],
     )
+
+
+def publish_generation(settings: Settings, generation: str) -> None:
+    """Copy the local generation `generation` of `settings.collection` (just built) into Qdrant
+    and switch its alias there. The local files stay: the next ingest reuses their vectors, and
+    `serve` may read either."""
+    path = generations.generations_dir(where(settings)) / generation
+    with Index(path, generations.verify(path), settings.collection) as index:
+        publish(index, client_for(settings), settings.qdrant_shards, settings.qdrant_replicas)
 
 
 def open_store(settings: Settings) -> QdrantStore:

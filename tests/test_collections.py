@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from verbatim.cli import cli
 from verbatim.engine import ingest_paths, open_engines
 from verbatim.errors import InvalidCollectionName, InvalidFilter
-from verbatim.index import load_index, store
+from verbatim.index import generations, load_index
 from verbatim.index.catalog import Catalog
 from verbatim.records import DocumentMeta, Filters
 from verbatim.server import create_app
@@ -79,7 +79,7 @@ def test_each_collection_has_its_own_generations_and_calibration(two):
         assert papers.path.parent == settings.data_dir / "collections/papers/generations"
         assert default.manifest["corpus_hash"] != papers.manifest["corpus_hash"]
         assert "calibration" in papers.manifest
-    assert store.collection_names(settings.data_dir) == ["default", "papers"]
+    assert generations.collection_names(settings.data_dir) == ["default", "papers"]
 
 
 @pytest.mark.parametrize("name", ["Papers", "-x", "a b", "../up", "", "x" * 65, "é"])
@@ -179,7 +179,7 @@ def test_reload_picks_up_a_new_collection_without_dropping_requests(
         client.get("/api/documents/kites/new", params={"collection": "papers"}).status_code == 200
     )
 
-    store.remove_collection(settings.data_dir, "notes")
+    generations.remove_collection(settings.data_dir, "notes")
     client.post("/api/admin/reload", headers={"Authorization": "Bearer t"})
     gone = client.get("/api/ask", params={"q": KITE, "collection": "notes"})
     assert gone.status_code == 404
@@ -351,13 +351,13 @@ def test_cli_collections_and_remove(two, fake_cli):
     assert listed["collections"][1]["documents"] == 4
     assert "papers" in runner.invoke(cli, ["collections", *data]).output
     kept = runner.invoke(cli, ["remove", "--collection", "papers", *data], input="n\n")
-    assert kept.exit_code == 1 and store.collection_names(settings.data_dir) == [
+    assert kept.exit_code == 1 and generations.collection_names(settings.data_dir) == [
         "default",
         "papers",
     ]
     done = runner.invoke(cli, ["remove", "--collection", "papers", "--yes", *data])
     assert done.exit_code == 0, done.output
-    assert store.collection_names(settings.data_dir) == ["default"]
+    assert generations.collection_names(settings.data_dir) == ["default"]
     assert not (settings.data_dir / "collections" / "papers").exists()
     again = runner.invoke(cli, ["remove", "--collection", "papers", "--yes", *data])
     assert again.exit_code == 1 and "known: default" in again.output
@@ -371,7 +371,7 @@ def test_cli_ingest_into_a_collection_reports_it(tmp_path, tiny_corpus, fake_cli
     result = CliRunner().invoke(cli, ["ingest", str(tiny_corpus), "--collection", "cars", *data])
     assert result.exit_code == 0, result.output
     assert "Collection cars" in result.output and "1 html" in result.output
-    assert store.collection_names(tmp_path / "d") == ["cars"]
+    assert generations.collection_names(tmp_path / "d") == ["cars"]
 
 
 # --- the catalog against a plain Python oracle ------------------------------------------------
@@ -445,20 +445,20 @@ def test_catalog_refuses_unknown_ids_and_bad_dates():
 def test_a_filtered_ivf_search_finds_the_exact_filtered_top(tmp_path, monkeypatch):
     """Above EXACT_SEARCH_LIMIT an index is IVF; a filter then scans more lists the fewer rows it
     allows, and a filter allowing few rows is searched exactly."""
-    import verbatim.index as index_module
-    from verbatim.index import _faiss_index
+    from verbatim.index import build as index_build
+    from verbatim.index import local
 
-    monkeypatch.setattr(index_module, "EXACT_SEARCH_LIMIT", 100)
+    monkeypatch.setattr(index_build, "EXACT_SEARCH_LIMIT", 100)
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((4000, 16)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    ivf = _faiss_index(vectors)
+    ivf = index_build._faiss_index(vectors)
     assert hasattr(ivf, "nlist")
-    fake = index_module.Index.__new__(index_module.Index)
+    fake = local.Index.__new__(local.Index)
     fake.faiss, fake._exact, fake.passage_vectors = ivf, None, vectors
     found = 0
     for share, limit in ((0.1, 10_000), (0.1, 0), (0.9, 0)):
-        monkeypatch.setattr(index_module, "FILTERED_EXACT_LIMIT", limit)
+        monkeypatch.setattr(local, "FILTERED_EXACT_LIMIT", limit)
         allowed = rng.random(4000) < share
         for q in vectors[:20]:
             rows, _ = fake.search(q, 10, allowed)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from verbatim.engine import ingest_paths
-from verbatim.index import load_index, store
+from verbatim.index import generations, load_index
 from verbatim.settings import Settings
 
 
@@ -85,14 +85,14 @@ def test_sigkill_during_ingest_never_mixes_generations(tmp_path):
     # in a shuffled order so that consecutive kills do not creep through the run.
     moments = [full * 1.15 * (i + 0.5) / kills for i in range(kills)]
     random.Random(7).shuffle(moments)
-    generations, codes = {store.current_name(data)}, []
+    served, codes = {generations.current_name(data)}, []
     for n in range(kills):
         write_corpus(corpus, n + 1)
         codes.append(run_child(data, corpus, moments[n]))
         began = time.monotonic()
         with load_index(settings) as index:  # verifies every hash against the manifest
             assert time.monotonic() - began < 5
-            assert index.generation == store.current_name(data)
+            assert index.generation == generations.current_name(data)
             assert (
                 index.faiss.ntotal == len(index.passage_ids) == index.manifest["counts"]["passages"]
             )
@@ -101,10 +101,10 @@ def test_sigkill_during_ingest_never_mixes_generations(tmp_path):
             assert "lighthouse keeper" in text
             versions = {index.text(f"d{i}").split("version ")[1].split()[0] for i in range(120)}
             assert len(versions) == 1  # never a mix of two corpora
-            generations.add(index.generation)
+            served.add(index.generation)
     assert -signal.SIGKILL in codes  # runs were cut short, not all let finish
     write_corpus(corpus, kills + 1)
     assert run_child(data, corpus, None) == 0  # a clean run afterwards publishes...
-    assert not list(store.generations_dir(data).glob(".tmp-*"))  # ...and removes leftovers
+    assert not list(generations.generations_dir(data).glob(".tmp-*"))  # ...and removes leftovers
     assert not list(data.glob("CURRENT.tmp-*"))
-    assert store.current_name(data) not in generations
+    assert generations.current_name(data) not in served

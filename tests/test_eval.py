@@ -304,7 +304,8 @@ def test_cached_eval_indexes_cover_all_code_that_builds_them():
     assert init is not None
     package = init.parent
     assert package / "answer.py" in reached  # calibrate.py asks through it
-    assert _module_file("verbatim.index.store") in reached  # `from verbatim.index import store`
+    # `from verbatim.index import generations` (engine.py) reaches the module itself
+    assert _module_file("verbatim.index.generations") in reached
     assert package / "offtopic.txt" in covered  # the off-topic probes calibration asks
     assert reached <= covered, sorted(str(p) for p in reached - covered)
 
@@ -329,7 +330,7 @@ def test_a_code_change_rebuilds_the_eval_index_without_embedding_it_again(
     the newest build of the same corpus and model, and calibrates afresh."""
     import verbatim.eval as ev
     from tests.conftest import FakeEmbedder
-    from verbatim.index import store
+    from verbatim.index import generations
 
     class Recording(FakeEmbedder):
         seen: list[str] = []
@@ -358,7 +359,7 @@ def test_a_code_change_rebuilds_the_eval_index_without_embedding_it_again(
     assert rebuilt.settings.data_dir != old_dir
     assert rebuilt.answering.generation != old_generation
     assert second.seen and not from_corpus(second.seen)  # calibration's questions only
-    folder = store.generations_dir(rebuilt.settings.data_dir) / rebuilt.answering.generation
-    assert "calibration" in store.read_manifest(folder)
+    folder = generations.generations_dir(rebuilt.settings.data_dir) / rebuilt.answering.generation
+    assert "calibration" in generations.read_manifest(folder)
     assert rebuilt.answering.thresholds == old_thresholds  # the same code calibrates the same
     rebuilt.close()

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from verbatim.cli import cli
 from verbatim.errors import IndexWriteFailed
-from verbatim.index import build_index, load_index, store
+from verbatim.index import build_index, generations, load_index
 from verbatim.ingest import read_documents
 
 EVIL_HTML = """<html><head><title>Safe Title</title>
@@ -67,7 +67,7 @@ def test_disk_full_during_ingest_keeps_the_old_generation(
     tiny_corpus, settings, fake_embedder, monkeypatch
 ):
     build_index(read_documents([tiny_corpus], settings), settings, fake_embedder)
-    before = store.current_name(settings.data_dir)
+    before = generations.current_name(settings.data_dir)
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -76,8 +76,8 @@ def test_disk_full_during_ingest_keeps_the_old_generation(
     (tiny_corpus / "more.md").write_text("Another document about kites.")
     with pytest.raises(IndexWriteFailed, match="No space left on device"):
         build_index(read_documents([tiny_corpus], settings), settings, fake_embedder)
-    assert store.current_name(settings.data_dir) == before
-    assert not list(store.generations_dir(settings.data_dir).glob(".tmp-*"))
+    assert generations.current_name(settings.data_dir) == before
+    assert not list(generations.generations_dir(settings.data_dir).glob(".tmp-*"))
     with load_index(settings) as index:
         assert "more" not in index.documents and "gardening" in index.documents
 

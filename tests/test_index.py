@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from verbatim.errors import IndexCorrupt, IndexMissing, ModelMismatch
-from verbatim.index import build_index, load_index, store
+from verbatim.index import build_index, generations, load_index
+from verbatim.index import vectors as vector_files
 from verbatim.index.embed import INT8_VERSION
 from verbatim.ingest import read_documents
 
@@ -50,7 +51,7 @@ def test_reingest_unchanged_reuses_everything_and_keeps_ids(tiny_corpus, setting
 
 def test_crash_during_ingest_leaves_previous_generation(tiny_corpus, settings, fake_embedder):
     build(tiny_corpus, settings, fake_embedder)
-    before = store.current_name(settings.data_dir)
+    before = generations.current_name(settings.data_dir)
     (tiny_corpus / "new.md").write_text("A brand new document about kites.")
 
     class Exploding(type(fake_embedder)):
@@ -59,11 +60,11 @@ def test_crash_during_ingest_leaves_previous_generation(tiny_corpus, settings, f
 
     with pytest.raises(RuntimeError):
         build(tiny_corpus, settings, Exploding())
-    assert store.current_name(settings.data_dir) == before
+    assert generations.current_name(settings.data_dir) == before
     with load_index(settings) as index:
         assert "new" not in index.documents and "gardening" in index.documents
     build(tiny_corpus, settings, fake_embedder)  # the next run cleans up
-    assert not list(store.generations_dir(settings.data_dir).glob(".tmp-*"))
+    assert not list(generations.generations_dir(settings.data_dir).glob(".tmp-*"))
 
 
 def test_missing_index_names_the_fix(settings):
@@ -84,7 +85,7 @@ def test_int8_index_is_not_served_to_the_float_backend(tiny_corpus, settings, fa
     with pytest.raises(ModelMismatch, match="VERBATIM_BACKEND"):
         load_index(settings)
     # An index from an older int8 export (manifests said `true`) has other vectors.
-    manifest = store.candidates(settings.data_dir)[0] / "manifest.json"
+    manifest = generations.candidates(settings.data_dir)[0] / "manifest.json"
     old = json.loads(manifest.read_text()) | {"int8": True}
     manifest.write_text(json.dumps(old))
     with pytest.raises(ModelMismatch, match="older version of the onnx-int8"):
@@ -106,7 +107,7 @@ def hurt(path, damage: str) -> None:
 def test_every_index_file_is_covered(tiny_corpus, settings, fake_embedder):
     """The manifest hashes every file of a generation, so damage to any of them is seen."""
     report = build(tiny_corpus, settings, fake_embedder)
-    generation = store.generations_dir(settings.data_dir) / report.generation
+    generation = generations.generations_dir(settings.data_dir) / report.generation
     listed = set(json.loads((generation / "manifest.json").read_text())["files"])
     on_disk = {p.relative_to(generation).as_posix() for p in generation.rglob("*") if p.is_file()}
     assert listed == on_disk - {"manifest.json"}
@@ -128,13 +129,13 @@ def test_damage_to_any_file_falls_back_or_is_refused(tmp_path, tiny_corpus, fake
     first = build(tiny_corpus, intact, fake_embedder).generation
     (tiny_corpus / "extra.md").write_text("An extra note.")
     second = build(tiny_corpus, intact, fake_embedder).generation
-    manifest = store.generations_dir(intact.data_dir) / second / "manifest.json"
+    manifest = generations.generations_dir(intact.data_dir) / second / "manifest.json"
     victims = [*json.loads(manifest.read_text())["files"], "manifest.json"]
     assert len(victims) > 5
     for n, victim in enumerate(victims):
         settings = intact.model_copy(update={"data_dir": tmp_path / f"d{n}"})
         shutil.copytree(intact.data_dir, settings.data_dir)  # two generations, both intact
-        root = store.generations_dir(settings.data_dir)
+        root = generations.generations_dir(settings.data_dir)
         hurt(root / second / victim, damage)
         with load_index(settings) as index:  # the intact older generation serves
             assert index.generation == first, victim
@@ -147,7 +148,9 @@ def test_damage_to_any_file_falls_back_or_is_refused(tmp_path, tiny_corpus, fake
 def test_manifest_records_model_counts_and_hashes(tiny_corpus, settings, fake_embedder):
     report = build(tiny_corpus, settings, fake_embedder)
     manifest = json.loads(
-        (store.generations_dir(settings.data_dir) / report.generation / "manifest.json").read_text()
+        (
+            generations.generations_dir(settings.data_dir) / report.generation / "manifest.json"
+        ).read_text()
     )
     assert manifest["model"] == "fake" and manifest["dim"] == 64
     assert manifest["counts"] == {
@@ -176,26 +179,26 @@ def test_unchanged_corpus_keeps_its_calibration(tiny_corpus, settings, fake_embe
 
 
 def test_large_indexes_switch_to_approximate_search(monkeypatch):
-    import verbatim.index as index_module
+    from verbatim.index import build as index_build
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(40, 32))  # embeddings cluster by topic; uniform noise does not
     vectors = centres[rng.integers(0, 40, 4000)] + 0.5 * rng.normal(size=(4000, 32))
     vectors = vectors.astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    monkeypatch.setattr(index_module, "EXACT_SEARCH_LIMIT", 1000)
-    approximate = index_module._faiss_index(vectors)
+    monkeypatch.setattr(index_build, "EXACT_SEARCH_LIMIT", 1000)
+    approximate = index_build._faiss_index(vectors)
     assert type(approximate).__name__ == "IndexIVFScalarQuantizer"  # float16 lists
-    monkeypatch.setattr(index_module, "EXACT_SEARCH_LIMIT", 10_000)
-    exact = index_module._faiss_index(vectors)
+    monkeypatch.setattr(index_build, "EXACT_SEARCH_LIMIT", 10_000)
+    exact = index_build._faiss_index(vectors)
 
     def near(seed: int) -> np.ndarray:  # queries near the corpus, not in it
         noise = np.random.default_rng(seed).normal(size=(200, 32)).astype(np.float32)
         queries = vectors[rng.integers(0, 4000, 200)] + 0.3 * noise
         return queries / np.linalg.norm(queries, axis=1, keepdims=True)
 
-    probes = index_module._probes(approximate, vectors, near(1))
-    assert probes["recall_at_10"] >= index_module.IVF_RECALL
+    probes = index_build._probes(approximate, vectors, near(1))
+    assert probes["recall_at_10"] >= index_build.IVF_RECALL
     assert 8 <= probes["nprobe"] < approximate.nlist  # this corpus needs fewer than all lists
     queries = near(2)  # other questions get about what the measured ones did
     _, want = exact.search(queries, 10)
@@ -205,8 +208,8 @@ def test_large_indexes_switch_to_approximate_search(monkeypatch):
     assert recall >= 0.97
     approximate.nprobe = probes["nprobe"] // 4  # and scanning fewer lists finds fewer
     assert (
-        index_module._recall(
-            approximate, vectors, queries, index_module._tenth_best(vectors, queries)
+        index_build._recall(
+            approximate, vectors, queries, index_build._tenth_best(vectors, queries)
         )
         < recall
     )
@@ -238,10 +241,11 @@ def test_question_analysis_matches_the_indexed_analysis():
 def test_an_approximate_index_is_memory_mapped_and_answers(
     monkeypatch, tiny_corpus, settings, fake_embedder
 ):
-    import verbatim.index as index_module
     from verbatim.answer import answer
+    from verbatim.index import build as index_build
+    from verbatim.index import local
 
-    monkeypatch.setattr(index_module, "EXACT_SEARCH_LIMIT", 2)
+    monkeypatch.setattr(index_build, "EXACT_SEARCH_LIMIT", 2)
     build(tiny_corpus, settings, fake_embedder)
     with load_index(settings) as index:
         import faiss
@@ -257,14 +261,14 @@ def test_an_approximate_index_is_memory_mapped_and_answers(
         for quote in result.quotes + result.near_misses:
             assert index.text(quote.doc_id)[quote.start : quote.end] == quote.text
         manifest = {k: v for k, v in index.manifest.items() if k != "ivf"}
-    with index_module.Index(index.path, manifest) as older:  # built before nprobe was measured
-        assert older.faiss.nprobe == index_module._nprobe(older.faiss.nlist)
+    with local.Index(index.path, manifest) as older:  # built before nprobe was measured
+        assert older.faiss.nprobe == local.default_nprobe(older.faiss.nlist)
 
 
 def test_vectors_read_from_disk_equal_the_saved_matrix(tmp_path):
     matrix = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
     np.save(tmp_path / "m.npy", matrix)
-    vectors = store.Vectors(tmp_path / "m.npy")
+    vectors = vector_files.Vectors(tmp_path / "m.npy")
     assert len(vectors) == 50 and vectors.shape == (50, 8)
     picks = np.array([7, 3, 4, 5, 49, 0, 0, 12])  # runs, repeats, any order
     assert np.array_equal(vectors[picks], matrix[picks])
@@ -282,18 +286,18 @@ def test_a_truncated_vector_file_is_reported(tmp_path):
     np.save(tmp_path / "m.npy", np.zeros((10, 4), dtype=np.float32))
     data = (tmp_path / "m.npy").read_bytes()
     (tmp_path / "m.npy").write_bytes(data[:-16])
-    vectors = store.Vectors(tmp_path / "m.npy")
+    vectors = vector_files.Vectors(tmp_path / "m.npy")
     assert np.array_equal(vectors[:5], np.zeros((5, 4)))
     with pytest.raises(IndexCorrupt):
         vectors[9]
 
 
 def test_large_vector_files_are_read_not_mapped(monkeypatch, tiny_corpus, settings, fake_embedder):
-    monkeypatch.setattr(store, "MAP_LIMIT", 0)
+    monkeypatch.setattr(vector_files, "MAP_LIMIT", 0)
     build(tiny_corpus, settings, fake_embedder)
     with load_index(settings) as index:
-        assert isinstance(index.passage_vectors, store.Vectors)
-        assert isinstance(index.sentence_vectors, store.Vectors)
+        assert isinstance(index.passage_vectors, vector_files.Vectors)
+        assert isinstance(index.sentence_vectors, vector_files.Vectors)
         from verbatim.answer import answer
 
         result = answer("How long should bread dough rise?", index, fake_embedder, settings)
@@ -382,9 +386,9 @@ def test_which_texts_hold_which_terms(tmp_path):
 
 
 def test_quoted_texts_are_cached_within_a_bound(monkeypatch, tiny_corpus, settings, fake_embedder):
-    import verbatim.index as index_module
+    from verbatim.index import local
 
-    monkeypatch.setattr(index_module, "TEXT_CACHE", 1)
+    monkeypatch.setattr(local, "TEXT_CACHE", 1)
     build(tiny_corpus, settings, fake_embedder)
     with load_index(settings) as index:
         docs = sorted(index.documents)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from verbatim.index import SENTENCE_VECTORS, build_index, load_index, sentence_vectors, store
+from verbatim.index import SENTENCE_VECTORS, build_index, generations, load_index, sentence_vectors
 from verbatim.ingest import read_documents
 
 
@@ -13,7 +13,7 @@ def build(folder, settings, embedder):
 
 
 def rewrite_manifest(settings, change) -> None:
-    path = settings.data_dir / "generations" / store.current_name(settings.data_dir)
+    path = settings.data_dir / "generations" / generations.current_name(settings.data_dir)
     manifest = json.loads((path / "manifest.json").read_text())
     change(manifest)
     (path / "manifest.json").write_text(json.dumps(manifest))

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-import verbatim.index as index_module
-from verbatim.index import SENTENCE_DTYPE, build_index, load_index, sentence_dtype, store
+import verbatim.index.build as index_build
+from verbatim.index import SENTENCE_DTYPE, build_index, generations, load_index, sentence_dtype
+from verbatim.index import vectors as vector_files
 from verbatim.ingest import read_documents
 
 
@@ -17,13 +18,13 @@ def build(folder, settings, embedder):
 
 
 def current(settings):
-    return settings.data_dir / "generations" / store.current_name(settings.data_dir)
+    return settings.data_dir / "generations" / generations.current_name(settings.data_dir)
 
 
 def test_float16_rows_are_read_as_float32(tmp_path):
     matrix = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float16)
     np.save(tmp_path / "m.npy", matrix)
-    vectors = store.Vectors(tmp_path / "m.npy")
+    vectors = vector_files.Vectors(tmp_path / "m.npy")
     assert vectors.dtype == "float16" and vectors.shape == (50, 8)
     picks = np.array([7, 3, 4, 5, 49, 0, 0, 12])
     assert vectors[picks].dtype == np.float32
@@ -31,28 +32,28 @@ def test_float16_rows_are_read_as_float32(tmp_path):
     assert np.array_equal(vectors[3], matrix[3].astype(np.float32))
     assert np.array_equal(np.asarray(vectors), matrix.astype(np.float32))
     vectors.close()
-    small = store.open_vectors(tmp_path / "m.npy")  # small: read whole, as float32
+    small = vector_files.open_vectors(tmp_path / "m.npy")  # small: read whole, as float32
     assert isinstance(small, np.ndarray) and small.dtype == np.float32
     assert np.array_equal(small, matrix.astype(np.float32))
 
 
 def test_other_vector_files_are_refused_with_the_fix(tmp_path):
     np.save(tmp_path / "m.npy", np.zeros((3, 4), dtype=np.float64))
-    with pytest.raises(store.IndexCorrupt, match="verbatim ingest"):
-        store.Vectors(tmp_path / "m.npy")
+    with pytest.raises(vector_files.IndexCorrupt, match="verbatim ingest"):
+        vector_files.Vectors(tmp_path / "m.npy")
 
 
 def test_the_writer_streams_blocks_into_a_plain_npy(tmp_path):
     matrix = np.random.default_rng(1).normal(size=(10, 4)).astype(np.float32)
-    writer = store.VectorWriter(tmp_path / "m.npy", 10, "float16")
+    writer = vector_files.VectorWriter(tmp_path / "m.npy", 10, "float16")
     for lo in range(0, 10, 3):
         writer.write(matrix[lo : lo + 3])
     writer.close(4)
     assert np.array_equal(np.load(tmp_path / "m.npy"), matrix.astype(np.float16))
-    empty = store.VectorWriter(tmp_path / "e.npy", 0, "float32")
+    empty = vector_files.VectorWriter(tmp_path / "e.npy", 0, "float32")
     empty.close(4)
     assert np.load(tmp_path / "e.npy").shape == (0, 4)
-    short = store.VectorWriter(tmp_path / "s.npy", 5, "float32")
+    short = vector_files.VectorWriter(tmp_path / "s.npy", 5, "float32")
     short.write(matrix[:2])
     with pytest.raises(ValueError, match="2 of 5 rows"):
         short.close(4)
@@ -61,8 +62,8 @@ def test_the_writer_streams_blocks_into_a_plain_npy(tmp_path):
 def test_sentence_vectors_are_stored_as_float16(tiny_corpus, settings, fake_embedder):
     build(tiny_corpus, settings, fake_embedder)
     path = current(settings)
-    assert store.stored_dtype(path / "sentences.npy") == "float16" == SENTENCE_DTYPE
-    assert store.stored_dtype(path / "passages.npy") == "float32"  # FAISS reads these
+    assert vector_files.stored_dtype(path / "sentences.npy") == "float16" == SENTENCE_DTYPE
+    assert vector_files.stored_dtype(path / "passages.npy") == "float32"  # FAISS reads these
     with load_index(settings) as index:
         assert sentence_dtype(index.manifest) == "float16"
         rows = index.sentence_vectors[np.arange(len(index.sent_start))]
@@ -84,7 +85,7 @@ def as_float32_index(settings) -> None:
     np.save(path / "sentences.npy", vectors, allow_pickle=False)
     manifest = json.loads((path / "manifest.json").read_text())
     manifest.pop("sentence_dtype")
-    manifest["files"]["sentences.npy"] = store.sha256_file(path / "sentences.npy")
+    manifest["files"]["sentences.npy"] = generations.sha256_file(path / "sentences.npy")
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -93,7 +94,7 @@ def test_a_float32_index_is_served_and_reused(
     monkeypatch, tiny_corpus, settings, fake_embedder, limit
 ):
     if limit is not None:
-        monkeypatch.setattr(store, "MAP_LIMIT", limit)
+        monkeypatch.setattr(vector_files, "MAP_LIMIT", limit)
     build(tiny_corpus, settings, fake_embedder)
     as_float32_index(settings)
     with load_index(settings) as index:
@@ -105,7 +106,7 @@ def test_a_float32_index_is_served_and_reused(
         assert result.quotes or result.near_misses
     again = build(tiny_corpus, settings, fake_embedder)
     assert again.embedded == 0 and again.reused == again.passages
-    assert store.stored_dtype(current(settings) / "sentences.npy") == "float16"
+    assert vector_files.stored_dtype(current(settings) / "sentences.npy") == "float16"
     with load_index(settings) as index:
         assert np.array_equal(np.asarray(index.sentence_vectors), before)
 
@@ -116,7 +117,7 @@ def test_small_blocks_give_the_same_files(monkeypatch, tiny_corpus, settings, fa
     build(tiny_corpus, settings, fake_embedder)
     one_block = _vectors(settings)
     assert fake_embedder.calls == 1
-    monkeypatch.setattr(index_module, "BLOCK_TEXTS", 3)
+    monkeypatch.setattr(index_build, "BLOCK_TEXTS", 3)
     small = settings.model_copy(update={"data_dir": settings.data_dir.with_name("small")})
     fake_embedder.calls = 0
     build(tiny_corpus, small, fake_embedder)
@@ -126,7 +127,7 @@ def test_small_blocks_give_the_same_files(monkeypatch, tiny_corpus, settings, fa
     fake_embedder.calls = fake_embedder.texts = 0
     report = build(tiny_corpus, small, fake_embedder)
     assert report.embedded == fake_embedder.texts == 2 and fake_embedder.calls == 1
-    monkeypatch.setattr(index_module, "BLOCK_TEXTS", 1 << 16)
+    monkeypatch.setattr(index_build, "BLOCK_TEXTS", 1 << 16)
     build(tiny_corpus, settings, type(fake_embedder)())
     assert all(
         np.array_equal(a, b) for a, b in zip(_vectors(settings), _vectors(small), strict=True)

@@ -24,7 +24,7 @@ from typing import Protocol
 from verbatim.answer import text_fragment_link
 from verbatim.errors import VerbatimError
 from verbatim.feedback import Feedback, FeedbackStore, Recheck
-from verbatim.index import Store, store
+from verbatim.index import Store, generations, tables
 from verbatim.settings import DEFAULT_COLLECTION, collection_name
 
 FOUND = ("current", "moved")
@@ -88,13 +88,13 @@ class StoredTexts:
 
     def __init__(self, path: Path) -> None:
         self.generation = path.name
-        self._db = store.open_db(path / "store.sqlite")
+        self._db = tables.open_db(path / "store.sqlite")
         self._last: tuple[str, tuple[str, str, str | None] | None] | None = None
 
     def lookup(self, doc_id: str) -> tuple[str, str, str | None] | None:
         if self._last is None or self._last[0] != doc_id:  # citations come sorted by document
             try:
-                text = store.read_text(self._db, doc_id)
+                text = tables.read_text(self._db, doc_id)
                 # Ingest's content hash (ingest/read.py): the clean text's SHA-256.
                 found = (text, hashlib.sha256(text.encode()).hexdigest(), None)
             except KeyError:
@@ -222,7 +222,7 @@ def recheck(
     if not rows:
         return None
     texts = StoredTexts(
-        store.generations_dir(store.collection_dir(data_dir, collection)) / generation
+        generations.generations_dir(generations.collection_dir(data_dir, collection)) / generation
     )
     try:
         results = [_recheck(texts, r) for r in rows]

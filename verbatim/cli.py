@@ -230,44 +230,20 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
 @data_dir_option
 def collections(as_json: bool, data_dir: Path | None) -> None:
     """List the collections: each a document set with its own index."""
-    from verbatim.engine import served_collections
+    from verbatim.engine import collection_info, served_collections, store_location
 
     settings = _settings(data_dir)
-    rows = [_collection_row(settings, name) for name in served_collections(settings)]
+    rows = [collection_info(settings, name) for name in served_collections(settings)]
     if as_json:
         click.echo(json.dumps({"collections": rows}, indent=2))
         return
     if not rows:
-        where = settings.qdrant_url or "Qdrant" if settings.store == "qdrant" else settings.data_dir
-        click.echo(f"No collections in {where}; run `verbatim ingest PATH`.")
+        click.echo(f"No collections in {store_location(settings)}; run `verbatim ingest PATH`.")
     for row in rows:
         click.echo(
             f"{row['name']:<20} {row['documents']:>8} documents {row['passages']:>10} passages"
             f"  generation {row['generation']}"
         )
-
-
-def _collection_row(settings: Settings, name: str) -> dict:
-    """A collection as `verbatim collections` lists it, from its manifest (locally, without
-    loading the index)."""
-    from verbatim.index import store, where
-
-    if settings.store == "qdrant":
-        from verbatim.index import qdrant
-
-        generation, manifest = qdrant.manifest(qdrant.client_for(settings), name)
-        return {"name": name, **_counts(manifest["counts"]), "generation": generation}
-    folder = where(settings.model_copy(update={"collection": name}))
-    generation = store.current_name(folder) or ""
-    try:
-        counts = store.read_manifest(store.generations_dir(folder) / generation)["counts"]
-    except (OSError, ValueError, KeyError):
-        counts = {}  # damaged: `verbatim ask` will say how
-    return {"name": name, **_counts(counts), "generation": generation}
-
-
-def _counts(counts: dict) -> dict:
-    return {"documents": counts.get("documents", 0), "passages": counts.get("passages", 0)}
 
 
 @cli.command(cls=_Command)
@@ -277,30 +253,18 @@ def _counts(counts: dict) -> dict:
 def remove(collection: str, yes: bool, data_dir: Path | None) -> None:
     """Delete a collection and its index (its feedback is kept), from the store in use. A
     running server drops it at its next reload (SIGHUP)."""
-    from verbatim.engine import served_collections
+    from verbatim.engine import remove_collection, served_collections, store_location
 
     settings = _settings(data_dir, collection=collection)
     known = served_collections(settings)
     if collection not in known:
         names = ", ".join(known) or "none"
         raise click.ClickException(f"no collection named {collection!r}; known: {names}")
-    where = "Qdrant" if settings.store == "qdrant" else settings.data_dir
     if not yes:
+        where = store_location(settings)
         click.confirm(f"Delete collection {collection!r} in {where}?", abort=True)
-    _remove(settings, collection)
+    remove_collection(settings, collection)
     click.echo(f"Removed collection {collection}.")
-
-
-def _remove(settings: Settings, collection: str) -> None:
-    from verbatim.index import store
-
-    if settings.store == "qdrant":
-        from verbatim.index import qdrant
-
-        qdrant.remove_collection(qdrant.client_for(settings), collection)
-        if collection not in store.collection_names(settings.data_dir):
-            return  # a serving replica's data directory holds no copy
-    store.remove_collection(settings.data_dir, collection)
 
 
 @cli.command("eval", cls=_Command)
@@ -406,12 +370,12 @@ def feedback_export(
     """
     from verbatim.errors import UnknownCollection
     from verbatim.feedback import FeedbackStore, export
-    from verbatim.index import store
+    from verbatim.index import generations
 
     settings = _settings(data_dir)
     known = sorted(
         {
-            *store.collection_names(settings.data_dir),
+            *generations.collection_names(settings.data_dir),
             *FeedbackStore(settings.data_dir).collections(),
         }
     )

@@ -19,14 +19,14 @@ from verbatim.index import (
     ModelEmbedder,
     Store,
     build_index,
+    generations,
     load_index,
     open_store,
     where,
 )
 from verbatim.index.lexical import information
-from verbatim.index.store import collection_names, current_name
 from verbatim.ingest import Reader, read_documents
-from verbatim.ingest.pool import read_all
+from verbatim.ingest.workers import read_all
 from verbatim.records import Answer, Embedder, Filters, Skipped
 from verbatim.settings import DEFAULT_COLLECTION, Settings
 
@@ -112,6 +112,10 @@ def ingest_paths(
     report = build_index(
         corpus, settings, model, calibrate=lambda index: calibrate(index, model, settings)
     )
+    if settings.store == "qdrant":  # built locally, then copied there
+        from verbatim.index import qdrant
+
+        qdrant.publish_generation(settings, report.generation)
     _recheck_feedback(settings, report.generation)
     return report, corpus.skipped
 
@@ -203,7 +207,7 @@ def current_generation(settings: Settings) -> str | None:
         from verbatim.index import qdrant
 
         return qdrant.current_generation(qdrant.client_for(settings), settings.collection)
-    return current_name(where(settings))
+    return generations.current_name(where(settings))
 
 
 def served_collections(settings: Settings) -> list[str]:
@@ -212,7 +216,55 @@ def served_collections(settings: Settings) -> list[str]:
         from verbatim.index import qdrant
 
         return qdrant.collection_names(qdrant.client_for(settings))
-    return collection_names(settings.data_dir)
+    return generations.collection_names(settings.data_dir)
+
+
+def store_location(settings: Settings) -> str:
+    """Where `settings.store` keeps the collections, as messages name it."""
+    if settings.store == "qdrant":
+        return settings.qdrant_url or "Qdrant"
+    return str(settings.data_dir)
+
+
+def collection_info(settings: Settings, name: str) -> dict:
+    """Collection `name` as `verbatim collections` lists it: {name, documents, passages,
+    generation}, from its manifest, without loading its index (zero counts when the manifest
+    is unreadable: answering from it will say how)."""
+    if settings.store == "qdrant":
+        from verbatim.index import qdrant
+
+        generation, manifest = qdrant.manifest(qdrant.client_for(settings), name)
+        counts = manifest["counts"]
+    else:
+        folder = where(settings.model_copy(update={"collection": name}))
+        generation = generations.current_name(folder) or ""
+        try:
+            manifest = generations.read_manifest(generations.generations_dir(folder) / generation)
+            counts = manifest["counts"]
+        except (OSError, ValueError, KeyError):
+            counts = {}
+    return {
+        "name": name,
+        "documents": counts.get("documents", 0),
+        "passages": counts.get("passages", 0),
+        "generation": generation,
+    }
+
+
+def remove_collection(settings: Settings, name: str) -> None:
+    """Delete collection `name` from `settings.store`; with Qdrant, the data directory's local
+    copy too, if the ingest machine holds one (a serving replica does not).
+
+    Raises:
+        IndexMissing: the data directory has no such collection.
+    """
+    if settings.store == "qdrant":
+        from verbatim.index import qdrant
+
+        qdrant.remove_collection(qdrant.client_for(settings), name)
+        if name not in generations.collection_names(settings.data_dir):
+            return
+    generations.remove_collection(settings.data_dir, name)
 
 
 def open_engines(
@@ -257,6 +309,7 @@ def _one_blas_thread() -> None:
 __all__ = [
     "Engine",
     "Skipped",
+    "collection_info",
     "current_generation",
     "feedback_check",
     "ingest_on_ray",
@@ -265,5 +318,7 @@ __all__ = [
     "make_embedder",
     "open_engine",
     "open_engines",
+    "remove_collection",
     "served_collections",
+    "store_location",
 ]

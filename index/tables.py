@@ -1,0 +1,139 @@
+"""A generation's SQLite file (store.sqlite): documents with their text, passages and
+sentences, by row; the same row order as the vector files'."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+from verbatim.records import Document, DocumentMeta, Passage, Section
+
+SCHEMA = """
+CREATE TABLE documents (
+    id TEXT PRIMARY KEY, title TEXT NOT NULL, author TEXT, date TEXT, url TEXT, site TEXT,
+    source TEXT NOT NULL, content_hash TEXT NOT NULL, metadata TEXT NOT NULL, text TEXT NOT NULL
+);
+CREATE TABLE passages (
+    row INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, doc_id TEXT NOT NULL REFERENCES documents,
+    start INTEGER NOT NULL, "end" INTEGER NOT NULL, heading TEXT NOT NULL, role TEXT NOT NULL,
+    sent_lo INTEGER NOT NULL, sent_hi INTEGER NOT NULL
+);
+CREATE TABLE sentences (
+    row INTEGER PRIMARY KEY, passage_row INTEGER NOT NULL,
+    start INTEGER NOT NULL, "end" INTEGER NOT NULL
+);
+CREATE INDEX passages_doc ON passages(doc_id);
+"""
+
+
+def write_rows(path: Path, documents: list[Document], passages: list[Passage]) -> None:
+    """Create the generation's SQLite file: documents with their text, passages, sentences.
+
+    Passage rows number `passages` in order and sentence rows run on across them, the same
+    order as the vector files' rows.
+    """
+    db = sqlite3.connect(path)
+    try:
+        db.executescript(SCHEMA)
+        with db:
+            db.executemany(
+                "INSERT INTO documents VALUES (?,?,?,?,?,?,?,?,?,?)", map(_document_row, documents)
+            )
+            db.executemany(
+                "INSERT INTO passages VALUES (?,?,?,?,?,?,?,?,?)", _passage_rows(passages)
+            )
+            db.executemany("INSERT INTO sentences VALUES (?,?,?,?)", _sentence_rows(passages))
+    finally:
+        db.close()
+
+
+def _document_row(d: Document) -> tuple:
+    # Pages go first, where `DocumentMeta.pages` reads them without parsing the rest; a
+    # document without pages stores no key, as before pages existed.
+    pages = {"pages": list(d.pages)} if d.pages else {}
+    extra = {**pages, "metadata": d.metadata, "sections": [asdict(s) for s in d.sections]}
+    return (
+        *(d.id, d.title, d.author, d.date, d.url, d.site, d.source, d.content_hash),
+        json.dumps(extra),
+        d.text,
+    )
+
+
+def _passage_rows(passages: list[Passage]) -> Iterator[tuple]:
+    first = 0  # the passage's first sentence row
+    for row, p in enumerate(passages):
+        last = first + len(p.sentences)
+        yield row, p.id, p.doc_id, p.start, p.end, p.heading, p.role, first, last
+        first = last
+
+
+def _sentence_rows(passages: list[Passage]) -> Iterator[tuple[int, int, int, int]]:
+    at = 0
+    for row, p in enumerate(passages):
+        for s in p.sentences:
+            yield at, row, s.start, s.end
+            at += 1
+
+
+def open_db(path: Path) -> sqlite3.Connection:
+    """A generation's SQLite file, read-only, shareable between threads."""
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+
+
+def read_passages(
+    db: sqlite3.Connection,
+) -> Iterator[tuple[str, str, str, str, int, int, int, int]]:
+    """(id, doc_id, heading, role, start, end, sent_lo, sent_hi) of each passage, by row."""
+    yield from db.execute(
+        'SELECT id, doc_id, heading, role, start, "end", sent_lo, sent_hi FROM passages '
+        "ORDER BY row"
+    )
+
+
+def read_sentence_column(db: sqlite3.Connection, column: str) -> Iterator[int]:
+    """One column of the sentences table (`start` or `end`), by row."""
+    if column not in ("start", "end"):
+        raise ValueError(column)
+    return (r[0] for r in db.execute(f'SELECT "{column}" FROM sentences ORDER BY row'))  # noqa: S608
+
+
+def read_documents(db: sqlite3.Connection) -> dict[str, DocumentMeta]:
+    """Every document without its text, by id."""
+    query = (
+        "SELECT id, title, author, date, url, site, source, content_hash, metadata "
+        "FROM documents ORDER BY id"
+    )
+    return {row[0]: DocumentMeta._make(row) for row in db.execute(query)}
+
+
+def read_text(db: sqlite3.Connection, doc_id: str) -> str:
+    row = db.execute("SELECT text FROM documents WHERE id = ?", (doc_id,)).fetchone()
+    if row is None:
+        raise KeyError(doc_id)
+    return row[0]
+
+
+def document(meta: DocumentMeta, text: str) -> Document:
+    """The whole document: its stored metadata and sections, with its text."""
+    extra = json.loads(meta.extra)
+    sections = tuple(
+        Section(s["start"], s["end"], s["heading"], s["role"], tuple(map(tuple, s["paragraphs"])))
+        for s in extra["sections"]
+    )
+    return Document(
+        id=meta.id,
+        title=meta.title,
+        text=text,
+        content_hash=meta.content_hash,
+        source=meta.source,
+        sections=sections,
+        author=meta.author,
+        date=meta.date,
+        url=meta.url,
+        site=meta.site,
+        metadata=extra["metadata"],
+        pages=tuple(extra.get("pages", ())),
+    )
