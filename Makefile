@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck install-check fix eval bench scale stress audit browser clean
+.PHONY: install run test lint typecheck install-check fix eval eval-docs bench scale stress audit browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,22 @@ eval: install
 	$(VENV)/bin/verbatim eval $(BENCH)/squad2/questions.dev.jsonl \
 		--corpus $(BENCH)/squad2/corpus.jsonl \
 		--offtopic $(BENCH)/counselchat/questions.dev.jsonl --json eval/reports/squad2.json
+
+# Real documentation from Debian -doc packages, asked the way users ask (eval/questions/README.md).
+# A package is installed (needs root and the Debian archive) only when its folder is missing.
+DOCS_FAQ := /usr/share/doc/debian/FAQ
+DOCS_MG := /usr/share/doc/maint-guide/maint-guide.en.pdf
+DOCS_REF := /usr/share/debian-reference
+eval-docs: install
+	test -d $(DOCS_FAQ) || apt-get install -y --no-install-recommends debian-faq
+	test -f $(DOCS_MG) || apt-get install -y --no-install-recommends maint-guide
+	test -d $(DOCS_REF) || apt-get install -y --no-install-recommends debian-reference-en
+	$(VENV)/bin/verbatim eval eval/questions/debian-faq.jsonl --corpus $(DOCS_FAQ) \
+		--json eval/reports/debian-faq.json
+	$(VENV)/bin/verbatim eval eval/questions/maint-guide.jsonl --corpus $(DOCS_MG) \
+		--json eval/reports/maint-guide.json
+	$(VENV)/bin/verbatim eval eval/questions/debian-reference.jsonl --corpus $(DOCS_REF) \
+		--json eval/reports/debian-reference.json
 
 # Speed against the bare model call and against txtai (a benchmark-only extra).
 bench: install
