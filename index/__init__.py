@@ -21,16 +21,16 @@ from verbatim.index.build import (
 from verbatim.index.embed import ModelEmbedder
 from verbatim.index.load import load_index, open_store, where
 from verbatim.index.local import Index
-from verbatim.index.records import IngestReport, PassageRows, Pool, SentenceRows, Store
+from verbatim.index.records import Candidates, IngestReport, PassageRows, SentenceRows, Store
 
 __all__ = [
     "SENTENCE_DTYPE",
     "SENTENCE_VECTORS",
+    "Candidates",
     "Index",
     "IngestReport",
     "ModelEmbedder",
     "PassageRows",
-    "Pool",
     "SentenceRows",
     "Store",
     "build_index",

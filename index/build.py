@@ -266,9 +266,9 @@ def _probe_queries(path: Path, passages: np.ndarray) -> np.ndarray:
     """`PROBE_QUERIES` sentence vectors spread over the corpus (passages if it has none)."""
     sentences = Vectors(path)
     try:
-        pool = sentences if len(sentences) else passages
-        pick = np.random.default_rng(0).choice(len(pool), min(len(pool), PROBE_QUERIES), False)
-        return np.asarray(pool[np.sort(pick)], dtype=np.float32)
+        source = sentences if len(sentences) else passages
+        pick = np.random.default_rng(0).choice(len(source), min(len(source), PROBE_QUERIES), False)
+        return np.asarray(source[np.sort(pick)], dtype=np.float32)
     finally:
         sentences.close()
 

@@ -220,11 +220,11 @@ def thresholds(manifest: dict) -> tuple[float, float] | None:
 
 
 def read_manifest(generation: Path) -> dict:
-    """A generation's manifest as written, unchecked (for listing; `verify` checks it)."""
+    """A generation's manifest as written, unchecked (for listing; `verify_manifest` checks it)."""
     return json.loads((generation / MANIFEST).read_text(encoding="utf-8"))
 
 
-def verify(generation: Path) -> dict:
+def verify_manifest(generation: Path) -> dict:
     """The generation's manifest, after checking every file's hash against it.
 
     Raises:

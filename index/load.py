@@ -74,7 +74,7 @@ def load_index(settings: Settings) -> Index:
     errors = []
     for path in _candidates(settings):
         try:
-            manifest = generations.verify(path)
+            manifest = generations.verify_manifest(path)
             index = Index(path, manifest, settings.collection)
         except (IndexCorrupt, OSError, RuntimeError, ValueError) as exc:
             message = exc.message if isinstance(exc, IndexCorrupt) else f"{path}: {exc}"

@@ -15,7 +15,7 @@ from verbatim.errors import IndexCorrupt
 from verbatim.index import generations, tables
 from verbatim.index.catalog import Catalog
 from verbatim.index.lexical import Lexical
-from verbatim.index.records import PassageRows, Pool, SentenceRows
+from verbatim.index.records import Candidates, PassageRows, SentenceRows
 from verbatim.index.vectors import Vectors, open_vectors
 from verbatim.records import Document, DocumentMeta, Filters
 from verbatim.settings import DEFAULT_COLLECTION
@@ -144,20 +144,20 @@ class Index:
         n: int,
         allowed: np.ndarray | None = None,
         exclude: int | None = None,
-    ) -> Pool:
+    ) -> Candidates:
         """See `Store.candidates`; `allowed` is a boolean mask over passage rows."""
         n = min(n, self.faiss.ntotal)
         rows, _ = self.search(vector, n, allowed)
         lex_rows, lex = self.lexical.best(terms, n, allowed)
-        pool = np.unique(np.concatenate([rows, lex_rows])).astype(np.int64)
+        found = np.unique(np.concatenate([rows, lex_rows])).astype(np.int64)
         if exclude is not None:
-            pool = pool[pool != exclude]
-        passages = self.passages(pool)
-        return Pool(
+            found = found[found != exclude]
+        passages = self.passages(found)
+        return Candidates(
             passages=passages,
             dense=passages.vectors @ vector,
-            bm25=lex[pool],
-            cover=self.lexical.contains(terms, pool),
+            bm25=lex[found],
+            cover=self.lexical.contains(terms, found),
         )
 
     def passages(self, rows: np.ndarray) -> PassageRows:
@@ -228,7 +228,7 @@ class Index:
 
 
 def _pick(values: list[str], rows: list[int]) -> tuple[str, ...]:
-    """values[rows[0]], values[rows[1]], ... (in C: a pool's columns cost no Python loop)."""
+    """values[rows[0]], values[rows[1]], ... (in C: the candidates' columns cost no Python loop)."""
     if len(rows) > 1:
         return operator.itemgetter(*rows)(values)
     return tuple(values[r] for r in rows)

@@ -43,7 +43,7 @@ from verbatim.index.catalog import Catalog
 from verbatim.index.lexical import Lexical, _stemmer
 from verbatim.index.load import where
 from verbatim.index.local import TEXT_CACHE, Index
-from verbatim.index.records import PassageRows, Pool, SentenceRows
+from verbatim.index.records import Candidates, PassageRows, SentenceRows
 from verbatim.records import Document, DocumentMeta, Filters
 from verbatim.settings import COLLECTION_RULE, DEFAULT_COLLECTION, Settings
 
@@ -405,7 +405,7 @@ class QdrantStore:
         n: int,
         allowed: np.ndarray | None = None,
         exclude: int | None = None,
-    ) -> Pool:
+    ) -> Candidates:
         """One `query_points`: a dense and a sparse (BM25) prefetch of `n` each, fused by RRF
         only to return their union; the scores that rank are computed here from the returned
         vectors, exactly as the local store computes them (`Index.candidates`)."""
@@ -413,7 +413,7 @@ class QdrantStore:
         flt = None
         if allowed is not None:
             if not allowed.any():
-                return self._pool([], vector, terms, n)
+                return self._gather([], vector, terms, n)
             if not allowed.all():
                 listed = [d for d, ok in zip(self._doc_ids, allowed.tolist(), strict=True) if ok]
                 flt = m.Filter(must=[m.FieldCondition(key="doc", match=m.MatchAny(any=listed))])
@@ -436,9 +436,9 @@ class QdrantStore:
         ).points
         if exclude is not None:  # after the top n, as the local store leaves it out
             hits = [p for p in hits if p.id != exclude]
-        return self._pool(hits, vector, terms, n)
+        return self._gather(hits, vector, terms, n)
 
-    def _pool(self, hits: list, vector: np.ndarray, terms: list[str], n: int) -> Pool:
+    def _gather(self, hits: list, vector: np.ndarray, terms: list[str], n: int) -> Candidates:
         """The union of the two prefetches, less what local mode adds and the local store
         does not (sparse hits scoring 0), scored as the local store scores it."""
         hits = sorted(hits, key=lambda p: p.id)
@@ -461,7 +461,7 @@ class QdrantStore:
         lexical = np.flatnonzero(bm25 > 0)
         lexical = lexical[np.argsort(-bm25[lexical], kind="stable")[:n]]
         keep = np.union1d(near, lexical).astype(np.int64)
-        return Pool(
+        return Candidates(
             passages=_subset(passages, keep),
             dense=dense[keep],
             bm25=bm25[keep],
@@ -540,7 +540,7 @@ def publish_generation(settings: Settings, generation: str) -> None:
     and switch its alias there. The local files stay: the next ingest reuses their vectors, and
     `serve` may read either."""
     path = generations.generations_dir(where(settings)) / generation
-    with Index(path, generations.verify(path), settings.collection) as index:
+    with Index(path, generations.verify_manifest(path), settings.collection) as index:
         publish(index, client_for(settings), settings.qdrant_shards, settings.qdrant_replicas)
 
 

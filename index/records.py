@@ -51,7 +51,7 @@ class PassageRows:
 
 
 @dataclass(slots=True)
-class Pool:
+class Candidates:
     """A question's candidate passages: the nearest by embedding and the best by BM25."""
 
     passages: PassageRows
@@ -74,7 +74,7 @@ class SentenceRows:
 class Store(Protocol):
     """What answering needs of an index generation, whichever engine holds it: the local files
     (`Index`, the default) or Qdrant (`verbatim.index.qdrant.QdrantStore`). Publishing a
-    generation is each store's own (`build_index`; `qdrant.publish`)."""
+    generation is each store's own (`build_index`; `qdrant.publish_generation`)."""
 
     store: str  # "local" or "qdrant", as /api/health names it
     collection: str
@@ -100,7 +100,7 @@ class Store(Protocol):
         n: int,
         allowed: np.ndarray | None = None,
         exclude: int | None = None,
-    ) -> Pool:
+    ) -> Candidates:
         """The `n` nearest passages by embedding and the `n` best by BM25 (above 0), together,
         of the `allowed` ones, without passage row `exclude`."""
         ...

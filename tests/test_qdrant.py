@@ -229,7 +229,7 @@ def test_qdrant_edge_ranks_passages_as_local_mode(settings, fake_embedder, tmp_p
                 with_vector=True,
                 with_payload=True,
             )
-            return self._pool(shard.query(request), vector, terms, n)
+            return self._gather(shard.query(request), vector, terms, n)
 
     edge = EdgeStore(remote.client, settings.collection)
     for question in SEEDS:

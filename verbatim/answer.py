@@ -14,13 +14,13 @@ import numpy as np
 
 from verbatim.arrays import spans
 from verbatim.errors import InvalidQuestion
-from verbatim.index import PassageRows, Pool, SentenceRows, Store
+from verbatim.index import Candidates, PassageRows, SentenceRows, Store
 from verbatim.records import Answer, Embedder, Filters, Quote, web_url
 from verbatim.settings import Settings
 
 CANDIDATES = 50  # passages considered before quote selection (by embedding and by BM25 each)
 COVER_WEIGHT = 0.4  # weighted share of question terms in a passage, and in its best sentence
-BM25_WEIGHT = 0.1  # BM25 relative to the pool's best
+BM25_WEIGHT = 0.1  # BM25 relative to the candidates' best
 WINDOW_COVER_WEIGHT = 0.5  # weighted share of question terms in a quote's sentence window
 QUOTE_CANDIDATES = 30  # best passages a quote is chosen from (3 per quote when k > 10)
 MAX_WINDOW = 3  # sentences in one quote at most
@@ -105,15 +105,15 @@ class Retrieval:
     weights: np.ndarray  # how much each says (IDF x information in English), summing to 1
     rows: np.ndarray  # passage rows
     scores: np.ndarray  # fused relevance, descending
-    best_passage: float  # highest passage cosine in the pool
-    best_sentence: float  # highest sentence cosine in the pool
+    best_passage: float  # highest passage cosine of the candidates
+    best_sentence: float  # highest sentence cosine of the candidates
     specific: float  # the question's specificity, 0..1
     began: float
-    sentences: np.ndarray  # the sentence rows of every passage in the pool, ascending
+    sentences: np.ndarray  # the sentence rows of every candidate passage, ascending
     sentence_cos: np.ndarray  # their cosine with the question
     sentence_has: np.ndarray  # whether each of those holds each term: (sentences, terms)
     filtered_out: bool = False  # the filters matched no passage at all
-    pool: PassageRows | None = None  # the pool's passages by row, as the store gave them
+    passage_rows: PassageRows | None = None  # the candidates by row, as the store gave them
     sentence_rows: SentenceRows | None = None  # their sentences (`sentences` above), by row
 
     @property
@@ -124,9 +124,11 @@ class Retrieval:
     def documents(self, index, n: int = 10) -> list[str]:
         """Document ids in rank order (each at its best passage), at most `n`."""
         seen: dict[str, None] = {}
-        pool = self.pool
+        passages = self.passage_rows
         for row in self.rows:
-            seen.setdefault(index.passage_doc[int(row)] if pool is None else pool.doc_of(row), None)
+            seen.setdefault(
+                index.passage_doc[int(row)] if passages is None else passages.doc_of(row), None
+            )
             if len(seen) == n:
                 break
         return list(seen)
@@ -145,12 +147,12 @@ def _best_windows(found: Retrieval, index, rows: np.ndarray) -> list[tuple[int, 
     the sentence cosines already known from retrieval and the dot products of neighbouring
     sentences (one and two apart) give every window's score.
     """
-    if not len(rows) or found.pool is None or found.sentence_rows is None:
+    if not len(rows) or found.passage_rows is None or found.sentence_rows is None:
         return []
-    at_pool = found.pool.at(rows)
-    lo, hi = found.pool.sent_lo[at_pool], found.pool.sent_hi[at_pool]
+    of_rows = found.passage_rows.at(rows)
+    lo, hi = found.passage_rows.sent_lo[of_rows], found.passage_rows.sent_hi[of_rows]
     sents = spans(lo, hi)
-    at = np.searchsorted(found.sentences, sents)  # where the pool's arrays hold them
+    at = np.searchsorted(found.sentences, sents)  # where the candidates' arrays hold them
     vecs, n = found.sentence_rows.vectors[at], len(sents)
 
     def padded(x: np.ndarray) -> np.ndarray:
@@ -249,30 +251,30 @@ def _rank(text: str, qvec: np.ndarray, index: Store, allowed, exclude, began: fl
     fused and ordered."""
     terms, weights = index.query_terms(text)
     candidates = index.candidates(qvec, terms, CANDIDATES, allowed, exclude)
-    pool = candidates.passages.rows
+    rows = candidates.passages.rows
     found = Retrieval(
         question=text,
         vector=qvec,
         terms=terms,
         weights=weights,
-        rows=pool,
+        rows=rows,
         scores=np.zeros(0, dtype=np.float32),
         best_passage=0.0,
         best_sentence=0.0,
         specific=1.0,
         began=began,
-        sentences=pool,
+        sentences=rows,
         sentence_cos=np.zeros(0, dtype=np.float32),
         sentence_has=np.zeros((0, len(terms)), dtype=bool),
         filtered_out=allowed is not None and not allowed.any(),
-        pool=candidates.passages,
+        passage_rows=candidates.passages,
     )
-    return _fuse(found, index, candidates) if len(pool) else found
+    return _fuse(found, index, candidates) if len(rows) else found
 
 
-def _fuse(found: Retrieval, index: Store, candidates: Pool) -> Retrieval:
-    """Score the pool's passages (see `retrieve`) and order them, best first."""
-    pool, qvec, terms, weights = found.rows, found.vector, found.terms, found.weights
+def _fuse(found: Retrieval, index: Store, candidates: Candidates) -> Retrieval:
+    """Score the candidate passages (see `retrieve`) and order them, best first."""
+    rows, qvec, terms, weights = found.rows, found.vector, found.terms, found.weights
     dense = candidates.dense
     passage_cover = candidates.cover @ weights if terms else 0.0
     passages = candidates.passages
@@ -282,11 +284,11 @@ def _fuse(found: Retrieval, index: Store, candidates: Pool) -> Retrieval:
     starts = np.concatenate([[0], np.cumsum(hi - lo)[:-1]])
     sent_cos = sentences.vectors @ qvec
     best_sent = np.maximum.reduceat(sent_cos, starts)
-    has = sentences.has  # sents ascend, as the pool does
+    has = sentences.has  # sents ascend, as the candidates do
     best_cover = np.maximum.reduceat(has @ weights, starts) if terms else 0.0
     specific = specificity(len(terms))
     lex = candidates.bm25
-    bm25 = lex / lex.max() if lex.max() > 0 else np.zeros(len(pool))
+    bm25 = lex / lex.max() if lex.max() > 0 else np.zeros(len(rows))
     fused = (
         dense
         + COVER_WEIGHT * (passage_cover + best_cover)
@@ -296,7 +298,7 @@ def _fuse(found: Retrieval, index: Store, candidates: Pool) -> Retrieval:
     order = np.argsort(-fused, kind="stable")
     return replace(
         found,
-        rows=pool[order],
+        rows=rows[order],
         scores=fused[order],
         best_passage=float(dense.max()),
         best_sentence=float(best_sent.max()),
@@ -324,7 +326,7 @@ def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -
             blend(calibrated[0], calibrated[1], found.specific) if calibrated else DEFAULT_THRESHOLD
         )
     evidence = found.evidence
-    quotes = _select(index, candidates, k, found.pool, found.sentence_rows)
+    quotes = _select(index, candidates, k, found.passage_rows, found.sentence_rows)
     abstained = evidence < threshold or not quotes
     reason = None
     near: list[Quote] = []
@@ -388,7 +390,7 @@ def only_asks(sentences: list[str]) -> bool:
 
 
 def _shown_order(docs: list[str], asks: Callable[[int], bool] | None = None) -> Iterator[int]:
-    """Positions in `pool` (best first, as retrieval ranked them) in the order quotes are shown:
+    """Positions in `docs` (best first, as retrieval ranked them) in the order quotes are shown:
     each document's lead passage first, in retrieval order, then the other passages.
 
     So the documents appear exactly in retrieval's order (quoting never ranks a relevant
@@ -431,24 +433,24 @@ def _select(
     asked = np.fromiter((c.row for c in candidates), np.int64, len(candidates))
     every = passages.at(asked).tolist()
     keep = [j for j, a in enumerate(every) if passages.role[a] != "letter"]
-    pool, at = [candidates[j] for j in keep], [every[j] for j in keep]
-    if not pool:
+    quotable, at = [candidates[j] for j in keep], [every[j] for j in keep]
+    if not quotable:
         return []
     vecs = passages.vectors[at]
-    similar = vecs @ vecs.T  # passage cosine between candidates, by position in `pool`
+    similar = vecs @ vecs.T  # passage cosine between candidates, by position in `quotable`
     # Sentence row + first[passage] = its position in `sentences` (contiguous, by passage).
     first = (np.cumsum(passages.sent_hi - passages.sent_lo) - passages.sent_hi).tolist()
-    chosen: list[tuple[int, Quote, str]] = []  # position in `pool`, quote, its words
+    chosen: list[tuple[int, Quote, str]] = []  # position in `quotable`, quote, its words
 
     def asks(i: int) -> bool:
         text, lo = index.text(passages.doc[at[i]]), first[at[i]]
-        window = range(pool[i].window[0] + lo, pool[i].window[1] + lo)
+        window = range(quotable[i].window[0] + lo, quotable[i].window[1] + lo)
         return only_asks([text[int(sentences.start[j]) : int(sentences.end[j])] for j in window])
 
     for i in _shown_order([passages.doc[a] for a in at], asks):
         if len(chosen) == k:
             break
-        c, a = pool[i], at[i]
+        c, a = quotable[i], at[i]
         lo, hi = c.window[0] + first[a], c.window[1] - 1 + first[a]  # positions in `sentences`
         quote = _quote(index, c, passages, a, (int(sentences.start[lo]), int(sentences.end[hi])))
         words = " ".join(quote.text.lower().split())

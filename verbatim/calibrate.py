@@ -4,8 +4,8 @@ Procedure (run at every ingest; the result is stored in the manifest):
 1. In-domain probes: up to 300 (VERBATIM_CALIBRATION_PROBES) sentences of at least 8 words,
    sampled evenly from the corpus. Each is asked of the index with its own passage left out,
    so that it must be answered by *other* text, exactly as a real question is
-   (`answer.retrieve_by_vector`): its best passage and best sentence cosine in the pool are
-   recorded.
+   (`answer.retrieve_by_vector`): its best passage and best sentence cosine among its
+   candidates are recorded.
 2. Each threshold is the 5th percentile of its distribution: Verbatim accepts abstaining on
    about 1 in 20 in-domain questions, and treats as unaddressed whatever scores below what 95%
    of the corpus's own statements reach. A question is compared with the blend of the two
