@@ -144,3 +144,28 @@ def test_readme_make_targets_exist():
 def test_make_target_check_catches_an_unknown_target():
     text = README + "\n```sh\nmake frobnicate   # no such target\n```\n"
     assert "frobnicate" in readme_make_targets(text) - makefile_targets(MAKEFILE)
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+DOCS = ["README.md", "CHANGELOG.md", "eval/README.md"]
+DOCS += sorted(str(path.relative_to(ROOT)) for path in (ROOT / "docs").glob("*.md"))
+
+
+def broken_links(text: str, folder: Path) -> list[str]:
+    """Relative links in Markdown `text` (read from `folder`) whose file does not exist."""
+    links = [link.partition("#")[0] for link in LINK.findall(text)]
+    relative = [
+        link for link in links if link and "://" not in link and not link.startswith("mailto:")
+    ]
+    return [link for link in relative if not (folder / link).exists()]
+
+
+@pytest.mark.parametrize("name", DOCS)
+def test_relative_links_exist(name):
+    path = ROOT / name
+    assert broken_links(path.read_text(encoding="utf-8"), path.parent) == []
+
+
+def test_link_check_sees_a_missing_file():
+    text = "[a](README.md) [b](docs/nowhere.md#x) [c](https://example.org/x) [d](#top)"
+    assert broken_links(text, ROOT) == ["docs/nowhere.md"]
