@@ -38,7 +38,7 @@ from typing import Any
 
 from verbatim.errors import NoDocuments
 from verbatim.ingest import read_documents, split_passages
-from verbatim.ingest.read import SUFFIXES, format_of
+from verbatim.ingest.formats import SUFFIXES, format_of
 from verbatim.records import Corpus, Document
 from verbatim.settings import Settings
 
@@ -120,7 +120,7 @@ def read_sample(
 def pieces(doc: Document) -> list[tuple[int, str]]:
     """(start, text) of every paragraph and every sentence of a document."""
     out = [(a, doc.text[a:b]) for s in doc.sections for a, b in s.paragraphs]
-    for passage in split_passages(doc, 900):
+    for passage in split_passages(doc):
         out += [(s.start, doc.text[s.start : s.end]) for s in passage.sentences]
     return out
 

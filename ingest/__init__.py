@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 from verbatim.errors import NoDocuments
 from verbatim.ingest.files import FileTask, collect
-from verbatim.ingest.pool import Progress, Result, read_all
-from verbatim.ingest.read import SUFFIXES
+from verbatim.ingest.formats import SUFFIXES
 from verbatim.ingest.split import split_passages, split_sentences
+from verbatim.ingest.workers import Progress, Result, read_all
 from verbatim.records import Corpus, Document, Skipped
 
 if TYPE_CHECKING:  # a worker process reads files without loading the settings

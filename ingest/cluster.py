@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from verbatim.ingest.files import FileTask
-from verbatim.ingest.pool import Result, read_all
 from verbatim.ingest.sandbox import from_json, to_json
+from verbatim.ingest.workers import Result, read_all
 
 if TYPE_CHECKING:
     from verbatim.settings import Settings

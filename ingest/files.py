@@ -14,25 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from verbatim.errors import NoDocuments
-from verbatim.ingest.read import SUFFIXES, format_of
+from verbatim.ingest.formats import FORMATS, SUFFIXES, format_of
 from verbatim.records import Skipped
 
 if TYPE_CHECKING:  # a worker process reads files without loading the settings
     from verbatim.settings import Settings
-
-# What to do with common files Verbatim does not read.
-CONVERT = {
-    ".doc": "save it as .docx",
-    ".odt": "save it as .docx",
-    ".rtf": "save it as .docx",
-    ".pages": "export it as .docx or PDF",
-    ".mobi": "convert it to EPUB (Calibre does)",
-    ".azw": "convert it to EPUB (Calibre does)",
-    ".azw3": "convert it to EPUB (Calibre does)",
-    ".pptx": "export it as PDF",
-    ".ppt": "export it as PDF",
-    ".djvu": "convert it to PDF with a text layer",
-}
 
 
 @dataclass(frozen=True)
@@ -72,7 +58,8 @@ def root_labels(roots: list[Path]) -> dict[Path, str]:
 
 
 def _unsupported(path: Path) -> str:
-    hint = CONVERT.get(path.suffix.lower())
+    known = FORMATS.get(path.suffix.lower())
+    hint = known.convert if known else ""
     kind = f"'{path.suffix}'" if path.suffix else "(no suffix)"
     return f"unsupported file type {kind}" + (f"; {hint}" if hint else "")
 

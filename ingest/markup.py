@@ -15,7 +15,7 @@ import re
 from typing import Any
 from urllib.parse import unquote
 
-from verbatim.ingest.read import Block, UnreadableFile, open_zip, read_member
+from verbatim.ingest.read import Block, Blocks, UnreadableFile, open_zip, read_member
 
 HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 BLOCK_TAGS = HEADINGS | frozenset(
@@ -70,7 +70,7 @@ def parse_html(raw: bytes):
     return tree
 
 
-def read_html(raw: bytes) -> tuple[list[Block], dict, int]:
+def read_html(raw: bytes) -> Blocks:
     """An HTML page: its main text as blocks, and its metadata."""
     tree = parse_html(raw)
     meta = page_meta(tree)
@@ -84,7 +84,7 @@ def read_html(raw: bytes) -> tuple[list[Block], dict, int]:
     heading = main_heading(root, page_title)
     meta["title"], site = clean_title(heading, page_title, meta.get("title"))
     meta["site"] = meta.get("site") or site
-    return blocks, meta, 0
+    return Blocks(blocks, meta)
 
 
 def _remove(el) -> None:
@@ -380,7 +380,7 @@ def _dc(opf, name: str) -> list[str]:
     return [" ".join(v.xpath("string()").split()) for v in values if v.xpath("string()").strip()]
 
 
-def read_epub(raw: bytes) -> tuple[list[Block], dict, int]:
+def read_epub(raw: bytes) -> Blocks:
     """An EPUB: its spine's XHTML chapters in reading order, through the HTML path, with the
     title, authors, date and publisher of its package document (OPF)."""
     zf = open_zip(raw, "EPUB")
@@ -413,4 +413,4 @@ def read_epub(raw: bytes) -> tuple[list[Block], dict, int]:
         "site": next(iter(_dc(opf, "publisher")), None),
         "language": next(iter(_dc(opf, "language")), None),
     }
-    return blocks, meta, 0
+    return Blocks(blocks, meta)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from verbatim.ingest.read import Block, UnreadableFile, open_zip
+from verbatim.ingest.read import Block, Blocks, UnreadableFile, open_zip
 
 
 def _is_heading(paragraph) -> bool:
@@ -30,7 +30,7 @@ def _row_text(row) -> str:
     return " ".join(" ".join(c.text.split()) for c in cells)
 
 
-def read_docx(raw: bytes) -> tuple[list[Block], dict, int]:
+def read_docx(raw: bytes) -> Blocks:
     """A Word document's blocks and core properties."""
     import docx
     from docx.table import Table
@@ -59,4 +59,4 @@ def read_docx(raw: bytes) -> tuple[list[Block], dict, int]:
         "subject": props.subject or None,
         "keywords": props.keywords or None,
     }
-    return blocks, meta, 0
+    return Blocks(blocks, meta)

@@ -18,7 +18,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 
-from verbatim.ingest.read import Block, UnreadableFile
+from verbatim.ingest.read import Block, Blocks, UnreadableFile
 
 # Ligatures that fonts map to one code point; spelled out, so quotes and search see "find".
 LIGATURES = str.maketrans(
@@ -192,7 +192,7 @@ def _open(raw: bytes):
         raise UnreadableFile(f"unreadable PDF: {reason}") from None
 
 
-def read_pdf(raw: bytes) -> tuple[list[Block], dict, int]:
+def read_pdf(raw: bytes) -> Blocks:
     """A PDF's pages as blocks (each knows its page) and its metadata."""
     pdf = _open(raw)
     try:
@@ -221,4 +221,4 @@ def read_pdf(raw: bytes) -> tuple[list[Block], dict, int]:
     if not meta["title"]:
         first = next((b for b in blocks if b.heading and b.page == 1), None)
         meta["title"] = first.text if first is not None and len(first.text) <= 120 else None
-    return blocks, meta, len(pages)
+    return Blocks(blocks, meta, len(pages))

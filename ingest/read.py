@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib
 import json
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from verbatim.ingest.formats import FORMATS, Format
 from verbatim.records import Document, Section
 
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
@@ -104,6 +108,27 @@ class Block:
     page: int = 0
 
 
+@dataclass(frozen=True)
+class Blocks:
+    """What a block reader (HTML, EPUB, PDF, DOCX) found: the blocks in order, the metadata,
+    and the number of pages of a paged format (0 otherwise)."""
+
+    blocks: list[Block]
+    meta: dict
+    n_pages: int = 0
+
+
+@dataclass(frozen=True)
+class Text:
+    """A document's clean text, its sections, its metadata and, for a paged format, the offset
+    where each page starts."""
+
+    text: str
+    sections: tuple[Section, ...]
+    meta: dict
+    pages: tuple[int, ...] = ()
+
+
 def _clean_block(block: Block) -> str:
     text = normalize(block.text)
     if block.code:  # keep the lines and their indentation, drop blank lines around them
@@ -111,10 +136,8 @@ def _clean_block(block: Block) -> str:
     return re.sub(r"[ ]*\n[ ]*", "\n", re.sub(r" {2,}", " ", text)).strip()
 
 
-def assemble(
-    blocks: list[Block], n_pages: int = 0, role: str = "article"
-) -> tuple[str, tuple[Section, ...], tuple[int, ...]]:
-    """Clean text, sections and page starts from blocks, in order.
+def assemble(read: Blocks, role: str = "article") -> Text:
+    """Clean text, sections and page starts from a reader's blocks, in order.
 
     Headings open sections and stay in the text, in no paragraph (never quoted). In a paged
     document a section also ends at each page break and goes on, under the same heading, on
@@ -127,7 +150,7 @@ def assemble(
     heading, sec_start = "", 0
     paragraphs: list[tuple[int, int]] = []
     pages: list[int] = []
-    for block in blocks:
+    for block in read.blocks:
         chunk = _clean_block(block)
         if not chunk:
             continue
@@ -149,8 +172,8 @@ def assemble(
         pos = start + len(chunk)
     if paragraphs:
         sections.append(Section(sec_start, pos, heading, role, tuple(paragraphs)))
-    pages += [pos] * (n_pages - page)
-    return "\n\n".join(parts), tuple(sections), tuple(pages)
+    pages += [pos] * (read.n_pages - page)
+    return Text("\n\n".join(parts), tuple(sections), read.meta, tuple(pages))
 
 
 def _text(value: object) -> str | None:
@@ -232,7 +255,7 @@ def read_member(zf, name: str) -> bytes:
         raise UnreadableFile(f"damaged zip member {name} ({exc}); save the file again") from None
 
 
-def read_markdown(raw: bytes) -> tuple[str, tuple[Section, ...], dict]:
+def read_markdown(raw: bytes) -> Text:
     import frontmatter
 
     try:
@@ -247,10 +270,10 @@ def read_markdown(raw: bytes) -> tuple[str, tuple[Section, ...], dict]:
     text, sections = build_text(
         post.content, markdown=True, roles=roles, role=str(meta.get("role", "article"))
     )
-    return text, sections, meta
+    return Text(text, sections, meta)
 
 
-def read_text(raw: bytes) -> tuple[str, tuple[Section, ...], dict]:
+def read_text(raw: bytes) -> Text:
     body = normalize(decode(raw)).strip()
     meta: dict = {}
     first, _, rest = body.partition("\n")
@@ -258,7 +281,7 @@ def read_text(raw: bytes) -> tuple[str, tuple[Section, ...], dict]:
         meta["title"] = first.strip()
         body = rest
     text, sections = build_text(body, markdown=False)
-    return text, sections, meta
+    return Text(text, sections, meta)
 
 
 def read_jsonl(raw: bytes, source: str) -> list[Document]:
@@ -282,60 +305,22 @@ def read_jsonl(raw: bytes, source: str) -> list[Document]:
     return docs
 
 
-READERS = {
-    ".md": read_markdown,
-    ".markdown": read_markdown,
-    ".txt": read_text,
-}
-# Read into `Block`s by their own modules, imported when first needed.
-BLOCK_FORMATS = {
-    ".html": "html",
-    ".htm": "html",
-    ".xhtml": "html",
-    ".pdf": "pdf",
-    ".docx": "docx",
-    ".epub": "epub",
-}
-SUFFIXES = frozenset(READERS) | frozenset(BLOCK_FORMATS) | {".jsonl"}
-
-
-def format_of(path: Path) -> str:
-    """The format a file is read as: `md`, `txt`, `html`, `pdf`, `docx`, `epub` or `jsonl`."""
-    suffix = path.suffix.lower()
-    return BLOCK_FORMATS.get(suffix) or {".markdown": "md"}.get(suffix) or suffix.lstrip(".")
-
-
-def _read_blocks(kind: str, raw: bytes) -> tuple[list[Block], dict, int]:
-    if kind == "html":
-        from verbatim.ingest.markup import read_html
-
-        return read_html(raw)
-    if kind == "epub":
-        from verbatim.ingest.markup import read_epub
-
-        return read_epub(raw)
-    if kind == "pdf":
-        from verbatim.ingest.pdf import read_pdf
-
-        return read_pdf(raw)
-    from verbatim.ingest.office import read_docx
-
-    return read_docx(raw)
+def _reader(fmt: Format) -> Callable[..., Any]:
+    """The function that parses `fmt`, imported when first needed."""
+    module, _, name = fmt.reader.rpartition(".")
+    return getattr(importlib.import_module(f"verbatim.ingest.{module}"), name)
 
 
 def read_file(path: Path, doc_id: str, raw: bytes) -> list[Document]:
     """Documents in one file (a `.jsonl` may hold many)."""
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        return read_jsonl(raw, str(path))
-    pages: tuple[int, ...] = ()
-    if suffix in BLOCK_FORMATS:
-        blocks, meta, n_pages = _read_blocks(BLOCK_FORMATS[suffix], raw)
-        text, sections, pages = assemble(blocks, n_pages)
-    else:
-        text, sections, meta = READERS[suffix](raw)
-    if not text.strip() or not sections:
+    fmt = FORMATS[path.suffix.lower()]
+    read = _reader(fmt)
+    if fmt.shape == "rows":
+        return read(raw, str(path))
+    found: Text = assemble(read(raw)) if fmt.shape == "blocks" else read(raw)
+    if not found.text.strip() or not found.sections:
         raise UnreadableFile("no text to index")
+    meta = found.meta
     if not _text(meta.get("title")):
         meta["title"] = path.stem.replace("-", " ").replace("_", " ").strip()
-    return [make_document(doc_id, str(path), text, sections, meta, pages)]
+    return [make_document(doc_id, str(path), found.text, found.sections, meta, found.pages)]

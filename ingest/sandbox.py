@@ -3,7 +3,7 @@
 A worker is `python -m verbatim.ingest.sandbox MEMORY_MB`: a child process whose address space
 is capped (`RLIMIT_AS`) and which reads one file at a time, named on its standard input, and
 answers with one JSON line: the documents, or the reason the file cannot be read. The parent
-(`verbatim.ingest.pool`) gives each file a time limit and kills a worker that overruns it or
+(`verbatim.ingest.workers`) gives each file a time limit and kills a worker that overruns it or
 dies; the file is then skipped with the reason and a fresh worker reads the next one. A
 hostile PDF (or DOCX, EPUB) can so cost at most its time limit, never the ingest.
 

@@ -14,6 +14,12 @@ ABBREVIATIONS = frozenset(
 _BREAK_OR_TERMINAL = re.compile(r"\n|[.!?…]+[\"'”’)\]]*")
 _WORD_BEFORE = re.compile(r"([A-Za-z][A-Za-z.]*)$")
 WORD_WINDOW = 100
+# The longest passage, in characters: `Settings.passage_chars`'s default (a paragraph or two,
+# short enough that the embedding model reads all of it).
+PASSAGE_CHARS = 900
+# Hex digits of SHA-256 kept in a passage id: 64 bits, so a collision is unlikely below about
+# four billion passages, and a short id to show and type.
+ID_HEX_DIGITS = 16
 
 
 def _is_boundary(text: str, end: int, next_pos: int, glued: bool) -> bool:
@@ -94,7 +100,7 @@ def _cap(text: str, sentences: list[Sentence], limit: int) -> list[Sentence]:
     return out
 
 
-def split_passages(doc: Document, max_chars: int) -> list[Passage]:
+def split_passages(doc: Document, max_chars: int = PASSAGE_CHARS) -> list[Passage]:
     """Paragraph-based passages of at most `max_chars`, never crossing a section boundary.
 
     Consecutive short paragraphs are merged; a paragraph longer than the limit is split between
@@ -131,7 +137,7 @@ def _passage(
 ) -> Passage:
     start, end = sentences[0].start, sentences[-1].end
     body = doc.text[start:end]
-    digest = hashlib.sha256(f"{doc.id}\0{body}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{doc.id}\0{body}".encode()).hexdigest()[:ID_HEX_DIGITS]
     seen[digest] = seen.get(digest, 0) + 1
     pid = digest if seen[digest] == 1 else f"{digest}-{seen[digest]}"
     return Passage(pid, doc.id, start, end, body, heading, role, tuple(sentences))

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from verbatim.ingest.files import FileTask
+from verbatim.ingest.formats import BY_NAME
 from verbatim.ingest.read import UnreadableFile, read_file
 from verbatim.ingest.sandbox import Worker, from_json
 from verbatim.records import Document
@@ -24,8 +25,9 @@ from verbatim.records import Document
 if TYPE_CHECKING:  # a worker process reads files without loading the settings
     from verbatim.settings import Settings
 
-SANDBOXED = frozenset({"pdf", "docx", "epub"})
-POOLED_AFTER = 64  # text and HTML files beyond which the workers read them too
+# Text and HTML files beyond which the workers read them too: below it, reading them here
+# while the workers start costs less than the workers' start.
+IN_PROCESS_UP_TO = 64
 LOG_EVERY_S = 10.0  # a progress line this often when not on a terminal
 
 Result = list[Document] | str  # the documents of a file, or why it was skipped
@@ -103,14 +105,19 @@ def _timed_out(settings: Settings) -> str:
     )
 
 
+def _in_worker(task: FileTask, many: bool) -> bool:
+    """Whether a worker reads the file: always a sandboxed format; in a large folder, every
+    format but one of many documents (JSONL, read here)."""
+    fmt = BY_NAME[task.format]
+    return fmt.sandboxed or (many and fmt.shape != "rows")
+
+
 def read_all(
     tasks: list[FileTask], settings: Settings, advance: Callable[[], None]
 ) -> list[Result]:
     """Every file's documents (or skip reason), in the order of `tasks`."""
-    pooled = len([t for t in tasks if t.format not in ("jsonl",)]) > POOLED_AFTER
-    remote = deque(
-        i for i, t in enumerate(tasks) if t.format in SANDBOXED or (pooled and t.format != "jsonl")
-    )
+    many = len([t for t in tasks if BY_NAME[t.format].shape != "rows"]) > IN_PROCESS_UP_TO
+    remote = deque(i for i, t in enumerate(tasks) if _in_worker(t, many))
     elsewhere = set(remote)
     local = deque(i for i in range(len(tasks)) if i not in elsewhere)
     results: list[Result | None] = [None] * len(tasks)
@@ -120,19 +127,19 @@ def read_all(
         advance()
 
     size = min(settings.read_workers, len(remote))
-    with _Pool(size, settings, tasks, finish) as pool:
-        while remote or local or pool.busy():
-            pool.feed(remote)
+    with _Workers(size, settings, tasks, finish) as workers:
+        while remote or local or workers.busy():
+            workers.feed(remote)
             if local:
                 i = local.popleft()
                 finish(i, read_here(tasks[i]))
-                pool.poll(0)
+                workers.poll(0)
             else:
-                pool.poll(None)
+                workers.poll(None)
     return [r if r is not None else "not read" for r in results]
 
 
-class _Pool:
+class _Workers:
     """Up to `size` workers; each reads one file at a time."""
 
     def __init__(self, size: int, settings: Settings, tasks: list[FileTask], finish) -> None:
@@ -140,7 +147,7 @@ class _Pool:
         self.workers: list[Worker] = []
         self.selector = selectors.DefaultSelector()
 
-    def __enter__(self) -> _Pool:
+    def __enter__(self) -> _Workers:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -29,8 +29,8 @@ from verbatim.ingest import read as read_module
 from verbatim.ingest import read_documents, split_passages
 from verbatim.ingest.files import root_labels
 from verbatim.ingest.pdf import clean_line
-from verbatim.ingest.pool import Progress
 from verbatim.ingest.read import UnreadableFile, read_file
+from verbatim.ingest.workers import Progress
 from verbatim.records import Corpus, Document, Section
 
 FIXTURES = Path(__file__).parent / "fixtures" / "formats"
@@ -46,7 +46,7 @@ def squash(text: str) -> str:
 def pieces(doc: Document) -> list[str]:
     """Every paragraph and every sentence of a document: what quotes are made of."""
     out = [doc.text[a:b] for s in doc.sections for a, b in s.paragraphs]
-    for p in split_passages(doc, 900):
+    for p in split_passages(doc):
         out += [doc.text[s.start : s.end] for s in p.sentences]
     return out
 
@@ -346,7 +346,7 @@ def test_a_two_page_pdf_reads_with_pages(tmp_path):
     paragraphs = [doc.text[a:b] for s in doc.sections for a, b in s.paragraphs]
     assert len(paragraphs) == 3  # two on page 1 (a blank line between them), one on page 2
     pages = pdf_page_texts(raw)
-    for passage in split_passages(doc, 900):  # no passage spans a page break
+    for passage in split_passages(doc):  # no passage spans a page break
         page = [i for i, start in enumerate(doc.pages) if start <= passage.start][-1]
         assert passage.end <= (doc.pages[page + 1] if page + 1 < len(doc.pages) else len(doc.text))
         for s in passage.sentences:
@@ -620,7 +620,7 @@ def test_a_file_whose_id_is_taken_keeps_its_suffix(tmp_path):
 
 
 def test_parallel_reading_is_deterministic(tmp_path):
-    for i in range(70):  # more than POOLED_AFTER: the workers read HTML too
+    for i in range(70):  # more than IN_PROCESS_UP_TO: the workers read HTML too
         body = f"<html><body><article><h1>Page {i}</h1><p>Paragraph {i} text.</p></article>"
         (tmp_path / f"page-{i:02d}.html").write_text(body)
     (tmp_path / "guide.pdf").write_bytes(make_pdf(TWO_PAGES, INFO))
@@ -632,7 +632,7 @@ def test_parallel_reading_is_deterministic(tmp_path):
 
 
 def test_progress_prints_a_line_off_a_terminal_and_a_summary(capsys, monkeypatch):
-    monkeypatch.setattr("verbatim.ingest.pool.LOG_EVERY_S", 0.0)
+    monkeypatch.setattr("verbatim.ingest.workers.LOG_EVERY_S", 0.0)
     progress = Progress(3, enabled=True)
     for _ in range(3):
         progress.advance()
@@ -730,7 +730,7 @@ def test_pages_survive_the_store_and_old_rows_have_none(tmp_path, fake_embedder)
         (Section(0, 13, "", "article", ((0, 13),)),),
     )
     docs = [paged, flat]
-    passages = [p for d in docs for p in split_passages(d, 900)]
+    passages = [p for d in docs for p in split_passages(d)]
     build_index(Corpus(docs, passages, []), settings, fake_embedder)
     index = load_index(settings)
     assert index.documents["guide"].pages() == (0, 23) and index.document("guide").pages == (0, 23)

@@ -28,7 +28,7 @@ def test_default_corpus_has_no_page_chrome():
     corpus = read_documents([Settings().corpus_dir], Settings())
     assert len(corpus.documents) == 2 and not corpus.skipped
     for doc in corpus.documents:
-        for passage in split_passages(doc, 900):
+        for passage in split_passages(doc):
             for chrome in CHROME:
                 assert chrome not in passage.text
 
@@ -78,7 +78,7 @@ def test_jsonl_corpus(tmp_path, settings):
     docs = read_documents([path], settings).documents
     assert [d.id for d in docs] == ["a1", "a2"]
     assert docs[0].author == "X" and docs[0].metadata["topic"] == "t"
-    passage = split_passages(docs[0], 900)[0]
+    passage = split_passages(docs[0])[0]
     assert [docs[0].text[s.start : s.end] for s in passage.sentences] == [
         "First.",
         "Second one here.",

@@ -59,9 +59,9 @@ def test_passages_never_cross_sections_and_are_bounded():
 
 
 def test_ids_depend_on_content_only():
-    a = split_passages(doc_from("One. Two.\n\nThree."), 900)
-    b = split_passages(doc_from("One. Two.\n\nThree."), 900)
-    c = split_passages(doc_from("One. Two.\n\nFour."), 900)
+    a = split_passages(doc_from("One. Two.\n\nThree."))
+    b = split_passages(doc_from("One. Two.\n\nThree."))
+    c = split_passages(doc_from("One. Two.\n\nFour."))
     assert [p.id for p in a] == [p.id for p in b]
     assert [p.id for p in a] != [p.id for p in c]
 
