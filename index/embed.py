@@ -21,6 +21,8 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -276,7 +278,12 @@ class _Onnx:
 
 
 def _exported(folder: Path, cache: Path, quantized: bool) -> Path:
-    """The model as an ONNX file in `cache`, exported (and quantised) on first use."""
+    """The model as an ONNX file in `cache`, exported (and quantised) on first use.
+
+    Each file is written under a temporary name (`_partial`) that is removed if anything
+    fails, and leftovers of processes that died exporting are removed first: a failed export
+    (a full disk) leaves nothing behind, however often it is tried.
+    """
     stamp = hashlib.sha256(f"int8 v{INT8_VERSION}\n".encode())
     for f in sorted(folder.glob("*")):
         if f.is_file():
@@ -285,32 +292,15 @@ def _exported(folder: Path, cache: Path, quantized: bool) -> Path:
     fp32 = target / "model.onnx"
     int8 = target / "model-int8.onnx"
     try:
-        if not fp32.exists():
+        if not fp32.exists() or (quantized and not int8.exists()):
             target.mkdir(parents=True, exist_ok=True)
-            _export(folder, fp32)
+            _remove_stale(cache)
+        if not fp32.exists():
+            with _partial(fp32) as partial:
+                _fuse(partial, _export(folder, partial))
         if quantized and not int8.exists():
-            partial = int8.with_suffix(f".{os.getpid()}.tmp")
-            # onnxruntime.quantization calls logging.basicConfig(level=INFO) when imported, and
-            # logs advice on pre-processing: keep the process's logging as it was.
-            root = logging.getLogger()
-            level, handlers = root.level, list(root.handlers)
-            try:
-                from onnxruntime.quantization import QuantType, quantize_dynamic
-
-                root.setLevel(logging.ERROR)
-                # Per-channel int8 weights for the matrix products only: the embeddings and
-                # layer norms stay float, which keeps the vectors within cosine .99 of the
-                # original. Fused nodes' outputs have no type for the quantiser's shape
-                # inference; they are float.
-                quantize_dynamic(
-                    fp32, partial, op_types_to_quantize=["MatMul", "Attention"], per_channel=True,
-                    weight_type=QuantType.QInt8,
-                    extra_options={"DefaultTensorType": 1},  # onnx.TensorProto.FLOAT
-                )  # fmt: skip
-            finally:
-                root.handlers[:] = handlers
-                root.setLevel(level)
-            os.replace(partial, int8)
+            with _partial(int8) as partial:
+                _quantize(fp32, partial)
     except OSError as exc:
         raise IndexWriteFailed(
             f"could not write the index's ONNX model to {target} ({exc}). Free some disk space, "
@@ -319,8 +309,63 @@ def _exported(folder: Path, cache: Path, quantized: bool) -> Path:
     return int8 if quantized else fp32
 
 
-def _export(folder: Path, out: Path) -> None:
-    """Export the transformer of a sentence-transformers folder to ONNX (needs torch once)."""
+@contextmanager
+def _partial(out: Path) -> Iterator[Path]:
+    """A temporary name for `out` (`model.<pid>.tmp`) to write it under: renamed to `out` when
+    the block succeeds, removed whatever happens."""
+    partial = out.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        yield partial
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _remove_stale(cache: Path) -> None:
+    """Remove the temporary files (`*.<pid>.tmp`, `*.<pid>.fused`) of exports whose process is
+    gone: killed in the middle, they were never cleaned up, and each is tens of megabytes."""
+    for path in [*cache.glob("*/*.tmp"), *cache.glob("*/*.fused")]:
+        pid = path.name.split(".")[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _quantize(fp32: Path, out: Path) -> None:
+    """Write `fp32`'s model to `out` with int8 weights for its matrix products."""
+    # onnxruntime.quantization calls logging.basicConfig(level=INFO) when imported, and
+    # logs advice on pre-processing: keep the process's logging as it was.
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        root.setLevel(logging.ERROR)
+        # Per-channel int8 weights for the matrix products only: the embeddings and layer
+        # norms stay float, which keeps the vectors within cosine .99 of the original. Fused
+        # nodes' outputs have no type for the quantiser's shape inference; they are float.
+        quantize_dynamic(
+            fp32, out, op_types_to_quantize=["MatMul", "Attention"], per_channel=True,
+            weight_type=QuantType.QInt8,
+            extra_options={"DefaultTensorType": 1},  # onnx.TensorProto.FLOAT
+        )  # fmt: skip
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def _export(folder: Path, out: Path) -> Any:
+    """Export the transformer of a sentence-transformers folder to ONNX at `out` (needs torch
+    once); returns the model's config."""
     import warnings
 
     _offline()
@@ -347,29 +392,40 @@ def _export(folder: Path, out: Path) -> None:
 
     sample = torch.ones((2, 8), dtype=torch.int64)
     names = ["input_ids", "attention_mask", "token_type_ids"]
-    partial = out.with_suffix(f".{os.getpid()}.tmp")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             LastHidden(),
             (sample, sample, torch.zeros_like(sample)),
-            str(partial),
+            str(out),
             input_names=names,
             output_names=["last_hidden_state"],
             dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]},
             opset_version=17,
             dynamo=False,
         )
-    _fuse(partial, model.config)
-    os.replace(partial, out)
+    return model.config
 
 
 def _fuse(path: Path, config) -> None:
     """Fuse a BERT-type graph in place (Attention, SkipLayerNorm, BiasGelu nodes) when the
     fused graph gives the same outputs; otherwise leave the graph as exported."""
-    if config.model_type not in ("bert", "roberta", "xlm-roberta", "mpnet", "distilbert"):
+    fused = _optimized(path, config)
+    if fused is None:
         return
-    import onnxruntime
+    candidate = path.with_suffix(".fused")
+    try:
+        fused.save_model_to_file(str(candidate))
+        if _same_outputs(candidate, path):
+            os.replace(candidate, path)
+    finally:
+        candidate.unlink(missing_ok=True)
+
+
+def _optimized(path: Path, config) -> Any:
+    """The graph at `path` with BERT's nodes fused, or None when it cannot be fused."""
+    if config.model_type not in ("bert", "roberta", "xlm-roberta", "mpnet", "distilbert"):
+        return None
     from onnxruntime.transformers.optimizer import optimize_model
 
     try:
@@ -379,11 +435,14 @@ def _fuse(path: Path, config) -> None:
         )  # fmt: skip
     except Exception as exc:  # an optimizer bug must not stop the export
         logging.getLogger("verbatim").info("not fusing %s: %s", path.name, exc)
-        return
-    if not fused.get_fused_operator_statistics().get("Attention"):
-        return
-    candidate = path.with_suffix(".fused")
-    fused.save_model_to_file(str(candidate))
+        return None
+    return fused if fused.get_fused_operator_statistics().get("Attention") else None
+
+
+def _same_outputs(candidate: Path, path: Path) -> bool:
+    """Whether the two graphs give the same hidden states for a sample question."""
+    import onnxruntime
+
     ids = np.array([[101, 2129, 2079, 1045, 2707, 2000, 3477, 102, 0, 0]] * 2, dtype=np.int64)
     mask = (ids > 0).astype(np.int64)
     feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
@@ -393,7 +452,4 @@ def _fuse(path: Path, config) -> None:
         names = {i.name for i in session.get_inputs()}
         return session.run(None, {k: v for k, v in feed.items() if k in names})[0][mask > 0]
 
-    if np.allclose(output(candidate), output(path), atol=1e-3):
-        os.replace(candidate, path)
-    else:
-        candidate.unlink()
+    return bool(np.allclose(output(candidate), output(path), atol=1e-3))

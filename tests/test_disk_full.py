@@ -134,3 +134,89 @@ def test_one_function_recognises_a_full_disk(exc, full):
     assert (found is not None) == full
     if found:
         assert found.status == 507 and "/data" in found.message
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.fixture
+def model_folder(tmp_path):
+    folder = tmp_path / "all-MiniLM-L6-v2"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    return folder
+
+
+def leftovers(cache) -> list[str]:
+    return sorted(p.name for p in cache.rglob("*") if p.is_file())
+
+
+def half_written(path, size: int = 1 << 20) -> None:
+    with open(path, "wb") as fh:
+        fh.write(b"\0" * size)
+
+
+class Graph:
+    """A fused graph whose saving fills the disk half way."""
+
+    def save_model_to_file(self, path: str) -> None:
+        half_written(path)
+        no_space()
+
+
+def exporting(monkeypatch, *, export=None, optimized=None, quantize=None) -> None:
+    """Stand-ins for the torch export, the fusion and the quantiser (none loads a model)."""
+    from verbatim.index import embed
+
+    def export_ok(folder, out):
+        half_written(out, 1000)
+        return "config"
+
+    monkeypatch.setattr(embed, "_export", export or export_ok)
+    monkeypatch.setattr(embed, "_optimized", optimized or (lambda path, config: None))
+    monkeypatch.setattr(embed, "_quantize", quantize or (lambda fp32, out: half_written(out)))
+
+
+@pytest.mark.parametrize("failing", ["export", "fuse", "quantize"])
+def test_a_model_export_on_a_full_disk_leaves_nothing_behind(
+    failing, model_folder, tmp_path, monkeypatch
+):
+    from verbatim.errors import IndexWriteFailed
+    from verbatim.index import embed
+
+    def export_fails(folder, out):
+        half_written(out)
+        no_space()
+
+    changes = {
+        "export": {"export": export_fails},
+        "fuse": {"optimized": lambda path, config: Graph()},
+        "quantize": {"quantize": lambda fp32, out: (half_written(out), no_space())},
+    }[failing]
+    exporting(monkeypatch, **changes)
+    cache = tmp_path / "models"
+    for _ in range(3):  # each retry fails the same way, and adds nothing
+        with pytest.raises(IndexWriteFailed, match="No space left on device"):
+            embed._exported(model_folder, cache, quantized=True)
+        assert leftovers(cache) == ([] if failing != "quantize" else ["model.onnx"])
+
+
+def test_the_next_export_removes_what_dead_exports_left(model_folder, tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from verbatim.index import embed
+
+    exporting(monkeypatch)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    cache = tmp_path / "models"
+    old = cache / "all-MiniLM-L6-v2-0123456789ab"  # an export of an older version of the model
+    old.mkdir(parents=True)
+    for name in (f"model.{dead.pid}.tmp", f"model.{dead.pid}.fused", f"model.{os.getpid()}.tmp"):
+        half_written(old / name, 10)
+    embed._exported(model_folder, cache, quantized=True)
+    # A live process's file may be an export under way beside this one: it stays.
+    assert leftovers(cache) == sorted([f"model.{os.getpid()}.tmp", "model-int8.onnx", "model.onnx"])

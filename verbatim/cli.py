@@ -212,17 +212,26 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     """
     import uvicorn
 
+    from verbatim.engine import open_engines
     from verbatim.server import create_app
 
     settings = _settings(data_dir, host=host, port=port)
-    app = create_app(settings)
+    # Opened here rather than in the app's start-up, so that an index that cannot be built or
+    # loaded (a full disk) is a message and exit 1, not uvicorn's traceback.
+    engines = open_engines(settings, build_if_missing=True)
+    app = create_app(settings, engine=engines)
 
     def reload(*_) -> None:  # SIGHUP: switch to the newest generation, off the event loop
         threading.Thread(target=app.state.verbatim.reload, daemon=True).start()
 
     signal.signal(signal.SIGHUP, reload)
     click.echo(f"Verbatim at http://{settings.host}:{settings.port}", err=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    finally:
+        served = getattr(app.state, "verbatim", None)  # reloads replace the engines
+        for engine in (served.engines if served else engines).values():
+            engine.close()
 
 
 @cli.command(cls=_Command)
