@@ -5,9 +5,11 @@ traceback. Fake embedder: fast."""
 import errno
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from verbatim.cli import cli
+from verbatim.errors import NoDocuments
 
 
 def test_serve_on_a_full_disk_with_no_index_says_so_and_exits(tmp_path, fake_model, monkeypatch):
@@ -22,3 +24,51 @@ def test_serve_on_a_full_disk_with_no_index_says_so_and_exits(tmp_path, fake_mod
     assert "No space left on device" in result.output and str(data) in result.output
     assert "Free some disk space" in result.output
     assert not list(data.rglob(".tmp-*"))  # no half-written generation left behind
+
+
+@pytest.fixture
+def on_ray(monkeypatch):
+    """`ingest_on_ray` and `ingest_paths` recording how they were called (no Ray is started):
+    each call stops the command with NoDocuments, so nothing is written either."""
+    calls = []
+
+    def record(how):
+        def called(paths, settings, address=None, workers=None):
+            calls.append((how, [str(p) for p in paths], address))
+            raise NoDocuments("recorded")
+
+        return called
+
+    monkeypatch.setattr("verbatim.engine.ingest_on_ray", record("ray"))
+    monkeypatch.setattr("verbatim.engine.ingest_paths", record("here"))
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("args", "how", "address"),
+    [
+        (["--ray", "docs"], "ray", None),  # the flag typed before the path
+        (["docs", "--ray"], "ray", None),
+        (["--ray", "auto", "docs"], "ray", "auto"),
+        (["--ray", "ray://head:10001", "docs"], "ray", "ray://head:10001"),
+        (["--ray", "10.0.0.5:6379", "docs"], "ray", "10.0.0.5:6379"),
+        (["--ray-address", "auto", "docs"], "ray", "auto"),
+        (["--ray", "--ray-address", "ray://head:10001", "docs"], "ray", "ray://head:10001"),
+        (["--ray", "docs", "--ray-address", "auto"], "ray", "auto"),
+        (["docs"], "here", None),
+    ],
+)
+def test_ray_takes_an_address_but_never_a_path(args, how, address, tmp_path, on_ray, monkeypatch):
+    (tmp_path / "docs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["ingest", *args])
+    assert result.exit_code == 1 and "recorded" in result.output, result.output
+    assert on_ray == [(how, ["docs"], address)]
+
+
+def test_ray_before_a_missing_path_says_what_was_meant(tmp_path, on_ray, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["ingest", "--ray", "corpus"])
+    assert result.exit_code == 2 and on_ray == []
+    assert "no file or folder 'corpus'" in result.output and "--ray-address" in result.output
+    assert "Traceback" not in result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import textwrap
 import threading
@@ -62,14 +63,19 @@ collection_option = click.option(
 @collection_option
 @click.option(
     "--ray",
-    "ray_address",
     is_flag=False,
     flag_value="local",
     default=None,
-    envvar="VERBATIM_RAY_ADDRESS",
     metavar="[ADDRESS]",
-    help="Read and embed on a Ray cluster (ray://host:10001, auto, ...); alone, on a local "
-    'one. Needs pip install "verbatim[ray]".',
+    help="Read and embed on a Ray cluster (ray://host:10001, auto, host:port); alone, on a "
+    "local one, or on --ray-address. A file or folder after --ray is a path to ingest, not an "
+    'address. Needs pip install "verbatim[ray]".',
+)
+@click.option(
+    "--ray-address",
+    metavar="ADDRESS",
+    envvar="VERBATIM_RAY_ADDRESS",
+    help="The Ray cluster to read and embed on (implies --ray) [env: VERBATIM_RAY_ADDRESS].",
 )
 @click.option(
     "--workers", type=click.IntRange(min=1), help="With --ray: model actors (default: per GPU)."
@@ -78,6 +84,7 @@ collection_option = click.option(
 def ingest(
     paths: tuple[Path, ...],
     collection: str | None,
+    ray: str | None,
     ray_address: str | None,
     workers: int | None,
     data_dir: Path | None,
@@ -91,12 +98,13 @@ def ingest(
     """
     from verbatim.engine import ingest_on_ray, ingest_paths
 
+    paths, address = _ray_cluster(paths, ray, ray_address)
     settings = _settings(data_dir, collection=collection)
     given = list(paths) or [settings.corpus_dir]
-    if ray_address is None:
+    if address is None:
         report, skipped = ingest_paths(given, settings)
     else:
-        address = None if ray_address == "local" else ray_address
+        address = None if address == "local" else address
         report, skipped = ingest_on_ray(given, settings, address, workers)
     _print_skipped(skipped)
     read = ", ".join(f"{n} {kind}" for kind, n in sorted(report.formats.items())) or "none"
@@ -109,6 +117,30 @@ def ingest(
         f"Collection {report.collection}: generation {report.generation} in {settings.data_dir}"
     )
     _print_feedback_check(settings, report.generation)
+
+
+# What Ray takes as a cluster's address: auto, local, a URL (ray://host:10001), host:port.
+RAY_ADDRESS = re.compile(r"auto|local|[a-z][a-z0-9+.-]*://\S+|[\w.-]+:\d+|\[[0-9a-fA-F:.]+\]:\d+")
+
+
+def _ray_cluster(
+    paths: tuple[Path, ...], ray: str | None, ray_address: str | None
+) -> tuple[tuple[Path, ...], str | None]:
+    """The paths to ingest and the Ray cluster to ingest on ("local", an address; None: no
+    Ray). `--ray` takes the word after it when that is not an option: an existing file or
+    folder there is a path (as `--ray` was typed before it), something else must be an address.
+    """
+    if ray is None or ray == "local":
+        return paths, ray_address or ray
+    if Path(ray).exists():
+        return (Path(ray), *paths), ray_address or "local"
+    if not RAY_ADDRESS.fullmatch(ray):
+        raise click.UsageError(
+            f"--ray {ray}: there is no file or folder {ray!r}, and it is not a Ray address "
+            "(auto, host:port, ray://host:10001). Give the paths to ingest and --ray, or the "
+            "cluster with --ray-address ADDRESS."
+        )
+    return paths, ray
 
 
 def _print_skipped(skipped) -> None:
