@@ -3,7 +3,6 @@
 # No `from __future__ import annotations` here: FastAPI resolves string annotations in the
 # module's globals, and `ask_router`'s endpoints are typed with names local to it.
 
-import hmac
 import time
 from dataclasses import asdict
 from typing import Annotated, cast
@@ -15,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from verbatim.errors import Forbidden
 from verbatim.records import Answer, DocumentMeta, Filters
+from verbatim.server.auth import admin_refusal
 from verbatim.server.models import (
     ERRORS,
     EXAMPLE,
@@ -131,12 +131,9 @@ async def reload(state: StateDep, authorization: Annotated[str | None, Header()]
     Needs `Authorization: Bearer <VERBATIM_ADMIN_TOKEN>`; disabled when no token is set.
     `kill -HUP <pid of verbatim serve>` does the same.
     """
-    token = state.settings.admin_token
-    if not token:
-        raise Forbidden("reloading over HTTP is disabled; set VERBATIM_ADMIN_TOKEN")
-    given = (authorization or "").removeprefix("Bearer ").encode()
-    if not hmac.compare_digest(given, token.encode()):
-        raise Forbidden("wrong or missing admin token (Authorization: Bearer <token>)")
+    refused = admin_refusal(state.settings.admin_token, authorization, "reloading")
+    if refused:
+        raise Forbidden(refused)
     await run_in_threadpool(state.reload)  # loading takes a while; keep serving
     return _health(state)
 

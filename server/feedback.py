@@ -4,7 +4,6 @@ and the form's POST /feedback (the quote cards' buttons, which work without Java
 # No `from __future__ import annotations` here: FastAPI resolves string annotations in the
 # module's globals, and `feedback_router`'s endpoints are typed with names local to it.
 
-import hmac
 import math
 import threading
 import time
@@ -26,6 +25,7 @@ from verbatim.feedback import (
     NewFeedback,
 )
 from verbatim.server import pages
+from verbatim.server.auth import admin_refusal
 from verbatim.server.errors import error_response, page_error
 from verbatim.server.models import NOT_BLANK, ErrorResponse
 from verbatim.server.state import State, StateDep
@@ -186,15 +186,10 @@ def _too_many(request: Request, code: str, message: str, wait: int) -> Response:
 
 def _unauthorized(token: str | None, authorization: str | None) -> Response | None:
     """401 unless `authorization` is `Bearer <the admin token>`."""
-    if not token:
-        message = "reading feedback over HTTP is disabled; set VERBATIM_ADMIN_TOKEN"
-    elif not authorization or not authorization.startswith("Bearer "):
-        message = "the admin token is required (Authorization: Bearer <token>)"
-    elif hmac.compare_digest(authorization.removeprefix("Bearer ").encode(), token.encode()):
+    refused = admin_refusal(token, authorization, "reading feedback")
+    if refused is None:
         return None
-    else:
-        message = "wrong admin token (Authorization: Bearer <token>)"
-    return error_response(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
+    return error_response(401, "unauthorized", refused, {"WWW-Authenticate": "Bearer"})
 
 
 def record(state: State, store: FeedbackStore, body: FeedbackRequest) -> int:
