@@ -58,8 +58,12 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
 
 
 async def invalid(request: Request, exc: RequestValidationError) -> Response:
-    """422 naming the first invalid field, e.g. `question: String should have at most ...`."""
-    return error_response(422, "invalid_request", validation_message(exc.errors()))
+    """422 naming the first invalid field, e.g. `question: String should have at most ...`:
+    JSON for the API, the error page for the web form's pages (`/?k=1e3`)."""
+    message = validation_message(exc.errors())
+    if not _api(request):
+        return page_error(request, 422, message)
+    return error_response(422, "invalid_request", message)
 
 
 def validation_message(errors: Sequence[Any]) -> str:
