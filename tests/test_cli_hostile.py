@@ -10,13 +10,15 @@ from click.testing import CliRunner
 
 from verbatim.cli import cli
 from verbatim.errors import NoDocuments
+from verbatim.feedback import FeedbackStore, NewFeedback
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
 
 
 def test_serve_on_a_full_disk_with_no_index_says_so_and_exits(tmp_path, fake_model, monkeypatch):
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(np, "save", full)
+    monkeypatch.setattr(np, "save", no_space)
     data = tmp_path / "data"
     result = CliRunner().invoke(cli, ["serve", "--data-dir", str(data), "--port", "0"])
     assert result.exit_code == 1, result.output
@@ -72,3 +74,37 @@ def test_ray_before_a_missing_path_says_what_was_meant(tmp_path, on_ray, monkeyp
     assert result.exit_code == 2 and on_ray == []
     assert "no file or folder 'corpus'" in result.output and "--ray-address" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.fixture
+def given_feedback(tmp_path):
+    data = tmp_path / "data"
+    entry = NewFeedback("Why?", "default", "doc", 0, 4, "h", "Text", "helpful", None, "g")
+    FeedbackStore(data).add(entry, 10)
+    return data
+
+
+def test_feedback_export_into_a_missing_folder_names_it(tmp_path, given_feedback):
+    out = tmp_path / "nonexistent" / "dir" / "out.jsonl"
+    args = ["feedback", "export", str(out), "--data-dir", str(given_feedback)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"no folder {out.parent}" in result.output
+    assert not (tmp_path / "nonexistent").exists()  # no folders made
+
+
+def test_feedback_export_on_a_full_disk_keeps_the_last_export(
+    tmp_path, given_feedback, monkeypatch
+):
+    out = tmp_path / "out.jsonl"
+    args = ["feedback", "export", str(out), "--data-dir", str(given_feedback)]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    before = out.read_text()
+    monkeypatch.setattr("verbatim.feedback.os.replace", no_space)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"the disk holding {tmp_path} is full" in result.output
+    assert out.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "data",
+        "out.jsonl",
+    ]

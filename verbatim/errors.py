@@ -75,6 +75,14 @@ def storage_full(exc: BaseException, where: Path | str) -> StorageFull | None:
     )
 
 
+class FolderMissing(VerbatimError):
+    """A file was to be written into a folder that does not exist (it is not made: a typo in
+    a path should not make folders)."""
+
+    status = 400
+    code = "folder_missing"
+
+
 class ModelMismatch(VerbatimError):
     status = 503
     code = "model_mismatch"

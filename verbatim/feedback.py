@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
@@ -20,7 +21,7 @@ from dataclasses import astuple, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from verbatim.errors import VerbatimError, storage_full
+from verbatim.errors import FolderMissing, VerbatimError, storage_full
 from verbatim.settings import DEFAULT_COLLECTION, collection_name
 
 FILE = "feedback.sqlite"
@@ -327,13 +328,26 @@ def export(
 
     Raises:
         InvalidCollectionName: `collection` is not a collection name.
+        FolderMissing: `out`'s folder does not exist.
+        StorageFull: the disk is full (`out` is then as it was).
     """
+    if not out.parent.is_dir():
+        raise FolderMissing(
+            f"there is no folder {out.parent} to write {out.name} into; create it, or give a "
+            "path in an existing folder"
+        )
     rows = FeedbackStore(data_dir).rows(collection_name(collection), since)
     lines = eval_lines(rows)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as fh:
-        for line in lines:
-            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+    partial = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with open(partial, "w", encoding="utf-8") as fh:
+            for line in lines:
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+        os.replace(partial, out)
+    except OSError as exc:
+        raise storage_full(exc, out.parent) or exc from None
+    finally:
+        partial.unlink(missing_ok=True)
     return Exported(
         questions=len(lines),
         helpful=sum(len(x["answers"]) for x in lines),
