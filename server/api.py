@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
 from verbatim.errors import Forbidden
+from verbatim.index.catalog import Catalog
 from verbatim.records import Answer, DocumentMeta, Filters
 from verbatim.server.auth import admin_refusal
 from verbatim.server.models import (
@@ -102,8 +103,27 @@ def documents(
     collection: CollectionQuery = None,
 ) -> DocumentPage:
     """The indexed documents of a collection, a page at a time."""
+    return document_page(state, offset, limit, collection)
+
+
+def document_page(
+    state: State,
+    offset: int,
+    limit: int,
+    collection: str | None = None,
+    filters: Filters | None = None,
+) -> DocumentPage:
+    """A page of the documents of a collection (those `filters` match, if given).
+
+    Raises:
+        UnknownCollection: no collection has that name.
+        InvalidFilter: a filter names unknown documents or holds a malformed date.
+    """
     index = state.collection(collection).answering
     ids = list(index.documents)
+    if filters:
+        kept = Catalog(index.documents, []).documents(filters)  # a mask in the same order
+        ids = [i for i, keep in zip(ids, kept, strict=True) if keep]
     page = [_summary(index.documents[i]) for i in ids[offset : offset + limit]]
     return DocumentPage(total=len(ids), offset=offset, limit=limit, documents=page)
 

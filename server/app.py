@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from verbatim import __version__
-from verbatim.server import api, feedback, pages
+from verbatim.server import api, feedback, mcp, pages
 from verbatim.server.errors import HANDLERS
 from verbatim.server.middleware import Guard
 from verbatim.server.state import State
@@ -50,6 +50,9 @@ def create_app(settings: Settings, engine: Engine | dict[str, Engine] | None = N
     app.include_router(api.router)
     app.include_router(feedback.feedback_router(settings))
     app.include_router(pages.router)
+    # MCP for AI agents (streamable HTTP): the same State, slots and limits as /api/ask.
+    app.state.mcp = mcp.Endpoint(settings, lambda: app.state.verbatim)
+    app.add_route("/mcp", app.state.mcp, include_in_schema=False)
     app.add_middleware(Guard, settings=settings)
     return app
 
@@ -67,7 +70,8 @@ async def lifespan(
     else:
         engines = engine if isinstance(engine, dict) else {engine.answering.collection: engine}
     app.state.verbatim = State(settings, engines)
-    yield
+    async with app.state.mcp.running():
+        yield
     if own:
         for served in app.state.verbatim.engines.values():
             served.close()

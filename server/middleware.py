@@ -76,6 +76,9 @@ class Guard:
 
 
 def _answers(request: Request) -> bool:
-    """Whether the request will compute an answer (and so needs an answer slot)."""
+    """Whether the request will compute an answer (and so needs an answer slot); an MCP
+    message (POST /mcp) counts as one, as most are an `ask`."""
     path = request.url.path
+    if path == "/mcp":
+        return request.method == "POST"
     return path == "/api/ask" or (path == "/" and "q" in request.query_params)

@@ -267,6 +267,34 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
 
 
 @cli.command(cls=_Command)
+@collection_option
+@data_dir_option
+def mcp(collection: str | None, data_dir: Path | None) -> None:
+    """Serve the MCP tools and document resources over stdio, for an AI assistant that launches
+    it (Claude Desktop, Claude Code, Cursor, VS Code...); see docs/mcp.md. Tools that name no
+    collection answer from --collection. `verbatim serve` serves the same over HTTP at /mcp.
+    """
+    import sys
+    from contextlib import redirect_stdout
+
+    from verbatim.engine import open_engines
+    from verbatim.server.mcp import create_server
+    from verbatim.server.state import State
+
+    settings = _settings(data_dir, progress=False)
+    with redirect_stdout(sys.stderr):  # stdout carries the protocol alone
+        engines = open_engines(settings, build_if_missing=True)
+    state = State(settings, engines)
+    if collection is not None:
+        state.collection(collection)  # an unknown collection: say so now, not at each call
+    try:
+        create_server(settings, lambda: state, collection).run("stdio")
+    finally:
+        for engine in engines.values():
+            engine.close()
+
+
+@cli.command(cls=_Command)
 @click.option("--json", "as_json", is_flag=True, help="Print them as JSON.")
 @data_dir_option
 def collections(as_json: bool, data_dir: Path | None) -> None:
@@ -333,7 +361,17 @@ def remove(collection: str, yes: bool, data_dir: Path | None) -> None:
     "--worst",
     type=click.IntRange(min=0),
     default=0,
-    help="Print the N answerable questions answered worst, with their first quote.",
+    help="Print the N answerable questions answered worst, with their first three quotes.",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(min=2),
+    help="Also report the mean, sd and se of the headline figures over K folds by question.",
+)
+@click.option(
+    "--baseline/--no-baseline",
+    default=True,
+    help="Rank the documents by a whole-document dense baseline beside Verbatim (default on).",
 )
 @data_dir_option
 def eval_command(
@@ -343,6 +381,8 @@ def eval_command(
     json_out: Path | None,
     gate: bool,
     worst: int,
+    folds: int | None,
+    baseline: bool,
     data_dir: Path | None,
 ) -> None:
     """Measure grounding, quotes, retrieval and abstention on QUESTIONS.
@@ -351,7 +391,15 @@ def eval_command(
     (corpus.jsonl, queries.jsonl, qrels/*.tsv).
     """
     from verbatim.engine import open_engine
-    from verbatim.eval import corpus_engine, evaluate, load_questions, read_questions
+    from verbatim.eval import (
+        corpus_engine,
+        cross_validate,
+        evaluate,
+        load_questions,
+        read_questions,
+    )
+    from verbatim.eval.dense import comparison
+    from verbatim.eval.folds import lines as fold_lines
     from verbatim.eval.report import gate as check_gate
     from verbatim.eval.report import plot, table
 
@@ -360,9 +408,14 @@ def eval_command(
     corpus = corpus or beir_corpus
     engine = corpus_engine(corpus, settings) if corpus else open_engine(settings)
     extra = [q for path in offtopic for q in read_questions(path)]
-    report = evaluate(items, engine, extra, progress=settings.progress)
+    cache = settings.data_dir / "eval" / "dense"
+    report = evaluate(items, engine, extra, settings.progress, baseline, cache)
     title = f"{questions}" + (f" on {corpus}" if corpus else "")
     click.echo(table(report, title))
+    click.echo(comparison(report.metrics))
+    if folds:
+        report.folds = cross_validate(report, folds)
+        click.echo(fold_lines(report.folds))
     if worst:
         _print_worst(report, worst)
     if json_out:
@@ -521,17 +574,6 @@ def _print_feedback_check(settings: Settings, generation: str) -> None:
 
 
 def _print_worst(report, n: int) -> None:
-    from verbatim.eval import worst
+    from verbatim.eval import worst_lines
 
-    click.echo(f"\nthe {n} questions answered worst (documents as shown)")
-    for r in worst(report, n):
-        rank = r.first_relevant or "none in the first 10"
-        hit = (
-            ""
-            if r.hit1 is None
-            else f", first quote {'holds' if r.hit1 else 'misses'} a gold answer"
-        )
-        click.echo(f"{r.id}: first relevant document at {rank}{hit}")
-        click.echo(textwrap.indent(textwrap.fill(r.question[:300], 88), "  Q: "))
-        quote = "(abstained)" if r.abstained else (r.first_quote or "(no quote)")
-        click.echo(textwrap.indent(textwrap.fill(quote[:300], 88), "  1. "))
+    click.echo("\n" + worst_lines(report, n))
