@@ -21,7 +21,14 @@ from verbatim.index.build import (
 from verbatim.index.embed import ModelEmbedder
 from verbatim.index.load import load_index, open_store, where
 from verbatim.index.local import Index
-from verbatim.index.records import Candidates, IngestReport, PassageRows, SentenceRows, Store
+from verbatim.index.records import (
+    Candidates,
+    IngestReport,
+    PassageRows,
+    SentenceRows,
+    Store,
+    Thresholds,
+)
 
 __all__ = [
     "SENTENCE_DTYPE",
@@ -33,6 +40,7 @@ __all__ = [
     "PassageRows",
     "SentenceRows",
     "Store",
+    "Thresholds",
     "build_index",
     "load_index",
     "open_store",

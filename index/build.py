@@ -31,10 +31,22 @@ log = logging.getLogger("verbatim")
 # (docs/design.md).
 EXACT_SEARCH_LIMIT = 50_000
 
+# An IVF index over n passages has IVF_LISTS_PER_ROOT * sqrt(n) lists (FAISS's guideline is 4
+# to 16 sqrt(n); fewer lists are longer but cheaper to train), with at least MIN_PER_LIST
+# passages each: FAISS's k-means wants 39 training points a centroid.
+IVF_LISTS_PER_ROOT = 4
+MIN_PER_LIST = 39
+# k-means trains on TRAIN_PER_LIST sampled passages a list: within FAISS's 39 to 256 a
+# centroid, and a million passages train in seconds rather than minutes.
+TRAIN_PER_LIST = 50
 # An IVF index scans the fewest lists (of 8, 16, 32, ...) that find this share of the exact top
 # 10 for sentences of its own corpus, measured when it is built (`_probes`).
 IVF_RECALL = 0.99
 PROBE_QUERIES = 200  # sentences searched to measure it
+FIRST_NPROBE = 8  # the fewest lists tried; doubled until IVF_RECALL is reached
+# Corpus vectors scored against the probe queries per matrix product when finding their exact
+# top 10: bounds the (queries x block) score matrix (200 x 65,536 float32: 52 MB).
+RECALL_BLOCK = 65_536
 
 
 Calibrate = Callable[["Index"], dict]  # the new index -> its abstention thresholds
@@ -57,10 +69,12 @@ def _faiss_index(vectors: np.ndarray):
         # Inner product on L2-normalised vectors is cosine similarity.
         index = faiss.IndexFlatIP(dim)
     else:
-        nlist = max(1, min(int(4 * np.sqrt(len(vectors))), len(vectors) // 39))  # 39+ a list
+        per_root = int(IVF_LISTS_PER_ROOT * np.sqrt(len(vectors)))
+        nlist = max(1, min(per_root, len(vectors) // MIN_PER_LIST))
         fp16, inner = faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
         index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, nlist, fp16, inner)
-        sample = np.random.default_rng(0).choice(len(vectors), min(len(vectors), 50 * nlist), False)
+        size = min(len(vectors), TRAIN_PER_LIST * nlist)
+        sample = np.random.default_rng(0).choice(len(vectors), size, False)
         index.train(vectors[np.sort(sample)])
         index.nprobe = default_nprobe(nlist)
     index.add(vectors)
@@ -70,8 +84,8 @@ def _faiss_index(vectors: np.ndarray):
 def _tenth_best(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Each query's 10th best cosine over `vectors`, by blocks of rows."""
     best = np.full((len(queries), 0), -np.inf, dtype=np.float32)
-    for at in range(0, len(vectors), 65_536):
-        scores = np.concatenate([best, queries @ vectors[at : at + 65_536].T], axis=1)
+    for at in range(0, len(vectors), RECALL_BLOCK):
+        scores = np.concatenate([best, queries @ vectors[at : at + RECALL_BLOCK].T], axis=1)
         best = -np.partition(-scores, min(9, scores.shape[1] - 1), axis=1)[:, :10]
     return best.min(axis=1)
 
@@ -93,7 +107,7 @@ def _probes(index, vectors: np.ndarray, queries: np.ndarray) -> dict:
     MiniLM vectors sentences are harder queries than questions (at each `nprobe` they find
     fewer of their exact top 10, docs/design.md), so this errs towards scanning more."""
     tenth = _tenth_best(vectors, queries)
-    nprobe = 8
+    nprobe = FIRST_NPROBE
     while True:
         index.nprobe = min(nprobe, index.nlist)
         recall = _recall(index, vectors, queries, tenth)

@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from verbatim.errors import IndexCorrupt, IndexMissing, IndexWriteFailed
+from verbatim.index.records import Thresholds
 from verbatim.settings import COLLECTION_RULE, DEFAULT_COLLECTION, collection_name
 
 FORMAT = 1
@@ -211,11 +212,11 @@ def candidates(data_dir: Path) -> list[Path]:
     return [root / current, *older]
 
 
-def thresholds(manifest: dict) -> tuple[float, float] | None:
+def thresholds(manifest: dict) -> Thresholds | None:
     """A generation's calibrated abstention thresholds (passage, sentence), if it has them."""
     calibration = manifest.get("calibration") or {}
     if "passage" in calibration and "sentence" in calibration:
-        return float(calibration["passage"]), float(calibration["sentence"])
+        return Thresholds(float(calibration["passage"]), float(calibration["sentence"]))
     return None
 
 

@@ -15,7 +15,7 @@ from verbatim.errors import IndexCorrupt
 from verbatim.index import generations, tables
 from verbatim.index.catalog import Catalog
 from verbatim.index.lexical import Lexical
-from verbatim.index.records import Candidates, PassageRows, SentenceRows
+from verbatim.index.records import Candidates, PassageRows, SentenceRows, Thresholds
 from verbatim.index.vectors import Vectors, open_vectors
 from verbatim.records import Document, DocumentMeta, Filters
 from verbatim.settings import DEFAULT_COLLECTION
@@ -27,10 +27,16 @@ FILTERED_MIN_COMPARED = 4_000  # allowed vectors a filtered IVF search compares,
 TEXT_CACHE = 2048  # documents whose text is kept in memory once quoted
 
 
+# An index built before its nprobe was measured (`build._probes`) scans 1/OLD_NPROBE_SHARE of its
+# IVF lists, at least OLD_NPROBE_MIN: the rule it was built and measured with then.
+OLD_NPROBE_SHARE = 16
+OLD_NPROBE_MIN = 32
+
+
 def default_nprobe(nlist: int) -> int:
     """How many IVF lists a search scans in an index built before `_probes` measured it: 1/16
     of them, at least 32."""
-    return min(nlist, max(32, nlist // 16))
+    return min(nlist, max(OLD_NPROBE_MIN, nlist // OLD_NPROBE_SHARE))
 
 
 class Index:
@@ -93,12 +99,12 @@ class Index:
         self.passage_role: list[str] = []
         numbers = array.array("q")  # start, end, sent_lo, sent_hi of each passage in turn
         shared: dict[str, str] = {}
-        for pid, doc, heading, role, *spans in tables.read_passages(self._db):
-            self.passage_ids.append(pid)
-            self.passage_doc.append(shared.setdefault(doc, doc))
-            self.passage_heading.append(shared.setdefault(heading, heading))
-            self.passage_role.append(shared.setdefault(role, role))
-            numbers.extend(spans)
+        for p in tables.read_passages(self._db):
+            self.passage_ids.append(p.id)
+            self.passage_doc.append(shared.setdefault(p.doc_id, p.doc_id))
+            self.passage_heading.append(shared.setdefault(p.heading, p.heading))
+            self.passage_role.append(shared.setdefault(p.role, p.role))
+            numbers.extend((p.start, p.end, p.sent_lo, p.sent_hi))
         columns = np.frombuffer(numbers, dtype=np.int64).reshape(-1, 4).T.copy()
         self.passage_start, self.passage_end, self.sent_lo, self.sent_hi = columns
 
@@ -115,7 +121,7 @@ class Index:
                 vectors.close()
 
     @property
-    def thresholds(self) -> tuple[float, float] | None:
+    def thresholds(self) -> Thresholds | None:
         """Calibrated abstention thresholds (passage, sentence), if the index has them."""
         return generations.thresholds(self.manifest)
 

@@ -43,7 +43,7 @@ from verbatim.index.catalog import Catalog
 from verbatim.index.lexical import Lexical, _stemmer
 from verbatim.index.load import where
 from verbatim.index.local import TEXT_CACHE, Index
-from verbatim.index.records import Candidates, PassageRows, SentenceRows
+from verbatim.index.records import Candidates, PassageRows, SentenceRows, Thresholds
 from verbatim.records import Document, DocumentMeta, Filters
 from verbatim.settings import COLLECTION_RULE, DEFAULT_COLLECTION, Settings
 
@@ -373,7 +373,7 @@ class QdrantStore:
         """Nothing to release: the client is shared (`connect`)."""
 
     @property
-    def thresholds(self) -> tuple[float, float] | None:
+    def thresholds(self) -> Thresholds | None:
         """Calibrated abstention thresholds (passage, sentence), if the index has them."""
         return generations.thresholds(self.manifest)
 

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
 from verbatim.records import Document, DocumentMeta, Filters
 from verbatim.settings import DEFAULT_COLLECTION
+
+
+class Thresholds(NamedTuple):
+    """A generation's calibrated abstention thresholds: the cosine the best passage and the
+    best sentence must reach (blended by specificity, `answer.blend`). Stored in the manifest
+    as {"calibration": {"passage": ..., "sentence": ...}}."""
+
+    passage: float
+    sentence: float
 
 
 @dataclass
@@ -83,7 +92,7 @@ class Store(Protocol):
     documents: dict[str, DocumentMeta]
 
     @property
-    def thresholds(self) -> tuple[float, float] | None: ...
+    def thresholds(self) -> Thresholds | None: ...
 
     def query_terms(self, text: str) -> tuple[list[str], np.ndarray]:
         """The question's indexed terms and their weights (`Lexical.query`)."""

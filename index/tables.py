@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 from verbatim.records import Document, DocumentMeta, Passage, Section
 
@@ -83,14 +84,26 @@ def open_db(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
 
 
-def read_passages(
-    db: sqlite3.Connection,
-) -> Iterator[tuple[str, str, str, str, int, int, int, int]]:
-    """(id, doc_id, heading, role, start, end, sent_lo, sent_hi) of each passage, by row."""
-    yield from db.execute(
+class StoredPassage(NamedTuple):
+    """A passage's row of the passages table."""
+
+    id: str
+    doc_id: str
+    heading: str
+    role: str
+    start: int  # [start, end) in its document's text
+    end: int
+    sent_lo: int  # its sentence rows [sent_lo, sent_hi)
+    sent_hi: int
+
+
+def read_passages(db: sqlite3.Connection) -> Iterator[StoredPassage]:
+    """Each passage, by row."""
+    rows = db.execute(
         'SELECT id, doc_id, heading, role, start, "end", sent_lo, sent_hi FROM passages '
         "ORDER BY row"
     )
+    return map(StoredPassage._make, rows)
 
 
 def read_sentence_column(db: sqlite3.Connection, column: str) -> Iterator[int]:

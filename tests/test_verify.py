@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from verbatim.citations import Citation, IndexTexts, locate, parse, verify
+from verbatim.citations import Citation, IndexTexts, StoredText, locate, parse, verify
 from verbatim.cli import cli
 from verbatim.engine import ingest_paths, open_engine
 from verbatim.index import load_index
@@ -110,7 +110,7 @@ def test_white_space_differences_are_the_same_text(document, end, cited, status)
         generation = "g"
 
         def lookup(self, doc_id):
-            return (document, "hash", None)
+            return StoredText(document, "hash", None)
 
     result = verify(Texts(), Citation("d", 0, end, cited))
     assert result.status == status

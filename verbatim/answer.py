@@ -8,6 +8,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 from urllib.parse import quote as urlquote
 
 import numpy as np
@@ -23,10 +24,16 @@ COVER_WEIGHT = 0.4  # weighted share of question terms in a passage, and in its 
 BM25_WEIGHT = 0.1  # BM25 relative to the candidates' best
 WINDOW_COVER_WEIGHT = 0.5  # weighted share of question terms in a quote's sentence window
 QUOTE_CANDIDATES = 30  # best passages a quote is chosen from (3 per quote when k > 10)
+CANDIDATES_PER_QUOTE = 3  # passages a quote is chosen from, each, when k > 10
 MAX_WINDOW = 3  # sentences in one quote at most
 DEFAULT_THRESHOLD = 0.30
 EXTRA_SENTENCE = 0.05  # what each sentence beyond the first must add to a quote's score
 SPECIFIC_TERMS = 10  # questions with at most this many content terms lean on single sentences
+NEAR_MISSES = 3  # best quotes shown as near misses when abstaining
+# A text fragment quotes a short quote whole; a longer one by its first and last words
+# (`text=start,end`): a short link that still highlights the whole range.
+FRAGMENT_WORDS = 8
+FRAGMENT_EDGE_WORDS = 4
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc, exactly
 
 
@@ -66,10 +73,11 @@ def text_fragment_link(url: str | None, quote: str, page: int | None = None) -> 
     def enc(part: list[str]) -> str:
         return urlquote(" ".join(part), safe="").replace("-", "%2D")
 
-    if len(words) <= 8:
+    if len(words) <= FRAGMENT_WORDS:
         fragment = enc(words)
     else:
-        fragment = f"{enc(words[:4])},{enc(words[-4:])}"
+        edge = FRAGMENT_EDGE_WORDS
+        fragment = f"{enc(words[:edge])},{enc(words[-edge:])}"
     return f"{url.split('#', 1)[0]}#:~:text={fragment}"
 
 
@@ -134,7 +142,15 @@ class Retrieval:
         return list(seen)
 
 
-def _best_windows(found: Retrieval, index, rows: np.ndarray) -> list[tuple[int, int, float]]:
+class Window(NamedTuple):
+    """A run of consecutive sentences of one passage: sentence rows [lo, hi) and its score."""
+
+    lo: int
+    hi: int
+    score: float
+
+
+def _best_windows(found: Retrieval, index, rows: np.ndarray) -> list[Window]:
     """For each passage row, the run of 1-3 consecutive sentences that best answers the question.
 
     A window scores the cosine of the question with its mean sentence vector plus half the
@@ -191,7 +207,7 @@ def _best_windows(found: Retrieval, index, rows: np.ndarray) -> list[tuple[int, 
     order = np.lexsort((w_size, w_start, -w_score, owner))
     best = order[np.searchsorted(owner[order], np.arange(len(rows)))]
     return [
-        (int(sents[w_start[k]]), int(sents[w_start[k]]) + int(w_size[k]), float(w_score[k]))
+        Window(int(sents[w_start[k]]), int(sents[w_start[k]]) + int(w_size[k]), float(w_score[k]))
         for k in best
     ]
 
@@ -313,17 +329,21 @@ def _fuse(found: Retrieval, index: Store, candidates: Candidates) -> Retrieval:
 def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -> Answer:
     """Choose the quotes for a retrieval, or abstain when the evidence is weak."""
     k = k or settings.default_k
-    rows = found.rows[: max(3 * k, QUOTE_CANDIDATES)]  # the first quotes do not depend on k
+    rows = found.rows[
+        : max(CANDIDATES_PER_QUOTE * k, QUOTE_CANDIDATES)
+    ]  # the first quotes do not depend on k
     windows = _best_windows(found, index, rows)
     candidates = [
-        _Candidate(int(row), float(score), (lo, hi))
-        for row, score, (lo, hi, _) in zip(rows, found.scores, windows, strict=False)
+        _Candidate(int(row), float(score), (w.lo, w.hi))
+        for row, score, w in zip(rows, found.scores, windows, strict=False)
     ]
     threshold = settings.min_score
     if threshold is None:
         calibrated = index.thresholds
         threshold = (
-            blend(calibrated[0], calibrated[1], found.specific) if calibrated else DEFAULT_THRESHOLD
+            blend(calibrated.passage, calibrated.sentence, found.specific)
+            if calibrated
+            else DEFAULT_THRESHOLD
         )
     evidence = found.evidence
     quotes = _select(index, candidates, k, found.passage_rows, found.sentence_rows)
@@ -337,7 +357,7 @@ def compose(found: Retrieval, index, settings: Settings, k: int | None = None) -
             "These documents don't address that: the best match's similarity to the "
             f"question is {evidence:.2f}, below this index's threshold of {threshold:.2f}."
         )
-        near, quotes = quotes[:3], []
+        near, quotes = quotes[:NEAR_MISSES], []
     return Answer(
         question=found.question,
         quotes=quotes,

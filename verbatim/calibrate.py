@@ -28,6 +28,7 @@ from verbatim.settings import Settings
 
 MIN_WORDS = 8
 FALSE_ABSTENTION = 0.05
+PASSAGE, SENTENCE = 0, 1  # the columns of `_best`: best passage and best sentence cosine
 
 
 def offtopic_questions() -> list[str]:
@@ -71,8 +72,8 @@ def calibrate(index: Index, embedder: Embedder, settings: Settings) -> dict:
     long_enough = [int(s) for s in sample if len(sentence(s).split()) >= MIN_WORDS]
     if index.faiss.ntotal < 2 or not long_enough:
         # Too small to probe itself: fall back to what the off-topic probes reach.
-        high = [float(np.quantile(off[:, j], 0.95)) for j in (0, 1)]
-        return {"passage": high[0], "sentence": high[1], "method": "off-topic q95"}
+        high = {column: float(np.quantile(off[:, column], 0.95)) for column in (PASSAGE, SENTENCE)}
+        return {"passage": high[PASSAGE], "sentence": high[SENTENCE], "method": "off-topic q95"}
     step = np.linspace(0, len(long_enough) - 1, min(probes, len(long_enough)))
     picks = [long_enough[int(i)] for i in step]
     # A probe is a corpus sentence, embedded at ingest exactly as a question would be.
@@ -81,17 +82,17 @@ def calibrate(index: Index, embedder: Embedder, settings: Settings) -> dict:
         index, settings, [sentence(s) for s in picks], vectors, [int(owner[s]) for s in picks]
     )
     return {
-        "passage": round(float(np.quantile(inside[:, 0], FALSE_ABSTENTION)), 4),
-        "sentence": round(float(np.quantile(inside[:, 1], FALSE_ABSTENTION)), 4),
+        "passage": round(float(np.quantile(inside[:, PASSAGE], FALSE_ABSTENTION)), 4),
+        "sentence": round(float(np.quantile(inside[:, SENTENCE], FALSE_ABSTENTION)), 4),
         "method": f"in-domain probes, {FALSE_ABSTENTION:.0%} quantile of each",
         "in_domain": {
             "n": len(inside),
-            "passage": _summary(inside[:, 0]),
-            "sentence": _summary(inside[:, 1]),
+            "passage": _summary(inside[:, PASSAGE]),
+            "sentence": _summary(inside[:, SENTENCE]),
         },
         "offtopic": {
             "n": len(off),
-            "passage": _summary(off[:, 0]),
-            "sentence": _summary(off[:, 1]),
+            "passage": _summary(off[:, PASSAGE]),
+            "sentence": _summary(off[:, SENTENCE]),
         },
     }

@@ -19,7 +19,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from verbatim.answer import text_fragment_link
 from verbatim.errors import VerbatimError
@@ -58,13 +58,21 @@ class Verification:
     link: str | None = None
 
 
+class StoredText(NamedTuple):
+    """What a citation check reads of a document."""
+
+    text: str  # the clean text every offset points into
+    content_hash: str
+    url: str | None
+
+
 class Texts(Protocol):
     """The documents of one generation, as a citation check reads them."""
 
     generation: str
 
-    def lookup(self, doc_id: str) -> tuple[str, str, str | None] | None:
-        """(text, content hash, URL) of a document, or None when it has no such document."""
+    def lookup(self, doc_id: str) -> StoredText | None:
+        """The document `doc_id`, or None when it has no such document."""
         ...
 
 
@@ -75,11 +83,11 @@ class IndexTexts:
         self.index = index
         self.generation = index.generation
 
-    def lookup(self, doc_id: str) -> tuple[str, str, str | None] | None:
+    def lookup(self, doc_id: str) -> StoredText | None:
         meta = self.index.documents.get(doc_id)
         if meta is None:
             return None
-        return self.index.text(doc_id), meta.content_hash, meta.url
+        return StoredText(self.index.text(doc_id), meta.content_hash, meta.url)
 
 
 class StoredTexts:
@@ -89,14 +97,14 @@ class StoredTexts:
     def __init__(self, path: Path) -> None:
         self.generation = path.name
         self._db = tables.open_db(path / "store.sqlite")
-        self._last: tuple[str, tuple[str, str, str | None] | None] | None = None
+        self._last: tuple[str, StoredText | None] | None = None  # the document read last
 
-    def lookup(self, doc_id: str) -> tuple[str, str, str | None] | None:
+    def lookup(self, doc_id: str) -> StoredText | None:
         if self._last is None or self._last[0] != doc_id:  # citations come sorted by document
             try:
                 text = tables.read_text(self._db, doc_id)
                 # Ingest's content hash (ingest/read.py): the clean text's SHA-256.
-                found = (text, hashlib.sha256(text.encode()).hexdigest(), None)
+                found = StoredText(text, hashlib.sha256(text.encode()).hexdigest(), None)
             except KeyError:
                 found = None
             self._last = (doc_id, found)
@@ -133,15 +141,14 @@ def verify(texts: Texts, citation: Citation) -> Verification:
     found = texts.lookup(citation.doc_id)
     if found is None:
         return Verification("gone", texts.generation, None)
-    text, content_hash, url = found
-    span = locate(text, citation)
+    span = locate(found.text, citation)
     if span is None:
-        return Verification("changed", texts.generation, content_hash)
+        return Verification("changed", texts.generation, found.content_hash)
     start, end = span
     status = "current" if span == (citation.start, citation.end) else "moved"
-    now = text[start:end]
-    link = text_fragment_link(url, now)
-    return Verification(status, texts.generation, content_hash, start, end, now, link)
+    now = found.text[start:end]
+    link = text_fragment_link(found.url, now)
+    return Verification(status, texts.generation, found.content_hash, start, end, now, link)
 
 
 def verify_in(index: Store, citations: list[Citation]) -> list[Verification]:

@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from verbatim.settings import DEFAULT_COLLECTION
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -163,7 +165,7 @@ class Quote:
     link: str | None
     also_in: list[str] = field(default_factory=list)
     page: int | None = None  # 1-based page of the quote's start, for paged documents (PDF)
-    collection: str = "default"  # the collection the document is in
+    collection: str = DEFAULT_COLLECTION  # the collection the document is in
 
 
 @dataclass
@@ -176,7 +178,7 @@ class Answer:
     threshold: float
     timing_ms: float
     generation: str
-    collection: str = "default"  # the collection that answered
+    collection: str = DEFAULT_COLLECTION  # the collection that answered
 
 
 class Embedder(Protocol):
