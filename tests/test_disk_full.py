@@ -220,3 +220,19 @@ def test_the_next_export_removes_what_dead_exports_left(model_folder, tmp_path, 
     embed._exported(model_folder, cache, quantized=True)
     # A live process's file may be an export under way beside this one: it stays.
     assert leftovers(cache) == sorted([f"model.{os.getpid()}.tmp", "model-int8.onnx", "model.onnx"])
+
+
+def test_a_reload_meeting_a_full_disk_is_a_507_and_the_old_index_answers_on(
+    client, tiny_corpus, fake_embedder, monkeypatch
+):
+    from verbatim.engine import ingest_paths
+
+    state = client.app.state.verbatim
+    before = client.get("/api/health").json()["generation"]
+    (tiny_corpus / "kites.md").write_text("Fly a kite in a steady wind.\n")
+    ingest_paths([tiny_corpus], state.settings, fake_embedder)
+    monkeypatch.setattr("verbatim.engine.load_engine", no_space)
+    reloaded = client.post("/api/admin/reload", headers=AUTH)
+    assert_disk_full(reloaded, state.settings.data_dir)
+    assert client.get("/api/health").json()["generation"] == before
+    assert client.post("/api/ask", json={"question": QUESTION}).status_code == 200
