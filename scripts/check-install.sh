@@ -21,6 +21,10 @@ PIP="$WORK/venv/bin/python -m pip --quiet --disable-pip-version-check"
 $PIP install torch==2.13.0 2>&1 | grep -v "WARNING: Location" || true
 $PIP install "$WHEEL" 2>&1 | grep -v "WARNING: Location" || true
 VERBATIM="$WORK/venv/bin/verbatim"
+if "$WORK/venv/bin/python" -c "import matplotlib" 2>/dev/null; then
+  echo "pip install . pulled matplotlib; it belongs to the plot extra" >&2
+  exit 1
+fi
 
 mkdir -p "$WORK/docs" "$WORK/empty"
 cd "$WORK/docs"

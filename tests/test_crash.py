@@ -4,36 +4,33 @@ Each ingest runs in a process forked from a server that has imported Verbatim on
 the kills land in the ingest itself, not in a fresh interpreter's imports.
 """
 
-import hashlib
 import json
 import multiprocessing
 import os
 import random
-import re
 import signal
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from tests.conftest import FakeEmbedder
 from verbatim.engine import ingest_paths
 from verbatim.index import generations, load_index
 from verbatim.settings import Settings
 
+pytestmark = pytest.mark.stress  # 22 ingests, 20 of them killed: `make test` and `make stress`
 
-class SlowFake:
-    """A bag-of-words embedder that takes a little time per batch, as a model does."""
+
+class SlowFake(FakeEmbedder):
+    """The fake embedder, taking a little time per batch as a model does."""
 
     dim = 32
 
     def encode(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
         time.sleep(0.01)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in re.findall(r"\w+", text.lower()):
-                out[i, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1
-            out[i, -1] += 0.01
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
+        return super().encode(texts, progress)
 
 
 def ingest(data: Path, corpus: Path) -> None:

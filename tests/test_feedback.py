@@ -21,46 +21,17 @@ from verbatim.engine import ingest_paths, open_engine
 from verbatim.feedback import FeedbackStore, NewFeedback
 from verbatim.server import create_app
 
-from .conftest import ROOT
+from .conftest import ROOT, TINY
 
-DOCS = {
-    "oil.md": """---
-title: Changing Oil
-author: Bob Mechanic
-url: https://example.com/oil
----
-
-Change the engine oil every ten thousand kilometres to keep the engine healthy.
-
-Warm the engine first so the oil drains quickly and completely from the sump.
-""",
-    "tomatoes.md": """---
-title: Growing Tomatoes
----
-
-Tomatoes need full sun and regular watering. Plant them after the last frost.
-
-Aphids love tomato plants. Spray them off with water every morning.
-""",
-    "bread.txt": """Baking Bread at Home
-
-Knead the dough for ten minutes. Let it rise until doubled in size.
-
-Bake the loaf at 230 degrees for forty minutes.
-""",
-}
 QUESTION = "How often should I change the engine oil?"
 TOKEN = "s3cret"  # noqa: S105
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-def docs(tmp_path):
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    for name, text in DOCS.items():
-        (folder / name).write_text(text, encoding="utf-8")
-    return folder
+def docs(tiny_corpus):
+    """The tiny corpus of conftest: gardening.md, bread.txt and cars.html (engine oil)."""
+    return tiny_corpus
 
 
 @pytest.fixture
@@ -266,9 +237,9 @@ def test_reingest_rechecks_citations_and_the_summary_says_so(serve, docs, fake_m
     monkeypatch.setenv("VERBATIM_MODEL", "fake")
     settings, client = serve()
     cited = {
-        "moved": ("oil", "Warm the engine first so the oil drains quickly and completely"),
+        "moved": ("cars", "Warm the engine first so the oil drains quickly and completely"),
         "changed": ("bread", "Let it rise until doubled in size."),
-        "gone": ("tomatoes", "Aphids love tomato plants."),
+        "gone": ("gardening", "Aphids love tomato plants."),
         "current": ("bread", "Knead the dough for ten minutes."),
     }
     texts = {}
@@ -279,12 +250,14 @@ def test_reingest_rechecks_citations_and_the_summary_says_so(serve, docs, fake_m
         quote = {"doc_id": doc_id, "start": start, "end": start + len(text)}
         quote["content_hash"] = document["content_hash"]
         assert client.post("/api/feedback", json=cite(quote)).status_code == 201
-    oil = DOCS["oil.md"].replace("Warm the", "A new paragraph, above the quote.\n\nWarm the")
-    (docs / "oil.md").write_text(oil)
-    (docs / "bread.txt").write_text(
-        DOCS["bread.txt"].replace(" Let it rise until doubled in size.", "")
+    oil = TINY["cars.html"].replace(
+        "<p>Warm the", "<p>A new paragraph, above the quote.</p><p>Warm the"
     )
-    (docs / "tomatoes.md").unlink()
+    (docs / "cars.html").write_text(oil)
+    (docs / "bread.txt").write_text(
+        TINY["bread.txt"].replace(" Let it rise until doubled in size.", "")
+    )
+    (docs / "gardening.md").unlink()
     result = CliRunner().invoke(cli, ["ingest", str(docs), "--data-dir", str(settings.data_dir)])
     assert result.exit_code == 0, result.output
     assert "Feedback citations re-checked: 1 current, 1 moved, 1 changed, 1 gone" in result.output
@@ -292,36 +265,27 @@ def test_reingest_rechecks_citations_and_the_summary_says_so(serve, docs, fake_m
     rows = {r["status"]: r for r in restarted.get("/api/feedback", headers=AUTH).json()["feedback"]}
     assert set(rows) == set(cited)
     moved = rows["moved"]
-    text = restarted.get("/api/documents/oil").json()
+    text = restarted.get("/api/documents/cars").json()
     assert text["text"][moved["start"] : moved["end"]] == moved["text"] == cited["moved"][1]
     assert moved["content_hash"] == text["content_hash"]
-    assert moved["start"] > texts["oil"].index(cited["moved"][1])
+    assert moved["start"] > texts["cars"].index(cited["moved"][1])
     assert rows["changed"]["text"] == cited["changed"][1]  # kept as it was
-    assert rows["gone"]["doc_id"] == "tomatoes"
+    assert rows["gone"]["doc_id"] == "gardening"
     generation = restarted.get("/api/health").json()["generation"]
     assert {r["checked"] for r in rows.values()} == {generation}
 
 
 CHILD = """
-import hashlib, re, sys
-import numpy as np, uvicorn
+import sys
+import uvicorn
+from tests.conftest import FakeEmbedder
 from verbatim.engine import Engine
 from verbatim.index import load_index
 from verbatim.server import create_app
 from verbatim.settings import Settings
 
-class Fake:
-    dim = 64
-    def encode(self, texts, progress=None):
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in re.findall(r"\\w+", text.lower()):
-                out[i, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1.0
-            out[i, -1] += 0.01
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
-
 settings = Settings(data_dir=sys.argv[1], model="fake", progress=False)
-app = create_app(settings, engine=Engine(settings, load_index(settings), Fake()))
+app = create_app(settings, engine=Engine(settings, load_index(settings), FakeEmbedder()))
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="error")
 """
 
@@ -332,6 +296,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.stress  # a server process of its own, started and SIGKILLed
 def test_feedback_survives_kill_9_after_the_201(settings, docs, fake_embedder):
     ingest_paths([docs], settings, fake_embedder)
     port = free_port()

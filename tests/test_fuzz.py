@@ -15,6 +15,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from verbatim.server import create_app
 
 EXAMPLES = int(os.environ.get("VERBATIM_FUZZ_EXAMPLES", "25"))
+pytestmark = pytest.mark.stress  # tens of seconds even at 25 cases: `make test` runs it
 
 
 @pytest.fixture

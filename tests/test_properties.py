@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import HealthCheck, given, settings
 
 from verbatim.engine import Engine
@@ -25,6 +26,7 @@ paragraph = st.builds(
 document = st.lists(paragraph, min_size=1, max_size=5).map("\n\n".join)
 
 
+@pytest.mark.stress  # 40 indexes built: `make test` runs it
 @given(
     docs=st.lists(document, min_size=1, max_size=4),
     question=st.lists(st.sampled_from(WORDS), min_size=1, max_size=6).map(" ".join),

@@ -23,6 +23,7 @@ def test_reload_needs_the_token(served):
     assert bad.status_code == 403 and bad.json()["error"]["code"] == "forbidden"
 
 
+@pytest.mark.stress  # ten ingests under a stream of requests: `make test` runs it
 def test_ten_reindexes_under_load_fail_no_request(served, tiny_corpus, fake_embedder):
     settings, client = served
     failures, answered, stop = [], [], threading.Event()
