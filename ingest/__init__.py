@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from verbatim.errors import NoDocuments
-from verbatim.ingest.files import FileTask, collect
+from verbatim.ingest.files import FileTask, collect, printable
 from verbatim.ingest.formats import SUFFIXES
 from verbatim.ingest.split import split_passages, split_sentences
 from verbatim.ingest.workers import Progress, Result, read_all
@@ -68,7 +68,7 @@ def read_documents(paths: list[Path], settings: Settings, reader: Reader = read_
     formats: Counter[str] = Counter()
     for task, result in zip(tasks, results, strict=True):
         if isinstance(result, str):
-            skipped.append(Skipped(str(task.path), result))
+            skipped.append(Skipped(printable(str(task.path)), printable(result)))
             continue
         formats[task.format] += 1
         for doc in result:

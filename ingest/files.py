@@ -9,6 +9,8 @@ unique within one index: with one folder an id is the file's path in it without 
 from __future__ import annotations
 
 import os
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,9 +32,45 @@ class FileTask:
     format: str
 
 
+# What an id or a shown path never holds as is: bytes of a name that are not UTF-8 (Python
+# holds them as lone surrogates), control characters (a newline ends a URL path), and a "%"
+# that would read as an escape.
+_UNPRINTABLE = re.compile(r"[\udc80-\udcff\x00-\x1f\x7f-\x9f]|%(?=[0-9A-Fa-f]{2})")
+# Files that are not regular files, by what `stat` calls them: never opened (a FIFO's open
+# waits for a writer forever, a device's read may never end).
+_SPECIAL = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def _percent(match: re.Match[str]) -> str:
+    char = match.group()
+    if "\udc80" <= char <= "\udcff":  # an undecodable byte, as os.fsdecode holds it
+        return f"%{ord(char) - 0xDC00:02X}"
+    return "".join(f"%{byte:02X}" for byte in char.encode())
+
+
+def printable(name: str) -> str:
+    """`name` with the bytes that are not UTF-8 and the control characters percent-encoded
+    (`bad%E9name`, `new%0Aline`), as git and ripgrep show such names; a "%" before two hex
+    digits becomes `%25`. Reversible: percent-decoding the result gives the name's bytes back.
+    Every other name is returned as it is."""
+    return _UNPRINTABLE.sub(_percent, name)
+
+
+def special_file(mode: int) -> str | None:
+    """Why a file of this `st_mode` is not read, or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    return _SPECIAL.get(stat.S_IFMT(mode), "not a regular file")
+
+
 def walk(root: Path) -> list[Path]:
     """Files under `root`, sorted; links and hidden entries are not followed."""
-    if root.is_file():
+    if not root.is_dir():
         return [root]
     found = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
@@ -60,7 +98,7 @@ def root_labels(roots: list[Path]) -> dict[Path, str]:
 def _unsupported(path: Path) -> str:
     known = FORMATS.get(path.suffix.lower())
     hint = known.convert if known else ""
-    kind = f"'{path.suffix}'" if path.suffix else "(no suffix)"
+    kind = f"'{printable(path.suffix)}'" if path.suffix else "(no suffix)"
     return f"unsupported file type {kind}" + (f"; {hint}" if hint else "")
 
 
@@ -71,7 +109,7 @@ def _unique_roots(paths: list[Path], skipped: list[Skipped]) -> list[Path]:
         if not root.exists():
             raise NoDocuments(f"{root} does not exist; give a folder or file of documents")
         if os.path.realpath(root) in real.values():
-            skipped.append(Skipped(str(root), "given twice; read once"))
+            skipped.append(Skipped(printable(str(root)), "given twice; read once"))
             continue
         real[root] = os.path.realpath(root)
     roots = []
@@ -85,7 +123,8 @@ def _unique_roots(paths: list[Path], skipped: list[Skipped]) -> list[Path]:
             None,
         )
         if outer is not None:
-            skipped.append(Skipped(str(root), f"inside {outer}, which is read whole; read once"))
+            reason = f"inside {printable(str(outer))}, which is read whole; read once"
+            skipped.append(Skipped(printable(str(root)), reason))
             continue
         roots.append(root)
     return roots
@@ -94,13 +133,14 @@ def _unique_roots(paths: list[Path], skipped: list[Skipped]) -> list[Path]:
 def _doc_id(path: Path, root: Path, label: str | None) -> str:
     if root.is_dir():
         rel = path.relative_to(root).with_suffix("").as_posix()
-        return f"{label}/{rel}" if label else rel
-    return str(Path(label).with_suffix("")) if label else path.stem
+        return printable(f"{label}/{rel}" if label else rel)
+    return printable(str(Path(label).with_suffix("")) if label else path.stem)
 
 
 def collect(paths: list[Path], settings: Settings) -> tuple[list[FileTask], list[Skipped]]:
     """The files to read under `paths`, in a fixed order, and those skipped with the reason
-    (links, unsupported types, too large, the same file reached twice).
+    (links, files that are not regular files, unsupported types, too large, the same file
+    reached twice). Paths are shown `printable`.
 
     Raises:
         NoDocuments: when a path does not exist.
@@ -112,22 +152,28 @@ def collect(paths: list[Path], settings: Settings) -> tuple[list[FileTask], list
     first: dict[tuple[int, int], Path] = {}
     for root in roots:
         for path in walk(root):
-            if path.is_symlink():
-                skipped.append(Skipped(str(path), "symbolic link (not followed)"))
+            reason = _skip_reason(path, settings, first)
+            if reason:
+                skipped.append(Skipped(printable(str(path)), reason))
                 continue
-            if path.suffix.lower() not in SUFFIXES:
-                skipped.append(Skipped(str(path), _unsupported(path)))
-                continue
-            stat = path.stat()
-            if stat.st_size > settings.max_file_bytes:
-                reason = f"{stat.st_size} bytes is over VERBATIM_MAX_FILE_BYTES"
-                skipped.append(Skipped(str(path), reason))
-                continue
-            key = (stat.st_dev, stat.st_ino)
-            if key in first:
-                reason = f"the same file as {first[key]}, given twice; read once"
-                skipped.append(Skipped(str(path), reason))
-                continue
-            first[key] = path
             tasks.append(FileTask(path, _doc_id(path, root, labels.get(root)), format_of(path)))
     return tasks, skipped
+
+
+def _skip_reason(path: Path, settings: Settings, first: dict[tuple[int, int], Path]) -> str:
+    """Why `path` is not read ("" if it is read; then `first` records it)."""
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        return "symbolic link (not followed)"
+    special = special_file(info.st_mode)
+    if special:
+        return f"{special}, not a regular file; not opened"
+    if path.suffix.lower() not in SUFFIXES:
+        return _unsupported(path)
+    if info.st_size > settings.max_file_bytes:
+        return f"{info.st_size} bytes is over VERBATIM_MAX_FILE_BYTES"
+    key = (info.st_dev, info.st_ino)
+    if key in first:
+        return f"the same file as {printable(str(first[key]))}, given twice; read once"
+    first[key] = path
+    return ""

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import importlib
 import json
+import os
 import re
+import stat
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from verbatim.ingest.files import printable
 from verbatim.ingest.formats import FORMATS, Format
 from verbatim.records import Document, Section
 
@@ -292,7 +296,7 @@ def read_jsonl(raw: bytes, source: str) -> list[Document]:
             continue
         try:
             row = json.loads(line)
-            doc_id = str(row["id"] if "id" in row else row["_id"])  # "_id": BEIR layout
+            doc_id = printable(str(row["id"] if "id" in row else row["_id"]))  # "_id": BEIR
             body = str(row["text"])
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise UnreadableFile(f"line {lineno} is not a corpus record ({exc})") from None
@@ -305,6 +309,21 @@ def read_jsonl(raw: bytes, source: str) -> list[Document]:
     return docs
 
 
+def read_bytes(path: Path) -> bytes:
+    """The bytes of a regular file. Anything else (a FIFO, a device, a socket, a link put in
+    its place since the folder was listed) is refused without blocking on it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):  # a link; a FIFO or socket with no writer
+            raise UnreadableFile("not a regular file; not opened") from None
+        raise
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnreadableFile("not a regular file; not read")
+        return file.read()
+
+
 def _reader(fmt: Format) -> Callable[..., Any]:
     """The function that parses `fmt`, imported when first needed."""
     module, _, name = fmt.reader.rpartition(".")
@@ -315,12 +334,13 @@ def read_file(path: Path, doc_id: str, raw: bytes) -> list[Document]:
     """Documents in one file (a `.jsonl` may hold many)."""
     fmt = FORMATS[path.suffix.lower()]
     read = _reader(fmt)
+    source = printable(str(path))
     if fmt.shape == "rows":
-        return read(raw, str(path))
+        return read(raw, source)
     found: Text = assemble(read(raw)) if fmt.shape == "blocks" else read(raw)
     if not found.text.strip() or not found.sections:
         raise UnreadableFile("no text to index")
     meta = found.meta
     if not _text(meta.get("title")):
-        meta["title"] = path.stem.replace("-", " ").replace("_", " ").strip()
-    return [make_document(doc_id, str(path), found.text, found.sections, meta, found.pages)]
+        meta["title"] = printable(path.stem).replace("-", " ").replace("_", " ").strip()
+    return [make_document(doc_id, source, found.text, found.sections, meta, found.pages)]

@@ -39,11 +39,11 @@ def from_json(row: dict[str, Any]) -> Document:
 
 
 def _answer(task: dict, memory_mb: int) -> dict[str, Any]:
-    from verbatim.ingest.read import UnreadableFile, read_file
+    from verbatim.ingest.read import UnreadableFile, read_bytes, read_file
 
     path = Path(task["path"])
     try:
-        docs = read_file(path, task["id"], path.read_bytes())
+        docs = read_file(path, task["id"], read_bytes(path))
         return {"docs": [to_json(d) for d in docs]}
     except UnreadableFile as exc:
         return {"error": str(exc)}
@@ -68,7 +68,8 @@ def main(argv: list[str]) -> None:
     os.dup2(2, 1)  # whatever a C library prints goes to stderr, not into the answers
     for line in sys.stdin:
         answer = _answer(json.loads(line), memory_mb)
-        answers.write(json.dumps(answer, ensure_ascii=False) + "\n")
+        # ASCII JSON: an error naming a file whose name is not UTF-8 holds lone surrogates.
+        answers.write(json.dumps(answer) + "\n")
         answers.flush()
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from verbatim.ingest.files import FileTask
 from verbatim.ingest.formats import BY_NAME
-from verbatim.ingest.read import UnreadableFile, read_file
+from verbatim.ingest.read import UnreadableFile, read_bytes, read_file
 from verbatim.ingest.sandbox import Worker, from_json
 from verbatim.records import Document
 
@@ -79,7 +79,7 @@ class Progress:
 
 def read_here(task: FileTask) -> Result:
     try:
-        return read_file(task.path, task.doc_id, task.path.read_bytes())
+        return read_file(task.path, task.doc_id, read_bytes(task.path))
     except (UnreadableFile, OSError) as exc:
         return str(exc)
 
