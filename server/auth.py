@@ -13,9 +13,15 @@ def admin_refusal(token: str | None, authorization: str | None, action: str) -> 
     header is `Bearer <token>`. The scheme's case does not matter; a bare token is refused."""
     if not token:
         return f"{action} over HTTP is disabled; set VERBATIM_ADMIN_TOKEN"
+    return bearer_refusal(token, authorization, "admin token")
+
+
+def bearer_refusal(token: str, authorization: str | None, name: str) -> str | None:
+    """Why `authorization` is not `Bearer <token>` (naming the token `name`), or None when it
+    is. The admin routes' rule, and the MCP endpoint's (`VERBATIM_MCP_TOKEN`)."""
     scheme, _, given = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not given:
-        return f"the admin token is required ({USAGE})"
+        return f"the {name} is required ({USAGE})"
     if not hmac.compare_digest(given.encode(), token.encode()):
-        return f"wrong admin token ({USAGE})"
+        return f"wrong {name} ({USAGE})"
     return None

@@ -12,7 +12,6 @@ to the index.
 # No `from __future__ import annotations` here: the SDK reads the tools' signatures and return
 # annotations at run time.
 
-import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -34,12 +33,14 @@ from mcp.types import (
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from verbatim import __version__
 from verbatim.errors import VerbatimError
 from verbatim.records import Answer, Document, Quote
 from verbatim.server import api, feedback
+from verbatim.server.auth import bearer_refusal
 from verbatim.server.errors import BUSY, error_response, validation_message
 from verbatim.server.models import (
     COLLECTION,
@@ -486,28 +487,24 @@ class Endpoint:
             yield
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        refusal = self.refusal(dict(scope["headers"]).get(b"authorization", b""))
+        headers = dict(scope["headers"])
+        refusal = self.refusal(headers.get(b"authorization", b"").decode("latin-1"))
         if refusal is not None:
             await refusal(scope, receive, send)
             return
         await self.server.session_manager.handle_request(scope, receive, send)
 
-    def refusal(self, authorization: bytes) -> Any:
+    def refusal(self, authorization: str) -> Response | None:
         """The response refusing a request with this Authorization header, or None."""
         if self.open:
             return None
         if not self.token:
-            return error_response(
-                403,
-                "forbidden",
-                "MCP over HTTP beyond localhost needs a token; set "
-                "VERBATIM_MCP_TOKEN (or VERBATIM_ADMIN_TOKEN)",
+            message = (
+                "MCP over HTTP beyond localhost needs a token; set VERBATIM_MCP_TOKEN "
+                "(or VERBATIM_ADMIN_TOKEN)"
             )
-        if hmac.compare_digest(authorization, f"Bearer {self.token}".encode()):
+            return error_response(403, "forbidden", message)
+        refused = bearer_refusal(self.token, authorization, "MCP token")
+        if refused is None:
             return None
-        return error_response(
-            401,
-            "unauthorized",
-            "the MCP token is required (Authorization: Bearer <token>)",
-            {"WWW-Authenticate": "Bearer"},
-        )
+        return error_response(401, "unauthorized", refused, {"WWW-Authenticate": "Bearer"})
