@@ -122,7 +122,8 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(
         default=None,
         description="Enables `POST /api/admin/reload` and `GET /api/feedback` with this bearer "
-        "token; unset, both are disabled (403 and 401).",
+        "token (unset, both are disabled: 403 and 401); without `VERBATIM_MCP_TOKEN`, also the "
+        "token of `/mcp` beyond localhost.",
     )
     mcp_token: str | None = Field(
         default=None,
