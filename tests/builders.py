@@ -200,7 +200,7 @@ def make_docx(path: Path) -> None:
         table.cell(r, c).text = text
     document.add_heading("Baking", level=2)
     document.add_paragraph("Bake the loaf at 230 degrees for forty minutes.")
-    document.save(path)
+    document.save(str(path))
 
 
 def docx_visible(raw: bytes) -> str:
