@@ -9,18 +9,14 @@ from verbatim.engine import ingest_paths, open_engine
 from verbatim.feedback import FeedbackStore
 from verbatim.server import create_app
 
-from .test_feedback import DOCS, QUESTION
+from .test_feedback import QUESTION
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def site(settings, tmp_path, fake_embedder, serve):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for name, text in DOCS.items():
-        (docs / name).write_text(text, encoding="utf-8")
-    ingest_paths([docs], settings, fake_embedder)
+def site(settings, tiny_corpus, fake_embedder, serve):
+    ingest_paths([tiny_corpus], settings, fake_embedder)
     engine = open_engine(settings, fake_embedder)
     try:
         with serve(create_app(settings, engine=engine)) as url:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_formats import INFO, TWO_PAGES, make_docx, make_epub, make_pdf
+from tests.builders import INFO, TWO_PAGES, make_docx, make_epub, make_pdf
 from verbatim.index import ModelEmbedder, load_index
 from verbatim.ingest import read_documents
 
