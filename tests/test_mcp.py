@@ -5,6 +5,7 @@ uvicorn); the TypeScript SDK's in the slow suite. Fake embedder except where mar
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -381,3 +382,74 @@ def test_stdio_refuses_an_unknown_collection_at_start(served):
     )
     assert done.returncode == 1 and done.stdout == ""
     assert "no collection named 'nope'" in done.stderr
+
+
+NODE = ROOT / "tests" / "mcp_node"
+
+
+@pytest.fixture(scope="session")
+def node_client() -> list[str]:
+    """`node client.mjs`, the TypeScript SDK's client (tests/mcp_node), its packages installed
+    from package-lock.json (`npm ci`) on first use."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("node and npm are not installed; the TypeScript client needs them")
+        pytest.skip("node and npm are not installed")
+    if not (NODE / "node_modules" / "@modelcontextprotocol" / "sdk").is_dir():
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=NODE, check=True, capture_output=True
+        )
+    return [node, str(NODE / "client.mjs")]
+
+
+def _node(command: list[str], **env: str) -> dict:
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=180, env={**os.environ, **env}
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def check_node(out: dict, held: State) -> None:
+    """What the TypeScript client got: the same tools, valid structured results, exact quotes,
+    and the bad calls as tool errors with the API's messages."""
+    tools = {t["name"]: t for t in out["tools"]}
+    assert set(tools) == TOOLS and out["server"]["name"] == "verbatim"
+    calls = {"ask": "ask", "read": "read_document", "verify": "verify_citation"}
+    calls |= {"collections": "list_collections", "documents": "list_documents"}
+    for key, name in calls.items():
+        assert not out[key].get("isError"), out[key]
+        jsonschema.validate(out[key]["structuredContent"], tools[name]["outputSchema"])
+    for q in out["ask"]["structuredContent"]["quotes"]:
+        text = held.collection(q["collection"]).answering.text(q["doc_id"])
+        assert text[q["start"] : q["end"]] == q["text"]
+        assert f"“{q['text']}”" in out["ask"]["content"][0]["text"]
+    first = out["ask"]["structuredContent"]["quotes"][0]
+    assert out["resource"]["contents"][0]["text"] == held.engine.answering.text(first["doc_id"])
+    assert out["verify"]["structuredContent"]["status"] == "current"
+    assert len(out["resources"]) == 7 and len(out["templates"]) == 1
+    bad = {key: result["content"][0]["text"] for key, result in out["bad"].items()}
+    assert all(result["isError"] for result in out["bad"].values())
+    assert bad["long"] == "question: String should have at most 1000 characters"
+    assert bad["k"] == f"k: Input should be less than or equal to {MAX_K}"
+    assert bad["collection"].startswith("no collection named 'nope'")
+    assert bad["missing"] == "question: Field required"
+    assert bad["typed"] == "question: Input should be a valid string"
+    assert bad["unknown"] == "Unknown tool: forget_everything"
+
+
+@pytest.mark.slow
+def test_typescript_client_over_streamable_http(served, serve, node_client):
+    settings, held = served
+    remote = settings.model_copy(update={"host": "0.0.0.0", "mcp_token": "s3cret"})  # noqa: S104
+    with serve(create_app(remote, engine=held.engines)) as url:
+        out = _node([*node_client, "http", f"{url}/mcp", "s3cret"])
+    check_node(out, held)
+
+
+@pytest.mark.slow
+def test_typescript_client_over_stdio(served, node_client):
+    settings, held = served
+    child = [sys.executable, "-c", CHILD, str(ROOT), "mcp", "--data-dir", str(settings.data_dir)]
+    check_node(_node([*node_client, "stdio", *child], VERBATIM_MODEL="fake"), held)
