@@ -453,3 +453,28 @@ def test_typescript_client_over_stdio(served, node_client):
     settings, held = served
     child = [sys.executable, "-c", CHILD, str(ROOT), "mcp", "--data-dir", str(settings.data_dir)]
     check_node(_node([*node_client, "stdio", *child], VERBATIM_MODEL="fake"), held)
+
+
+@pytest.mark.slow
+def test_the_installed_command_on_the_real_model(default_engine, model_cache):
+    """`verbatim mcp` as an assistant launches it: the installed command, the real model, the
+    bundled corpus; an answer with exact quotes, and an abstention."""
+    data = default_engine.settings.data_dir
+    if not (data / "models").exists():
+        (data / "models").symlink_to(model_cache)  # the export the session already made
+    command = StdioServerParameters(
+        command=str(Path(sys.executable).parent / "verbatim"), args=["mcp", "--data-dir", str(data)]
+    )
+
+    async def asked(client: Client):
+        question = "What if my husband refuses couples therapy?"
+        answered = await client.call_tool("ask", {"question": question})
+        off = await client.call_tool("ask", {"question": "What is the boiling point of tungsten?"})
+        return answered.structured_content, off.structured_content
+
+    answered, off = run(command, asked)
+    assert not answered["abstained"] and answered["quotes"]
+    for q in answered["quotes"]:
+        text = default_engine.answering.text(q["doc_id"])
+        assert text[q["start"] : q["end"]] == q["text"]
+    assert off["abstained"] and off["quotes"] == []
