@@ -2,7 +2,8 @@
 
 Public entry point: `evaluate(questions, engine, offtopic)` -> `Report`. Readers for the eval
 format (`read_questions`) and the BEIR layout (`read_beir`); `corpus_engine` builds (and caches
-by content) a separate index for a benchmark corpus.
+by content) a separate index for a benchmark corpus; `cross_validate` gives a report's K-fold
+figures by question (`folds.py`), and `worst_lines` the questions answered worst.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import importlib
 import json
 import shutil
+import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from verbatim.errors import VerbatimError
+from verbatim.eval import dense, folds
 from verbatim.eval.metrics import (
     coverage_precision,
     mrr_at,
@@ -79,6 +82,10 @@ class Result:
     first_relevant: int | None = None  # shown-order rank (1-based) of the first relevant document
     first_quote: str | None = None
     unhelpful1: bool | None = None  # the first quote is one marked unhelpful (not_answers)
+    first_right: int | None = None  # rank (1-based) of the first quote holding a gold answer
+    # (of the first from a relevant document when the question has no gold strings)
+    refused: str | None = None  # "too long": over the user's `max_question_chars`, not asked
+    dense_ranked: list[str] | None = None  # the whole-document dense baseline's first 10
 
 
 @dataclass
@@ -86,13 +93,17 @@ class Report:
     metrics: dict
     curve: list[tuple[float, float, float]]
     results: list[Result]
+    folds: dict | None = None  # `cross_validate`'s figures, once computed
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "metrics": self.metrics,
             "curve": self.curve,
             "results": [asdict(r) for r in self.results],
         }
+        if self.folds is not None:
+            out["folds"] = self.folds
+        return out
 
 
 def read_questions(path: Path) -> list[Question]:
@@ -248,29 +259,78 @@ def evaluate(
     engine: Engine,
     offtopic: Sequence[Question] = (),
     progress: bool = True,
+    baseline: bool = True,
+    baseline_cache: Path | None = None,
 ) -> Report:
-    """Ask every question and compute the metrics defined in eval/README.md."""
+    """Ask every question and compute the metrics defined in eval/README.md.
+
+    Every question is asked under the engine's own settings, as a user asks it: one longer than
+    `max_question_chars` is refused (`Result.refused`), scored as no answer and counted.
+
+    Args:
+        baseline: also rank the documents by the whole-document dense baseline (`dense.py`),
+            whose document vectors are kept in `baseline_cache` when given.
+    """
     from tqdm import tqdm
 
     from verbatim.answer import compose, retrieve
 
-    index = engine.answering
+    index, settings = engine.answering, engine.settings
     tagged = [(q, "answerable" if q.answerable else "unanswerable") for q in questions]
     tagged += [(q, "offtopic") for q in offtopic]
-    # Benchmark questions are asked as written: real ones (CounselChat) run past the interactive
-    # limit, so the limit is raised to the longest question instead of failing the run.
-    longest = max((len(q.question) for q, _ in tagged), default=0)
-    settings = engine.settings.model_copy(
-        update={"max_question_chars": max(engine.settings.max_question_chars, longest)}
-    )
-    results = []
+    results, vectors = [], {}
     for q, kind in tqdm(tagged, disable=not progress, desc="questions", unit="q"):
+        if len(q.question) > settings.max_question_chars:
+            results.append(_refused(q, kind))
+            continue
         began = time.perf_counter()
         found = retrieve(q.question, index, engine.embedder, settings)
         ans = compose(found, index, settings, k=SHOWN)
         latency = (time.perf_counter() - began) * 1000
         results.append(_result(q, kind, found, ans, index, latency))
+        vectors[id(results[-1])] = found.vector
+    if baseline:
+        _rank_dense(results, vectors, engine, baseline_cache)
     return _report(results)
+
+
+def _refused(q: Question, kind: str) -> Result:
+    """The record of a question the user's limit refuses: no answer, no quote."""
+    gold = kind == "answerable" and bool(q.answers)
+    return Result(
+        id=q.id,
+        question=q.question,
+        kind=kind,
+        abstained=True,
+        evidence=0.0,
+        ranked=[],
+        relevant=list(q.relevant),
+        quotes=[],
+        hit1=False if gold else None,
+        hit3=False if gold else None,
+        checked=0,
+        grounded=0,
+        attributed=0,
+        letters=0,
+        latency_ms=0.0,
+        unhelpful1=False if q.not_answers else None,
+        refused="too long",
+    )
+
+
+def _rank_dense(results: list[Result], vectors: dict, engine: Engine, cache: Path | None) -> None:
+    """Set `dense_ranked` on every answerable question with relevant documents. A question the
+    limit refused is embedded here, as written: the baseline has no limit of its own."""
+    scored = [r for r in results if r.kind == "answerable" and r.relevant]
+    if not scored:
+        return
+    ids, docs = dense.document_vectors(engine.answering, engine.embedder, engine.settings, cache)
+    missing = [r for r in scored if id(r) not in vectors]
+    if missing:
+        encoded = engine.embedder.encode([r.question for r in missing], progress=False)
+        vectors.update({id(r): v for r, v in zip(missing, encoded, strict=True)})
+    for r in scored:
+        r.dense_ranked = dense.rank(ids, docs, vectors[id(r)])
 
 
 def _result(
@@ -280,6 +340,11 @@ def _result(
     checks = [_check(index, quote) for quote in ans.quotes + ans.near_misses]
     texts = [quote.text for quote in ans.quotes]
     gold = kind == "answerable" and bool(q.answers)
+    right = (
+        [quote_hit([t], q.answers, 1) for t in texts]
+        if gold
+        else [x.doc_id in q.relevant for x in ans.quotes]
+    )
     return Result(
         id=q.id,
         question=q.question,
@@ -289,7 +354,14 @@ def _result(
         ranked=found.documents(index, 10),
         relevant=list(q.relevant),
         quotes=[
-            {"doc_id": x.doc_id, "start": x.start, "end": x.end, "text": x.text, "role": x.role}
+            {
+                "doc_id": x.doc_id,
+                "start": x.start,
+                "end": x.end,
+                "text": x.text,
+                "role": x.role,
+                "kind": quote_kind(x),
+            }
             for x in ans.quotes
         ],
         hit1=quote_hit(texts, q.answers, 1) if gold else None,
@@ -304,7 +376,14 @@ def _result(
         ),
         first_quote=ans.quotes[0].text if ans.quotes else None,
         unhelpful1=quote_hit(texts, q.not_answers, 1) if q.not_answers else None,
+        first_right=next((rank for rank, ok in enumerate(right, 1) if ok), None),
     )
+
+
+def quote_kind(quote: Quote) -> str:
+    """The kind of block a quote comes from ("prose", "code", "list item", ...). The reader
+    records no block kinds yet, so every quote is prose until `Quote` has a `kind`."""
+    return getattr(quote, "kind", None) or "prose"
 
 
 def shown(quotes: list) -> list[str]:
@@ -345,6 +424,21 @@ def _share(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
+def _dense_figures(ranked: list[Result]) -> dict | None:
+    """The whole-document dense baseline's nDCG@10, recall@1/10 and source@1 (its first
+    document is relevant), over the questions it ranked."""
+    scored = [r for r in ranked if r.dense_ranked is not None]
+    if not scored:
+        return None
+    figures = _ranking(scored, lambda r: r.dense_ranked)
+    return {
+        "ndcg@10": figures["ndcg@10"],
+        "recall@1": figures["recall@1"],
+        "recall@10": figures["recall@10"],
+        "source@1": _mean(any(d in r.relevant for d in (r.dense_ranked or [])[:1]) for r in scored),
+    }
+
+
 def _report(results: list[Result]) -> Report:
     answerable = [r for r in results if r.kind == "answerable"]
     with_gold = [r for r in answerable if r.hit1 is not None]
@@ -353,13 +447,14 @@ def _report(results: list[Result]) -> Report:
     offtopic = [r for r in results if r.kind == "offtopic"]
     quotes = sum(len(r.quotes) for r in results)
     checked = sum(r.checked for r in results)
-    latencies = [r.latency_ms for r in results]
+    latencies = [r.latency_ms for r in results if r.refused is None]
     metrics = {
         "questions": {
             "answerable": len(answerable),
             "unanswerable": len(unanswerable),
             "offtopic": len(offtopic),
             "with_gold_answers": len(with_gold),
+            "refused (too long)": sum(r.refused == "too long" for r in results),
         },
         "grounding": {
             "quotes_checked": checked,
@@ -388,8 +483,55 @@ def _report(results: list[Result]) -> Report:
             "p95": round(percentile(latencies, 95), 2),
         },
     }
+    baseline = _dense_figures(ranked)
+    if baseline is not None:
+        metrics["dense_baseline"] = baseline
     grid = [round(0.05 * i, 2) for i in range(21)]
     curve = coverage_precision(
         [r.evidence for r in answerable], [r.evidence for r in unanswerable + offtopic], grid
     )
     return Report(metrics, curve, results)
+
+
+def metrics_of(results: list[Result]) -> dict:
+    """The metrics of some of a report's results, as the whole report's are computed."""
+    return _report(results).metrics
+
+
+def cross_validate(report: Report, k: int) -> dict:
+    """The report's headline figures (`folds.HEADLINE`) over `k` folds by question: each
+    fold's figures, computed as the whole report's are, and their mean, sd and se."""
+    fold = folds.assign([(r.id, r.kind) for r in report.results], k)
+    per_fold = [_report([r for r in report.results if fold[r.id] == i]).metrics for i in range(k)]
+    return {
+        "k": k,
+        "sizes": [sum(f == i for f in fold.values()) for i in range(k)],
+        "figures": folds.summarise(per_fold),
+        "per_fold": [
+            {f"{g}.{n}": m.get(g, {}).get(n) for g, n in folds.HEADLINE} for m in per_fold
+        ],
+    }
+
+
+def worst_lines(report: Report, n: int) -> str:
+    """The `n` questions answered worst (`worst`), each with its first three quotes and their
+    block kinds, the shown rank of the first relevant document and of the first right quote."""
+    out = [f"the {n} questions answered worst (documents as shown)"]
+    for r in worst(report, n):
+        doc = r.first_relevant or "none in the first 10"
+        right = r.first_right or f"none in the first {len(r.quotes)}"
+        what = "gold answer" if r.hit1 is not None else "relevant document"
+        out.append(
+            f"{r.id}: first relevant document at {doc}; first quote with a {what} at {right}"
+        )
+        out.append(textwrap.indent(textwrap.fill(r.question[:300], 88), "  Q: "))
+        if r.refused:
+            out.append(f"  (refused: {r.refused})")
+        elif r.abstained or not r.quotes:
+            out.append("  (abstained)")
+        for rank, quote in enumerate(r.quotes[:3], 1):
+            line = f"[{quote.get('kind', 'prose')}] {quote['doc_id']}: {quote['text'][:300]}"
+            out.append(
+                textwrap.fill(line, 88, initial_indent=f"  {rank}. ", subsequent_indent="     ")
+            )
+    return "\n".join(out)
