@@ -55,7 +55,18 @@ def _document_row(d: Document) -> tuple:
     # Pages go first, where `DocumentMeta.pages` reads them without parsing the rest; a
     # document without pages stores no key, as before pages existed.
     pages = {"pages": list(d.pages)} if d.pages else {}
-    extra = {**pages, "metadata": d.metadata, "sections": [asdict(s) for s in d.sections]}
+    # Block kinds only where a reader found some, and the navigation flag last, where
+    # `DocumentMeta.navigation` reads it without parsing; an index written before either
+    # existed reads as all prose, no navigation.
+    kinds = {"blocks": [list(b) for b in d.blocks]} if d.blocks else {}
+    navigation = {"navigation": True} if d.navigation else {}
+    extra = {
+        **pages,
+        "metadata": d.metadata,
+        "sections": [asdict(s) for s in d.sections],
+        **kinds,
+        **navigation,
+    }
     return (
         *(d.id, d.title, d.author, d.date, d.url, d.site, d.source, d.content_hash),
         json.dumps(extra),
@@ -149,4 +160,6 @@ def document(meta: DocumentMeta, text: str) -> Document:
         site=meta.site,
         metadata=extra["metadata"],
         pages=tuple(extra.get("pages", ())),
+        blocks=tuple((int(a), int(b), str(k)) for a, b, k in extra.get("blocks", ())),
+        navigation=bool(extra.get("navigation", False)),
     )

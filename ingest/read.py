@@ -18,7 +18,7 @@ from typing import Any
 
 from verbatim.ingest.files import printable
 from verbatim.ingest.formats import FORMATS, Format
-from verbatim.records import Document, Section
+from verbatim.records import CODE, ITEM, LEAD_IN, PROSE, ROW, TERM, Document, Section
 
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
 _SPACES = dict.fromkeys(map(ord, "\u00a0\u2007\u202f\t"), " ")
@@ -103,13 +103,22 @@ def build_text(
 class Block:
     """One block of a document as its reader found it: a heading, a paragraph or a code block.
 
-    `page` is the 1-based page of paged formats (PDF), 0 otherwise.
+    `page` is the 1-based page of paged formats (PDF), 0 otherwise. `kind` is what the block
+    is (`verbatim.records.KINDS`: a list item, a table row ...; empty: prose, or code when
+    `code`); `links` how many links it holds (HTML).
     """
 
     text: str
     heading: bool = False
     code: bool = False
     page: int = 0
+    kind: str = ""
+    links: int = 0
+
+    @property
+    def what(self) -> str:
+        """The block's kind: `kind`, else code or prose."""
+        return self.kind or (CODE if self.code else PROSE)
 
 
 @dataclass(frozen=True)
@@ -131,11 +140,13 @@ class Text:
     sections: tuple[Section, ...]
     meta: dict
     pages: tuple[int, ...] = ()
+    blocks: tuple[tuple[int, int, str], ...] = ()  # `Document.blocks`
+    navigation: bool = False  # `Document.navigation`
 
 
 def _clean_block(block: Block) -> str:
     text = normalize(block.text)
-    if block.code:  # keep the lines and their indentation, drop blank lines around them
+    if block.what == CODE:  # keep the lines and their indentation, drop blank lines around them
         return text.strip("\n")
     return re.sub(r"[ ]*\n[ ]*", "\n", re.sub(r" {2,}", " ", text)).strip()
 
@@ -154,6 +165,7 @@ def assemble(read: Blocks, role: str = "article") -> Text:
     heading, sec_start = "", 0
     paragraphs: list[tuple[int, int]] = []
     pages: list[int] = []
+    found: list[tuple[int, int, Block]] = []  # every paragraph, with the block it came from
     for block in read.blocks:
         chunk = _clean_block(block)
         if not chunk:
@@ -172,12 +184,80 @@ def assemble(read: Blocks, role: str = "article") -> Text:
             chunk = heading
         else:
             paragraphs.append((start, start + len(chunk)))
+        found.append((start, start + len(chunk), block))
         parts.append(chunk)
         pos = start + len(chunk)
     if paragraphs:
         sections.append(Section(sec_start, pos, heading, role, tuple(paragraphs)))
     pages += [pos] * (read.n_pages - page)
-    return Text("\n\n".join(parts), tuple(sections), read.meta, tuple(pages))
+    text = "\n\n".join(parts)
+    kinds = block_kinds(text, found)
+    nav = is_navigation(found)
+    return Text(text, tuple(sections), read.meta, tuple(pages), kinds, nav)
+
+
+# What a lead-in introduces when it ends in ":": code, a list, a table or a definition list.
+INTRODUCED = frozenset({CODE, ITEM, ROW, TERM})
+# Words that end a paragraph which introduces whatever block follows it.
+LEAD_IN_PHRASES = (
+    "for example",
+    "for instance",
+    "such as",
+    "here's how",
+    "here is how",
+    "as follows",
+    "e.g",
+    "the following",
+)
+# A navigation page (a contents page, a module index, a "see the list below" page) is one where
+# at least NAV_SHARE of the text is in one-line entries that hold a link (at most
+# NAV_ENTRY_CHARS: "timeit — Measure execution time of small code snippets"), and there are at
+# least NAV_MIN_ENTRIES of them (a short "See also" list on a short page is not one).
+NAV_SHARE = 0.6
+NAV_ENTRY_CHARS = 160
+NAV_MIN_ENTRIES = 8
+
+
+def _introduces(paragraph: str, following: str) -> bool:
+    """Whether `paragraph` introduces the block after it, whose kind is `following`."""
+    tail = paragraph.rstrip()
+    if tail.endswith(":") and following in INTRODUCED:
+        return True
+    return tail.rstrip(".,;:").lower().endswith(LEAD_IN_PHRASES)
+
+
+def block_kinds(text: str, found: list[tuple[int, int, Block]]) -> tuple[tuple[int, int, str], ...]:
+    """[start, end, kind] of the paragraphs that are not prose, in order (`found`: every
+    block placed in `text`, headings too). A prose paragraph or list item that introduces the
+    block right after it (`_introduces`) is a lead-in."""
+    kinds = []
+    for i, (start, end, block) in enumerate(found):
+        if block.heading:
+            continue
+        kind = block.what
+        after = found[i + 1][2] if i + 1 < len(found) else None
+        if (
+            kind in (PROSE, ITEM)
+            and after is not None
+            and not after.heading
+            and _introduces(text[start:end], after.what)
+        ):
+            kind = LEAD_IN
+        if kind != PROSE:
+            kinds.append((start, end, kind))
+    return tuple(kinds)
+
+
+def is_navigation(found: list[tuple[int, int, Block]]) -> bool:
+    """Whether the blocks make a contents, index or navigation page (see NAV_SHARE)."""
+    sizes = [(end - start, b) for start, end, b in found if not b.heading]
+    total = sum(size for size, _ in sizes)
+    entries = [
+        size
+        for size, b in sizes
+        if b.links and size <= NAV_ENTRY_CHARS and "\n" not in b.text.strip()
+    ]
+    return len(entries) >= NAV_MIN_ENTRIES and sum(entries) >= NAV_SHARE * max(total, 1)
 
 
 def _text(value: object) -> str | None:
@@ -195,7 +275,9 @@ def make_document(
     sections: tuple[Section, ...],
     meta: dict,
     pages: tuple[int, ...] = (),
+    structure: tuple[tuple[tuple[int, int, str], ...], bool] = ((), False),
 ) -> Document:
+    """The document, `structure` being its block kinds and navigation flag (`Text`)."""
     known = {"title", "author", "date", "url", "site", "roles", "role", "id", "text"}
     return Document(
         id=doc_id,
@@ -210,6 +292,8 @@ def make_document(
         site=_text(meta.get("site")),
         metadata={k: _text(v) for k, v in meta.items() if k not in known and _text(v)},
         pages=pages,
+        blocks=structure[0],
+        navigation=structure[1],
     )
 
 
@@ -343,4 +427,5 @@ def read_file(path: Path, doc_id: str, raw: bytes) -> list[Document]:
     meta = found.meta
     if not _text(meta.get("title")):
         meta["title"] = printable(path.stem).replace("-", " ").replace("_", " ").strip()
-    return [make_document(doc_id, source, found.text, found.sections, meta, found.pages)]
+    structure = (found.blocks, found.navigation)
+    return [make_document(doc_id, source, found.text, found.sections, meta, found.pages, structure)]

@@ -35,7 +35,8 @@ def from_json(row: dict[str, Any]) -> Document:
         Section(s["start"], s["end"], s["heading"], s["role"], tuple(map(tuple, s["paragraphs"])))
         for s in row["sections"]
     )
-    return Document(**{**row, "sections": sections, "pages": tuple(row["pages"])})
+    blocks = tuple((int(a), int(b), str(k)) for a, b, k in row.get("blocks", ()))
+    return Document(**{**row, "sections": sections, "pages": tuple(row["pages"]), "blocks": blocks})
 
 
 def _answer(task: dict, memory_mb: int) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from verbatim.records import Document, Passage, Sentence
+from verbatim.records import CODE, LEAD_IN, Document, Passage, Sentence
 
 # Words after which a full stop does not end a sentence.
 ABBREVIATIONS = frozenset(
@@ -100,27 +100,65 @@ def _cap(text: str, sentences: list[Sentence], limit: int) -> list[Sentence]:
     return out
 
 
+def split_code(text: str, start: int, end: int, limit: int) -> list[Sentence]:
+    """A code block's units: the whole block, or, when longer than `limit`, runs of whole
+    lines of at most `limit` (a longer line broken at white space, as `_cap` does). Code is
+    never split into sentences: a line of code or of program output is no sentence."""
+    units: list[Sentence] = []
+    lo = hi = start
+    for line in re.finditer(r"[^\n]*\n?", text[start:end]):
+        line_end = start + line.end()
+        if hi > lo and line_end - lo > limit:
+            units.append(Sentence(lo, hi))
+            lo = hi
+        hi = line_end
+        if line_end >= end:
+            break
+    units.append(Sentence(lo, end))
+    trimmed = [Sentence(s.start, s.start + len(text[s.start : s.end].rstrip())) for s in units]
+    return _cap(text, [s for s in trimmed if s.end > s.start], limit)
+
+
+def _units(doc: Document, paragraphs, max_chars: int) -> list[list[Sentence]]:
+    """A section's paragraphs as units of at most `max_chars` that a passage never splits.
+
+    A paragraph is split into sentences (code into `split_code`'s units) and grouped; a
+    lead-in's last unit and the first unit of the block it introduces make one unit when they
+    fit together, so a passage never separates them.
+    """
+    text = doc.text
+    kinds = {start: kind for start, _, kind in doc.blocks}
+    units: list[list[Sentence]] = []
+    glue = False  # the last unit ends with a lead-in
+    for p_start, p_end in paragraphs:
+        kind = kinds.get(p_start)
+        if kind == CODE:
+            sentences = split_code(text, p_start, p_end, max_chars)
+        else:
+            sentences = _cap(text, split_sentences(text, p_start, p_end), max_chars)
+        groups: list[list[Sentence]] = []
+        for s in sentences:
+            if not groups or s.end - groups[-1][0].start > max_chars:
+                groups.append([])
+            groups[-1].append(s)
+        if groups and glue and groups[0][-1].end - units[-1][0].start <= max_chars:
+            units[-1] = units[-1] + groups.pop(0)
+        units += groups
+        glue = kind == LEAD_IN
+    return units
+
+
 def split_passages(doc: Document, max_chars: int = PASSAGE_CHARS) -> list[Passage]:
     """Paragraph-based passages of at most `max_chars`, never crossing a section boundary.
 
     Consecutive short paragraphs are merged; a paragraph longer than the limit is split between
-    sentences. Ids hash the document id and the passage text, so they survive re-ingest.
+    sentences, a code block between lines (`_units`). Ids hash the document id and the passage
+    text, so they survive re-ingest.
     """
-    text = doc.text
     passages: list[Passage] = []
     seen: dict[str, int] = {}
     for section in doc.sections:
-        units: list[list[Sentence]] = []
-        for p_start, p_end in section.paragraphs:
-            sentences = _cap(text, split_sentences(text, p_start, p_end), max_chars)
-            group: list[Sentence] = []
-            for s in sentences:
-                if group and s.end - group[0].start > max_chars:
-                    units.append(group)
-                    group = []
-                group.append(s)
-            if group:
-                units.append(group)
+        units = _units(doc, section.paragraphs, max_chars)
         current: list[Sentence] = []
         for unit in units:
             if current and unit[-1].end - current[0].start > max_chars:

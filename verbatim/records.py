@@ -5,12 +5,25 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from verbatim.settings import DEFAULT_COLLECTION
 
 if TYPE_CHECKING:
     import numpy as np
+
+
+# The kinds of block a reader tells apart. A document stores the spans of the blocks that are
+# not plain prose (`Document.blocks`); a paragraph not listed there is prose.
+PROSE = "prose"
+CODE = "code"  # a code block or program output (HTML <pre>, DOCX code style): lines kept
+ITEM = "item"  # a list item
+ROW = "row"  # a table row (its cells between spaces)
+TERM = "term"  # a definition list's term (<dt>)
+DEFINITION = "definition"  # and its description (<dd>)
+LEAD_IN = "lead-in"  # a paragraph that introduces the block after it ("Example ...:")
+KINDS = (PROSE, CODE, ITEM, ROW, TERM, DEFINITION, LEAD_IN)
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,9 @@ class Document:
     site: str | None = None
     metadata: dict = field(default_factory=dict)
     pages: tuple[int, ...] = ()  # paged formats (PDF): the offset in `text` where each page starts
+    # [start, end, kind] of every paragraph that is not prose (see KINDS), in order.
+    blocks: tuple[tuple[int, int, str], ...] = ()
+    navigation: bool = False  # a contents, index or navigation page (`ingest.read.is_navigation`)
 
 
 def web_url(url: str | None) -> str | None:
@@ -79,6 +95,26 @@ class DocumentMeta(NamedTuple):
             return ()
         listed = self.extra[len(PAGES_PREFIX) : self.extra.index("]")]
         return tuple(int(x) for x in listed.split(",") if x.strip())
+
+    def navigation(self) -> bool:
+        """Whether the document is a contents, index or navigation page. The store writes the
+        flag last in `extra`, so it is read without parsing the rest."""
+        return self.extra.endswith(NAVIGATION_SUFFIX)
+
+    def blocks(self) -> tuple[tuple[int, int, str], ...]:
+        """[start, end, kind] of the document's paragraphs that are not prose (see KINDS); ()
+        for an index written before kinds were stored, whose paragraphs all read as prose."""
+        return _blocks(self.extra)
+
+
+NAVIGATION_SUFFIX = '"navigation": true}'  # how `DocumentMeta.extra` ends for a navigation page
+
+
+@lru_cache(maxsize=256)
+def _blocks(extra: str) -> tuple[tuple[int, int, str], ...]:
+    # Cached: quoting asks for the same documents' blocks question after question, and a str
+    # keeps its hash, so a hit costs no parsing.
+    return tuple((int(a), int(b), str(k)) for a, b, k in json.loads(extra).get("blocks", ()))
 
 
 # Slotted: an ingest holds every passage and sentence at once (8 million sentences at a million
@@ -165,6 +201,10 @@ class Quote:
     link: str | None
     also_in: list[str] = field(default_factory=list)
     page: int | None = None  # 1-based page of the quote's start, for paged documents (PDF)
+    # What the quote is (see KINDS): "code" for a code block; for a lead-in quoted with what
+    # it introduces, the kind of that block, which starts `lead_in` characters into `text`.
+    kind: str = PROSE
+    lead_in: int = 0
     collection: str = DEFAULT_COLLECTION  # the collection the document is in
 
 
