@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from verbatim.ingest.read import Block, Blocks, UnreadableFile, open_zip, read_member
+from verbatim.records import DEFINITION, ITEM, ROW, TERM
 
 HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 BLOCK_TAGS = HEADINGS | frozenset(
@@ -45,6 +46,8 @@ HIDDEN_CLASSES = frozenset(
     "screen-reader-text sr-only visually-hidden visuallyhidden screenreader hidden "
     "headerlink anchorjs-link anchor-link heading-anchor hash-link permalink".split()
 )
+# The blocks whose text is of a kind of its own: list items, table rows, definition lists.
+CONTAINER_KINDS = {"li": ITEM, "tr": ROW, "dt": TERM, "dd": DEFINITION}
 ANCHOR_MARKS = frozenset({"", "¶", "#", "§", "🔗", "\u200b", "#\u200b"})
 _HTML_SPACE = re.compile(r"[ \t\n\r\f]+")
 _BREAK = "\u2028"  # a <br> while inline text is collected; a line break in the clean text
@@ -75,8 +78,9 @@ def read_html(raw: bytes) -> Blocks:
     tree = parse_html(raw)
     meta = page_meta(tree)
     _drop_invisible(tree)
-    root = main_element(tree)
-    _drop_chrome(root, fallback=root.tag == "body")
+    sizes = TextSizes(tree)
+    root = main_element(tree, sizes)
+    _drop_chrome(root, sizes, fallback=root.tag == "body")
     blocks = html_blocks(root)
     if not any(not b.heading for b in blocks):
         raise UnreadableFile("no main text found in the HTML")
@@ -121,11 +125,53 @@ def _drop_invisible(tree) -> None:
         _remove(el)
 
 
-def _text_size(el) -> int:
-    return len("".join(el.text_content().split()))
+def _count(text: str | None) -> int:
+    return len("".join(text.split())) if text else 0
 
 
-def main_element(tree):
+class TextSizes:
+    """Per element, the characters (white space aside) of its `text_content()`, of the links
+    in it, and how many links it holds below it, all measured in one pass up the tree.
+
+    Measuring each element's text on its own was quadratic: in the cells of a table row (each
+    cell compared with every other) and in nested elements (each measured again by every
+    ancestor). The tree must not change while its sizes are in use.
+    """
+
+    def __init__(self, root) -> None:
+        from lxml import etree
+
+        self.text: dict[Any, int] = {}
+        self.linked: dict[Any, int] = {}  # text in <a> elements, the element itself included
+        self.linked_below: dict[Any, int] = {}  # ... below it only
+        self.links_below: dict[Any, int] = {}  # <a> elements below it
+        self._row_max: dict[Any, int] = {}
+        for _, el in etree.iterwalk(root, events=("end",)):
+            self._measure(el)
+
+    def _measure(self, el) -> None:
+        if not isinstance(el.tag, str):  # a comment or processing instruction: no text
+            self.text[el] = self.linked[el] = self.linked_below[el] = self.links_below[el] = 0
+            return
+        children = list(el)
+        size = _count(el.text) + sum(self.text[c] + _count(c.tail) for c in children)
+        below = sum(self.linked[c] for c in children)
+        self.text[el], self.linked_below[el] = size, below
+        self.linked[el] = below + (size if el.tag == "a" else 0)
+        self.links_below[el] = sum(self.links_below[c] + (c.tag == "a") for c in children)
+
+    def unlinked(self, el) -> int:
+        return self.text[el] - self.linked[el]
+
+    def row_max(self, row) -> int:
+        """The most text outside links in any cell of `row`."""
+        if row not in self._row_max:
+            cells = [self.unlinked(c) for c in row if c.tag in ("td", "th")]
+            self._row_max[row] = max(cells, default=0)
+        return self._row_max[row]
+
+
+def main_element(tree, sizes: TextSizes):
     """The element holding the page's main text: `role=main`, `<main>`, `<article>`, or
     Sphinx's and blogs' usual containers; the body when the page marks none."""
     body = tree.find("body")
@@ -141,19 +187,19 @@ def main_element(tree):
     ):
         found = body.findall(path)
         if found:
-            best = max(found, key=_text_size)
-            if _text_size(best) > 0:
-                return _dominant_article(best)
+            best = max(found, key=sizes.text.__getitem__)
+            if sizes.text[best] > 0:
+                return _dominant_article(best, sizes)
     return body
 
 
-def _dominant_article(el):
+def _dominant_article(el, sizes: TextSizes):
     """Inside a `<main>` that also holds sidebars, the `<article>` with most of its text."""
     articles = el.findall(".//article")
     if not articles:
         return el
-    best = max(articles, key=_text_size)
-    return best if _text_size(best) >= 0.6 * _text_size(el) else el
+    best = max(articles, key=sizes.text.__getitem__)
+    return best if sizes.text[best] >= 0.6 * sizes.text[el] else el
 
 
 def _is_chrome(el, fallback: bool) -> bool:
@@ -169,39 +215,29 @@ def _is_chrome(el, fallback: bool) -> bool:
     )
 
 
-def _unlinked_size(el) -> int:
-    return _text_size(el) - sum(_text_size(a) for a in el.iter("a"))
-
-
-def _beside_more_text(el) -> bool:
+def _beside_more_text(el, sizes: TextSizes) -> bool:
     """A table cell next to a cell with more text outside links: a column of a layout table
     (a sidebar of menus beside the page's text)."""
     if el.tag != "td" or el.getparent() is None:
         return False
-    mine = _unlinked_size(el)
-    return any(
-        cell is not el and cell.tag in ("td", "th") and _unlinked_size(cell) > mine
-        for cell in el.getparent()
-    )
+    return sizes.row_max(el.getparent()) > sizes.unlinked(el)
 
 
-def _link_heavy(el, root) -> bool:
+def _link_heavy(el, root, sizes: TextSizes) -> bool:
     """A list of links near the top of a page without a marked main element, or in a table
     cell beside the one with the text (old table layouts): a menu. Lists of links deeper
     down are the page's own (references, "see also")."""
     if el.tag not in ("div", "ul", "ol", "table", "td") or el.getparent() is None:
         return False
     near_top = el.getparent() is root or el.getparent().getparent() is root
-    if not near_top and not _beside_more_text(el):
+    if not near_top and not _beside_more_text(el, sizes):
         return False
-    links = el.findall(".//a")
-    if len(links) < 3:
+    if sizes.links_below[el] < 3:
         return False
-    linked = sum(_text_size(a) for a in links)
-    return linked >= 0.7 * max(_text_size(el), 1)
+    return sizes.linked_below[el] >= 0.7 * max(sizes.text[el], 1)
 
 
-def _drop_chrome(root, fallback: bool) -> None:
+def _drop_chrome(root, sizes: TextSizes, fallback: bool) -> None:
     """Remove page chrome inside the main element: navigation, asides and footers always;
     what only its class or id calls chrome unless it holds most of the page (a wrapper such as
     "wy-nav-content"); never inside code.
@@ -212,7 +248,7 @@ def _drop_chrome(root, fallback: bool) -> None:
     """
     from lxml import etree
 
-    total = _text_size(root)
+    total = sizes.text[root]
     doomed = []
     walker = etree.iterwalk(root, events=("start",))
     for _, el in walker:
@@ -223,8 +259,8 @@ def _drop_chrome(root, fallback: bool) -> None:
         elif el.tag in CHROME_TAGS or (el.get("role") or "").lower() in CHROME_ROLES:
             doomed.append(el)
             walker.skip_subtree()
-        elif _is_chrome(el, fallback) or (fallback and _link_heavy(el, root)):
-            if _text_size(el) <= total / 2:
+        elif _is_chrome(el, fallback) or (fallback and _link_heavy(el, root, sizes)):
+            if sizes.text[el] <= total / 2:
                 doomed.append(el)
                 walker.skip_subtree()
     for el in doomed:
@@ -242,12 +278,16 @@ def html_blocks(root) -> list[Block]:
 
     blocks: list[Block] = []
     buf: list[str] = []
+    kinds: list[str] = []  # the kinds of the list items, rows, terms open around the text
+    links = [0]  # links in the text collected
 
     def flush(heading: bool = False) -> None:
         text = _HTML_SPACE.sub(" ", "".join(buf)).replace(_BREAK, "\n")
         buf.clear()
+        kind = kinds[-1] if kinds and not heading else ""
         if text.strip():
-            blocks.append(Block(text, heading=heading))
+            blocks.append(Block(text, heading=heading, kind=kind, links=links[0]))
+        links[0] = 0
 
     walker = etree.iterwalk(root, events=("start", "end"))
     for event, el in walker:
@@ -261,11 +301,15 @@ def html_blocks(root) -> list[Block]:
                 buf.append(_BREAK)
             elif tag in BLOCK_TAGS:
                 flush()
+            kinds += [CONTAINER_KINDS[tag]] if tag in CONTAINER_KINDS else []
+            links[0] += tag == "a"
             if tag != "pre" and el.text:
                 buf.append(el.text)
             continue
         if tag in BLOCK_TAGS:
             flush(heading=tag in HEADINGS)
+        if tag in CONTAINER_KINDS:
+            kinds.pop()
         elif tag in ("td", "th"):
             buf.append(" ")
         if el.tail and el is not root:
@@ -402,7 +446,7 @@ def read_epub(raw: bytes) -> Blocks:
         _drop_invisible(chapter)
         body = chapter.find("body")
         if body is not None:
-            _drop_chrome(body, fallback=False)
+            _drop_chrome(body, TextSizes(body), fallback=False)
             blocks += html_blocks(body)
     if not any(not b.heading for b in blocks):
         raise UnreadableFile("no text in the EPUB's chapters (a book of images?)")
