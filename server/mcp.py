@@ -16,12 +16,14 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
+from itertools import islice
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.server.mcpserver.resources import ResourceSecurity
 from mcp.server.mcpserver.tools import Tool
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.uri_template import UriTemplate
 from mcp.types import (
     CallToolResult,
@@ -96,6 +98,16 @@ class QuoteOut(BaseModel):
     )
     also_in: list[str] = Field(description="Other documents holding the same text.")
     page: int | None = Field(description="1-based page of the quote (PDF), else null.")
+    kind: str = Field(
+        default="prose",
+        description='What the quote is: "prose", "code" (a code block: show it as code, '
+        'lines kept), "item", "row", "term", "definition".',
+    )
+    lead_in: int = Field(
+        default=0,
+        description="Characters of the quote's text before the block it introduces "
+        '(a lead-in such as "For example:" quoted with its code or list); 0 when none.',
+    )
     collection: str
     resource: str = Field(description="The document as an MCP resource (read_document).")
 
@@ -186,6 +198,7 @@ def _attributed(q: Quote) -> str:
         + (f" · {q.section}" if q.section else "")
         + (f" · p. {q.page}" if q.page else "")
         + (" (a reader's letter, not advice)" if q.role == "letter" else "")
+        + (" · a code block, lines as quoted" if q.kind == "code" else "")
     )
     where = q.link or document_uri(q.collection, q.doc_id)
     return f"“{q.text}”\n{line}\n{where} [{q.start}:{q.end}]"
@@ -436,7 +449,7 @@ class Server(MCPServer):
             if offset >= len(documents):
                 offset -= len(documents)
                 continue
-            for doc_id in list(documents)[offset : offset + LISTED - len(found)]:
+            for doc_id in islice(documents, offset, offset + LISTED - len(found)):
                 meta = documents[doc_id]
                 about = ", ".join(x for x in (meta.author, meta.date) if x) or None
                 uri = document_uri(name, doc_id)
@@ -481,8 +494,17 @@ class Endpoint:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Serve while the app runs (a session manager runs once: a new one per start)."""
-        self.server.streamable_http_app(stateless_http=True, json_response=True, host=self.host)
+        """Serve while the app runs (a session manager runs once: a new one per start).
+
+        Without a token, on localhost, the SDK refuses Host headers other than localhost's (DNS
+        rebinding); with one, the token is the guard (a page cannot know it), so a reverse
+        proxy may forward its own Host."""
+        guard = (
+            None if self.open else TransportSecuritySettings(enable_dns_rebinding_protection=False)
+        )
+        self.server.streamable_http_app(
+            stateless_http=True, json_response=True, host=self.host, transport_security=guard
+        )
         async with self.server.session_manager.run():
             yield
 

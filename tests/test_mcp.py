@@ -21,24 +21,36 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from verbatim.engine import open_engines
+from tests.conftest import PAPERS, TINY, FakeEmbedder
+from verbatim.engine import ingest_paths, open_engines
 from verbatim.server import create_app, state
 from verbatim.server.errors import BUSY
 from verbatim.server.mcp import create_server, document_uri
 from verbatim.server.state import State
-from verbatim.settings import MAX_K
+from verbatim.settings import MAX_K, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = {"ask", "read_document", "list_collections", "list_documents", "verify_citation"}
 QUESTION = "How often should I change the engine oil?"
+PING = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+ACCEPT = {"Accept": "application/json, text/event-stream"}
 # The tiny corpus answers QUESTION from cars.html (see tests/conftest.py).
 
 
-@pytest.fixture
-def served(two, fake_embedder):
-    """Both collections of `two`, open as the server holds them: (settings, State)."""
-    settings, _ = two
-    engines = open_engines(settings, fake_embedder)
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """conftest's `two` (the tiny corpus as "default", PAPERS as "papers"), built once for the
+    module, since nothing here writes, and open as the server holds them: (settings, State)."""
+    root = tmp_path_factory.mktemp("mcp")
+    settings = Settings(data_dir=root / "data", model="fake", progress=False)
+    embedder = FakeEmbedder()
+    for collection, files in (("default", TINY), ("papers", PAPERS)):
+        for name, text in files.items():
+            (root / collection / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / collection / name).write_text(text, encoding="utf-8")
+        chosen = settings.model_copy(update={"collection": collection})
+        ingest_paths([root / collection], chosen, embedder)
+    engines = open_engines(settings, embedder)
     yield settings, State(settings, engines)
     for engine in engines.values():
         engine.close()
@@ -285,26 +297,26 @@ def test_streamable_http_on_the_app(served, serve):
 def test_beyond_localhost_http_needs_the_token(served, serve):
     settings, held = served
     remote = settings.model_copy(update={"host": "0.0.0.0", "mcp_token": "s3cret"})  # noqa: S104
-    init = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
     with serve(create_app(remote, engine=held.engines)) as url:
-        missing = httpx.post(f"{url}/mcp", json=init)
-        wrong = httpx.post(f"{url}/mcp", json=init, headers={"Authorization": "Bearer nope"})
-        found = run(_http_client(url, "s3cret"), exercise)
+        missing = httpx.post(f"{url}/mcp", json=PING)
+        wrong = httpx.post(f"{url}/mcp", json=PING, headers={"Authorization": "Bearer nope"})
+        listed = run(_http_client(url, "s3cret"), lambda c: c.call_tool("list_collections", {}))
     assert missing.status_code == wrong.status_code == 401
     assert missing.headers["www-authenticate"] == "Bearer"
     assert "Authorization: Bearer <token>" in missing.json()["error"]["message"]
-    check_exercised(found, held)
+    assert not listed.is_error and len(listed.structured_content["collections"]) == 2
 
     untokened = settings.model_copy(update={"host": "0.0.0.0"})  # noqa: S104
     with serve(create_app(untokened, engine=held.engines)) as url:
-        refused = httpx.post(f"{url}/mcp", json=init)
+        refused = httpx.post(f"{url}/mcp", json=PING)
     assert refused.status_code == 403 and "VERBATIM_MCP_TOKEN" in refused.json()["error"]["message"]
 
 
-def test_busy_reads_the_same_over_mcp_as_over_the_api(served, serve, monkeypatch, fake_embedder):
+def test_busy_reads_the_same_over_mcp_as_over_the_api(served, serve, monkeypatch):
     """A call queued past SLOT_WAIT gets the API's busy message as a tool error; one arriving
     while every slot and queue place is taken gets the API's quick 503 at the door."""
     settings, held = served
+    fake_embedder = held.engine.embedder
     tight = settings.model_copy(update={"max_concurrent": 1, "max_waiting": 0})
     app = create_app(tight, engine=held.engines)
     monkeypatch.setattr(state, "SLOT_WAIT", 0.1)
@@ -327,7 +339,7 @@ def test_busy_reads_the_same_over_mcp_as_over_the_api(served, serve, monkeypatch
         worker.start()
         try:
             assert entered.wait(10)
-            door = httpx.post(f"{url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+            door = httpx.post(f"{url}/mcp", json=PING)
         finally:
             gate.set()
             worker.join()
@@ -478,3 +490,21 @@ def test_the_installed_command_on_the_real_model(default_engine, model_cache):
         text = default_engine.answering.text(q["doc_id"])
         assert text[q["start"] : q["end"]] == q["text"]
     assert off["abstained"] and off["quotes"] == []
+
+
+def test_on_localhost_a_token_replaces_the_host_check(served, serve):
+    """Without a token, on localhost, a request naming another host is refused (DNS
+    rebinding); with VERBATIM_MCP_TOKEN set, a proxy's Host passes and the token is needed."""
+    settings, held = served
+    proxied = {**ACCEPT, "Host": "verbatim.example.org"}
+    with serve(create_app(settings, engine=held.engines)) as url:
+        rebound = httpx.post(f"{url}/mcp", json=PING, headers=proxied)
+        local = httpx.post(f"{url}/mcp", json=PING, headers=ACCEPT)
+    tokened = settings.model_copy(update={"mcp_token": "s3cret"})
+    with serve(create_app(tokened, engine=held.engines)) as url:
+        bare = httpx.post(f"{url}/mcp", json=PING, headers=proxied)
+        signed = {**proxied, "Authorization": "Bearer s3cret"}
+        forwarded = httpx.post(f"{url}/mcp", json=PING, headers=signed)
+    assert rebound.status_code == 421 and local.status_code == 200
+    assert bare.status_code == 401 and forwarded.status_code == 200
+    assert forwarded.json() == {"jsonrpc": "2.0", "id": 1, "result": {}}
