@@ -236,3 +236,17 @@ def test_a_reload_meeting_a_full_disk_is_a_507_and_the_old_index_answers_on(
     assert_disk_full(reloaded, state.settings.data_dir)
     assert client.get("/api/health").json()["generation"] == before
     assert client.post("/api/ask", json={"question": QUESTION}).status_code == 200
+
+
+def test_an_ingest_whose_feedback_recheck_meets_a_full_disk_still_succeeds(
+    fake_engine, tiny_corpus, fake_embedder, monkeypatch, caplog
+):
+    from verbatim.engine import current_generation, ingest_paths
+
+    settings = fake_engine.settings
+    FeedbackStore(settings.data_dir).add(ENTRY, 10)  # a citation to re-check
+    (tiny_corpus / "kites.md").write_text("Fly a kite in a steady wind.\n")
+    connect_with(monkeypatch, NoRoomForTheWal)
+    report, _ = ingest_paths([tiny_corpus], settings, fake_embedder)
+    assert current_generation(settings) == report.generation  # published all the same
+    assert "feedback citations not re-checked" in caplog.text and "is full" in caplog.text

@@ -11,7 +11,7 @@ from typing import cast
 from verbatim.answer import answer
 from verbatim.calibrate import calibrate
 from verbatim.citations import recheck
-from verbatim.errors import IndexCorrupt, IndexMissing, VerbatimError
+from verbatim.errors import IndexCorrupt, IndexMissing, StorageFull, VerbatimError
 from verbatim.feedback import FeedbackStore
 from verbatim.index import (
     Index,
@@ -157,7 +157,7 @@ def _recheck_feedback(settings: Settings, generation: str) -> None:
     now: a failure here only leaves them to the next ingest, it does not fail this one."""
     try:
         recheck(settings.data_dir, generation, settings.collection)
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error, StorageFull) as exc:
         logging.getLogger("verbatim").warning(
             "feedback citations not re-checked against %s: %s", generation, exc
         )
