@@ -3,14 +3,18 @@
 PDF, DOCX and EPUB files (C and zip parsers on untrusted input) are always read in sandboxed
 workers (`verbatim.ingest.sandbox`), with a time and a memory limit each. Markdown, text and
 HTML are read in this process while the workers run, or, for a large folder, by the workers
-too; JSONL always here (one file, many documents). Results are kept by the file's place in the
-list, so the order never depends on which worker finished first.
+too; JSONL here (one file, many documents). A read in this process has the same time limit, by
+a SIGALRM timer; where no timer can be set (a thread other than the main one, a timer already
+running), the workers read every file. Results are kept by the file's place in the list, so
+the order never depends on which worker finished first.
 """
 
 from __future__ import annotations
 
 import selectors
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -77,11 +81,40 @@ class Progress:
         )
 
 
-def read_here(task: FileTask) -> Result:
+class _Overran(Exception):
+    """Raised by the SIGALRM timer in a read in this process that passed its time limit."""
+
+
+def _overran(signum: int, frame: object) -> None:
+    raise _Overran
+
+
+def can_time_here() -> bool:
+    """Whether a read in this process can be stopped at its time limit: by a SIGALRM timer,
+    which only the main thread can use, and only while no other timer runs."""
+    return (
+        hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getitimer(signal.ITIMER_REAL)[0] == 0
+    )
+
+
+def read_here(task: FileTask, settings: Settings) -> Result:
+    """Read one file in this process, stopped after `settings.read_timeout_s` (call only
+    where `can_time_here()`). A parser busy in C code stops when it next returns to Python."""
+    previous = signal.signal(signal.SIGALRM, _overran)
     try:
-        return read_file(task.path, task.doc_id, read_bytes(task.path))
+        signal.setitimer(signal.ITIMER_REAL, settings.read_timeout_s)
+        try:
+            return read_file(task.path, task.doc_id, read_bytes(task.path))
+        finally:  # the timer is stopped before anything else can be interrupted
+            signal.setitimer(signal.ITIMER_REAL, 0)
     except (UnreadableFile, OSError) as exc:
         return str(exc)
+    except _Overran:
+        return _timed_out(settings)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _answered(answer: dict) -> Result:
@@ -105,11 +138,12 @@ def _timed_out(settings: Settings) -> str:
     )
 
 
-def _in_worker(task: FileTask, many: bool) -> bool:
+def _in_worker(task: FileTask, many: bool, timed_here: bool) -> bool:
     """Whether a worker reads the file: always a sandboxed format; in a large folder, every
-    format but one of many documents (JSONL, read here)."""
+    format but one of many documents (JSONL, read here); every file where a read here could
+    not be stopped at its time limit."""
     fmt = BY_NAME[task.format]
-    return fmt.sandboxed or (many and fmt.shape != "rows")
+    return not timed_here or fmt.sandboxed or (many and fmt.shape != "rows")
 
 
 def read_all(
@@ -117,7 +151,8 @@ def read_all(
 ) -> list[Result]:
     """Every file's documents (or skip reason), in the order of `tasks`."""
     many = len([t for t in tasks if BY_NAME[t.format].shape != "rows"]) > IN_PROCESS_UP_TO
-    remote = deque(i for i, t in enumerate(tasks) if _in_worker(t, many))
+    timed_here = can_time_here()
+    remote = deque(i for i, t in enumerate(tasks) if _in_worker(t, many, timed_here))
     elsewhere = set(remote)
     local = deque(i for i in range(len(tasks)) if i not in elsewhere)
     results: list[Result | None] = [None] * len(tasks)
@@ -132,7 +167,7 @@ def read_all(
             workers.feed(remote)
             if local:
                 i = local.popleft()
-                finish(i, read_here(tasks[i]))
+                finish(i, read_here(tasks[i], settings))
                 workers.poll(0)
             else:
                 workers.poll(None)

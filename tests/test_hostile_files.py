@@ -4,9 +4,9 @@ the bad one with its reason; every id links and verifies."""
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import socket
-import threading
 from pathlib import Path
 from urllib.parse import quote, unquote_to_bytes
 
@@ -22,24 +22,15 @@ from verbatim.server import create_app
 GOOD = "Good Notes\n\nThe good file beside the bad one is read all the same.\n"
 
 
-def read_within(folder: Path, settings, seconds: float = 20.0) -> Corpus:
-    """`read_documents` of `folder` (or its error), failing, not hanging, if it has not
-    returned in time."""
-    done: list[Corpus | Exception] = []
-
-    def read() -> None:
-        try:
-            done.append(read_documents([folder], settings))
-        except Exception as exc:
-            done.append(exc)
-
-    reader = threading.Thread(target=read, daemon=True)  # one stuck in open() must not block exit
-    reader.start()
-    reader.join(seconds)
-    assert done, f"reading {folder} did not finish in {seconds} s"
-    if isinstance(done[0], Exception):
-        raise done[0]
-    return done[0]
+def read_within(folder: Path, settings, seconds: float = 30.0) -> Corpus:
+    """`read_documents` of `folder`; a read that hangs ends the test run with every thread's
+    traceback after `seconds` instead of hanging it (faulthandler's watchdog, not a SIGALRM
+    timer, which would send the reads to the workers)."""
+    faulthandler.dump_traceback_later(seconds, exit=True)
+    try:
+        return read_documents([folder], settings)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.mark.parametrize("name", ["pipe.txt", "pipe.md", "pipe.html"])
