@@ -16,12 +16,26 @@ import numpy as np
 from verbatim.arrays import spans
 from verbatim.errors import InvalidQuestion
 from verbatim.index import Candidates, PassageRows, SentenceRows, Store
-from verbatim.records import Answer, Embedder, Filters, Quote, web_url
+from verbatim.records import (
+    CODE,
+    DEFINITION,
+    ITEM,
+    LEAD_IN,
+    PROSE,
+    ROW,
+    TERM,
+    Answer,
+    Embedder,
+    Filters,
+    Quote,
+    web_url,
+)
 from verbatim.settings import Settings
 
 CANDIDATES = 50  # passages considered before quote selection (by embedding and by BM25 each)
 COVER_WEIGHT = 0.4  # weighted share of question terms in a passage, and in its best sentence
 BM25_WEIGHT = 0.1  # BM25 relative to the candidates' best
+DOCUMENT_WEIGHT = 0.0  # the cosine of a passage's whole document with the question
 WINDOW_COVER_WEIGHT = 0.5  # weighted share of question terms in a quote's sentence window
 QUOTE_CANDIDATES = 30  # best passages a quote is chosen from (3 per quote when k > 10)
 CANDIDATES_PER_QUOTE = 3  # passages a quote is chosen from, each, when k > 10
@@ -35,6 +49,12 @@ NEAR_MISSES = 3  # best quotes shown as near misses when abstaining
 FRAGMENT_WORDS = 8
 FRAGMENT_EDGE_WORDS = 4
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc, exactly
+# MiniLM reads the first 256 word pieces of a text, about 190 English words: a question of up to
+# QUESTION_WORDS words is embedded whole, as written; a longer one in pieces of whole sentences
+# of at most PIECE_WORDS words (each read whole), whose vectors are averaged (`embed_question`).
+QUESTION_WORDS = 180
+PIECE_WORDS = 150
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def clean_question(question: str, settings: Settings) -> str:
@@ -58,6 +78,37 @@ def clean_question(question: str, settings: Settings) -> str:
     if all(c == " " or unicodedata.category(c) == "Cf" for c in text):  # nothing visible
         raise InvalidQuestion("the question is empty; type a question, e.g. 'How do I start?'")
     return text
+
+
+def question_pieces(text: str) -> list[str]:
+    """What the model reads of a (clean) question: the question itself when it has at most
+    `QUESTION_WORDS` words, else consecutive pieces of it, each of whole sentences of at most
+    `PIECE_WORDS` words together (a longer sentence is cut between words)."""
+    if len(text.split()) <= QUESTION_WORDS:
+        return [text]
+    pieces: list[list[str]] = [[]]
+    for sentence in SENTENCE_END.split(text):
+        words = sentence.split()
+        for at in range(0, len(words), PIECE_WORDS):
+            part = words[at : at + PIECE_WORDS]
+            if pieces[-1] and len(pieces[-1]) + len(part) > PIECE_WORDS:
+                pieces.append([])
+            pieces[-1] += part
+    return [" ".join(words) for words in pieces if words]
+
+
+def embed_question(text: str, embedder: Embedder) -> np.ndarray:
+    """The question's vector: its embedding, for a question the model reads whole (one encode
+    call, as ever); for a longer one, the mean of its pieces' unit vectors (`question_pieces`,
+    one call), each weighted by its words, renormalised, so that every word counts."""
+    pieces = question_pieces(text)
+    vectors = np.asarray(embedder.encode(pieces, progress=False), dtype=np.float32)
+    if len(pieces) == 1:
+        return vectors[0]
+    words = np.array([len(p.split()) for p in pieces], dtype=np.float32)
+    units = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    mean = words @ units / words.sum()
+    return mean / max(float(np.linalg.norm(mean)), 1e-12)
 
 
 def text_fragment_link(url: str | None, quote: str, page: int | None = None) -> str | None:
@@ -156,7 +207,7 @@ def _best_windows(found: Retrieval, index, rows: np.ndarray) -> list[Window]:
     A window scores the cosine of the question with its mean sentence vector plus half the
     weighted share (`Lexical.query`) of question terms it contains; each extra sentence costs
     a little, so the minimal span that answers wins and unrelated neighbours dilute the mean.
-    All windows of all passages are scored in one pass; ties go to the earliest, shortest.
+    All windows (`_structured` ones) are scored in one pass; ties go to the earliest, shortest.
 
     The cosine needs no window vector: for a window's sentence vectors v_i, the question q and
     s = sum(v_i), cos(q, s) = sum(q . v_i) / |s| with |s|^2 = sum over pairs of v_i . v_j, so
@@ -177,7 +228,7 @@ def _best_windows(found: Retrieval, index, rows: np.ndarray) -> list[Window]:
     cos = padded(found.sentence_cos[at])
     self_dot = padded(np.einsum("ij,ij->i", vecs, vecs))
     near = {g: padded(np.einsum("ij,ij->i", vecs[:-g], vecs[g:])) for g in range(1, MAX_WINDOW)}
-    has = found.sentence_has[at]
+    has, marks = found.sentence_has[at], _marks(index, found, of_rows, hi - lo, at)
     counts = np.vstack([np.zeros((1, has.shape[1])), np.cumsum(has, axis=0)])
     ends = np.repeat(np.cumsum(hi - lo), hi - lo)  # one past each sentence's passage's last
     first = np.arange(n)
@@ -190,7 +241,7 @@ def _best_windows(found: Retrieval, index, rows: np.ndarray) -> list[Window]:
         norm2 += self_dot[last : last + n]
         for g in range(1, size):  # its products with the sentences g before it
             norm2 += 2 * near[g][last - g : last - g + n]
-        ok = first + size <= ends
+        ok = (first + size <= ends) & _structured(marks, first, size, ends)
         i = first[ok]
         score = dot[i] / (np.sqrt(np.maximum(norm2[i], 0)) + 1e-9)
         if len(found.terms):
@@ -210,6 +261,54 @@ def _best_windows(found: Retrieval, index, rows: np.ndarray) -> list[Window]:
         Window(int(sents[w_start[k]]), int(sents[w_start[k]]) + int(w_size[k]), float(w_score[k]))
         for k in best
     ]
+
+
+class _Marks(NamedTuple):
+    """What quoting must know of each sentence of the candidates, in `_best_windows`' order:
+    how many of the sentences before it are code (`code[i + n] - code[i]`: code among
+    sentences i..i+n-1), and whether it is a lead-in."""
+
+    code: np.ndarray  # running count, one longer than the sentences
+    lead: np.ndarray  # bool, padded by MAX_WINDOW
+
+
+def _marks(index, found: Retrieval, of_rows, sizes: np.ndarray, at) -> _Marks:
+    """The `_Marks` of the sentences of the passages at `of_rows` in the retrieval's passages
+    (`sizes` sentences each; `at`: where their sentences are in its sentences), from their
+    documents' stored block kinds (none in an index made before kinds were stored: prose)."""
+    passages, sentences = found.passage_rows, found.sentence_rows
+    if passages is None or sentences is None:  # `_best_windows` asks only when both are known
+        return _Marks(np.zeros(len(at) + 1), np.zeros(len(at) + MAX_WINDOW, dtype=bool))
+    start, end = sentences.start[at], sentences.end[at]
+    code = np.zeros(len(at), dtype=bool)
+    lead = np.zeros(len(at) + MAX_WINDOW, dtype=bool)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    for p, row in enumerate(of_rows):
+        blocks = index.documents[passages.doc[row]].blocks()
+        if not blocks:
+            continue
+        b_start, b_end = np.array([b[0] for b in blocks]), np.array([b[1] for b in blocks])
+        b_kind = np.array([b[2] for b in blocks])
+        mine = slice(bounds[p], bounds[p + 1])
+        k = np.maximum(np.searchsorted(b_start, start[mine], side="right") - 1, 0)
+        inside = (b_start[k] <= start[mine]) & (start[mine] < b_end[k])
+        code[mine] = inside & (b_kind[k] == CODE)
+        lead[mine] = inside & (b_kind[k] == LEAD_IN) & (end[mine] == b_end[k])
+    return _Marks(np.concatenate([[0], np.cumsum(code)]), lead)
+
+
+def _structured(marks: _Marks, first: np.ndarray, size: int, ends: np.ndarray) -> np.ndarray:
+    """Which windows of `size` sentences from each of `first` respect the document's
+    structure: code is never mixed with prose, except a lead-in followed by the code it
+    introduces; and a lead-in never ends a window when what it introduces follows it in the
+    passage (split keeps the two in one passage when they fit in it), so the two are quoted,
+    and scored, together."""
+    n = len(first)
+    code = marks.code[np.minimum(first + size, n)] - marks.code[first]
+    led = marks.lead[first]
+    mixed = (code > 0) & (code < size) & ~(led & (code == size - 1))
+    dangling = marks.lead[first + size - 1] & (first + size < ends)
+    return ~mixed & ~dangling
 
 
 def retrieve(
@@ -241,7 +340,7 @@ def retrieve(
     began = time.perf_counter()
     text = clean_question(question, settings)
     allowed = index.allow(filters) if filters else None  # bad filters fail before encoding
-    vector = embedder.encode([text], progress=False)[0]
+    vector = embed_question(text, embedder)
     return _rank(text, vector, index, allowed, None, began)
 
 
@@ -311,6 +410,8 @@ def _fuse(found: Retrieval, index: Store, candidates: Candidates) -> Retrieval:
         + specific * best_sent
         + BM25_WEIGHT * bm25
     )
+    if candidates.document is not None:
+        fused = fused + DOCUMENT_WEIGHT * candidates.document
     order = np.argsort(-fused, kind="stable")
     return replace(
         found,
@@ -409,25 +510,42 @@ def only_asks(sentences: list[str]) -> bool:
     return all(s.rstrip(CLOSERS).endswith(ASKS) for s in sentences)
 
 
-def _shown_order(docs: list[str], asks: Callable[[int], bool] | None = None) -> Iterator[int]:
+def _shown_order(
+    docs: list[str],
+    asks: Callable[[int], bool] | None = None,
+    navigation: Callable[[str], bool] | None = None,
+) -> Iterator[int]:
     """Positions in `docs` (best first, as retrieval ranked them) in the order quotes are shown:
-    each document's lead passage first, in retrieval order, then the other passages.
+    each document's lead passage first, in retrieval order, then the other passages; and all
+    that for the content documents before the navigation pages (`navigation(doc)`: contents,
+    indexes), which point to the pages that answer and so never lead, but still answer when
+    nothing else does.
 
-    So the documents appear exactly in retrieval's order (quoting never ranks a relevant
-    document below where retrieval had it) and every source gets a say before any is quoted
-    twice. A document's lead is its best passage whose quote does not only ask or exclaim
+    So the documents appear in retrieval's order (quoting never ranks a relevant document
+    below where retrieval had it) and every source gets a say before any is quoted twice. A
+    document's lead is its best passage whose quote does not only ask or exclaim
     (`asks(position)`, asked lazily, best first), else its best passage. Lazy: a caller that
     stops after k quotes checks only the documents it reached.
     """
+    pages = {doc: bool(navigation and navigation(doc)) for doc in docs}
+    content = [i for i, doc in enumerate(docs) if not pages[doc]]
+    yield from _leads_first(docs, content, asks)
+    yield from _leads_first(docs, [i for i, doc in enumerate(docs) if pages[doc]], asks)
+
+
+def _leads_first(
+    docs: list[str], positions: list[int], asks: Callable[[int], bool] | None
+) -> Iterator[int]:
+    """`positions` (ascending) with each document's lead first (see `_shown_order`)."""
     by_doc: dict[str, list[int]] = {}
-    for i, doc in enumerate(docs):
-        by_doc.setdefault(doc, []).append(i)
+    for i in positions:
+        by_doc.setdefault(docs[i], []).append(i)
     lead: set[int] = set()
     for mine in by_doc.values():
         first = next((i for i in mine if not asks(i)), mine[0]) if asks else mine[0]
         lead.add(first)
         yield first
-    yield from (i for i in range(len(docs)) if i not in lead)
+    yield from (i for i in positions if i not in lead)
 
 
 def _select(
@@ -467,7 +585,10 @@ def _select(
         window = range(quotable[i].window[0] + lo, quotable[i].window[1] + lo)
         return only_asks([text[int(sentences.start[j]) : int(sentences.end[j])] for j in window])
 
-    for i in _shown_order([passages.doc[a] for a in at], asks):
+    def navigation(doc: str) -> bool:
+        return index.documents[doc].navigation()
+
+    for i in _shown_order([passages.doc[a] for a in at], asks, navigation):
         if len(chosen) == k:
             break
         c, a = quotable[i], at[i]
@@ -489,6 +610,38 @@ def _select(
     return [q for _, q, _ in chosen]
 
 
+# A lead-in quoted with a list, a table or a definition list goes on to the end of it when the
+# whole is at most LEAD_IN_CHARS (and inside its passage): "Install these packages:" is
+# answered by all the packages; at most about ten lines, read at a glance.
+LEAD_IN_CHARS = 900
+LISTS = frozenset({ITEM, ROW, TERM, DEFINITION})
+
+
+def _structure(
+    blocks: tuple[tuple[int, int, str], ...], span: tuple[int, int], limit: int
+) -> tuple[int, int, str, int]:
+    """The quote `span` with its kind and lead-in length (see `Quote.kind`): a lead-in quoted
+    with the list it introduces goes on to the list's end (LEAD_IN_CHARS, not past `limit`)."""
+    start, end = span
+    k = bisect.bisect_right(blocks, start, key=lambda b: b[0]) - 1
+    if k < 0 or not blocks[k][0] <= start < blocks[k][1]:
+        return start, end, PROSE, 0
+    kind = blocks[k][2]
+    if kind != LEAD_IN:
+        return start, end, kind, 0
+    after = blocks[k + 1] if k + 1 < len(blocks) else None
+    if after is None or after[0] >= end or after[2] == LEAD_IN:
+        return start, end, PROSE, 0
+    lead_in, kind = after[0] - start, after[2]
+    for b_start, b_end, b_kind in blocks[k + 1 :] if kind in LISTS else ():
+        if b_start > end + 2 or b_kind not in LISTS or b_end > limit:
+            break
+        if b_end - start > LEAD_IN_CHARS:
+            break
+        end = max(end, b_end)
+    return start, end, kind, lead_in
+
+
 def _quote(
     index: Store, c: _Candidate, passages: PassageRows, at: int, span: tuple[int, int]
 ) -> Quote:
@@ -497,7 +650,8 @@ def _quote(
     doc_id = passages.doc[at]
     doc = index.documents[doc_id]
     text = index.text(doc_id)
-    start, end = span
+    end_of_passage = int(passages.end[at])
+    start, end, kind, lead_in = _structure(doc.blocks(), span, end_of_passage)
     body = text[start:end]
     heading = passages.heading[at]
     pages = doc.pages()
@@ -521,5 +675,7 @@ def _quote(
         score=round(c.score, 4),
         link=text_fragment_link(doc.url, body, page),
         page=page,
+        kind=kind,
+        lead_in=lead_in,
         collection=index.collection,
     )

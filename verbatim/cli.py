@@ -158,8 +158,18 @@ def _print_skipped(skipped) -> None:
 
 
 def _print_quote(q) -> None:
-    body = textwrap.fill(q.text, width=88, initial_indent="  “", subsequent_indent="   ")
-    click.echo(body + "”")
+    if q.kind == "code":  # a code block keeps its lines; a lead-in before it is wrapped
+        intro = q.text[: q.lead_in].strip()
+        if intro:
+            click.echo(
+                textwrap.fill(intro, width=88, initial_indent="  “", subsequent_indent="   ")
+            )
+        code = q.text[q.lead_in :]
+        click.echo(("" if intro else "  “\n") + textwrap.indent(code, "    ", lambda _: True))
+        click.echo("  ”")
+    else:
+        body = textwrap.fill(q.text, width=88, initial_indent="  “", subsequent_indent="   ")
+        click.echo(body + "”")
     who = ", ".join(x for x in (q.author, q.site, q.date) if x)
     role = " (the reader's letter, not advice)" if q.role == "letter" else ""
     click.echo(
