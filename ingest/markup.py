@@ -52,14 +52,46 @@ ANCHOR_MARKS = frozenset({"", "¶", "#", "§", "🔗", "\u200b", "#\u200b"})
 _HTML_SPACE = re.compile(r"[ \t\n\r\f]+")
 _BREAK = "\u2028"  # a <br> while inline text is collected; a line break in the clean text
 _TITLE_SEPARATORS = re.compile(r"\s+[—|–·»-]\s+")
+DOCTYPE_WITHIN = 65_536  # a DOCTYPE comes before the root element: look for it this far
+_INTERNAL_SUBSET = re.compile(rb"<!doctype[^>\[]*\[(.*?)\]\s*>", re.DOTALL | re.IGNORECASE)
+_DECLARED = re.compile(rb"<!ENTITY\s+([^\s%][^\s\"'>]*)")
+# The most one EPUB chapter (one XHTML file) may unpack to. The longest books' chapters are a
+# few MB; a chapter that unpacks to far more is a zip bomb, however small the EPUB.
+MAX_CHAPTER = 64 * 2**20
+
+
+class ParserLimit(UnreadableFile):
+    """The HTML parser stopped at one of its limits: the text from there on would be lost."""
+
+
+def _without_dtd(raw: bytes) -> bytes:
+    """`raw` without an internal DTD subset (`<!DOCTYPE html [<!ENTITY x "...">]>`) and
+    without references to the entities it declares. HTML has no DTD: the HTML parser would
+    keep the subset's end (`]>`) and the references (`&x;`) as text. The entities are never
+    expanded (an XML bomb, or an external entity reading a file)."""
+    start = raw[:DOCTYPE_WITHIN].lower().find(b"<!doctype")
+    match = _INTERNAL_SUBSET.match(raw, start) if start >= 0 else None
+    if match is None:
+        return raw
+    rest = raw[: match.start()] + raw[match.end() :]
+    names = _DECLARED.findall(match.group(1))
+    if not names:
+        return rest
+    return re.sub(b"&(?:" + b"|".join(map(re.escape, names)) + b");", b"", rest)
 
 
 def parse_html(raw: bytes):
-    """The page's DOM (lxml.html). UTF-8 unless the page declares otherwise."""
+    """The page's DOM (lxml.html). UTF-8 unless the page declares otherwise.
+
+    Raises:
+        UnreadableFile: binary or not HTML; `ParserLimit` where the parser stopped early
+            (nested deeper than 2,048 elements), rather than losing the rest silently.
+    """
     import lxml.html
 
     if b"\x00" in raw[:8192]:
         raise UnreadableFile("binary file (contains NUL bytes)")
+    raw = _without_dtd(raw)
     try:
         raw.decode("utf-8")
         encoding: str | None = "utf-8"
@@ -70,6 +102,13 @@ def parse_html(raw: bytes):
         tree = lxml.html.document_fromstring(raw, parser=parser)
     except Exception as exc:  # lxml's ParserError, or an empty document
         raise UnreadableFile(f"not readable as HTML ({exc})") from None
+    stop = next((e for e in parser.error_log if e.type_name == "ERR_RESOURCE_LIMIT"), None)
+    if stop is not None:
+        limit = stop.message.split(",")[0].strip()  # "Excessive depth in document: 2048"
+        raise ParserLimit(
+            f"past the HTML parser's limits (it stopped at line {stop.line}: {limit}); the "
+            "text from there on would be lost, so the file is not read"
+        )
     return tree
 
 
@@ -424,6 +463,38 @@ def _dc(opf, name: str) -> list[str]:
     return [" ".join(v.xpath("string()").split()) for v in values if v.xpath("string()").strip()]
 
 
+def _chapter_blocks(zf, name: str, lost: list[str]) -> list[Block]:
+    """One chapter's blocks; a missing or broken chapter adds why to `lost` (the others still
+    read). A zip bomb or a chapter past the parser's limits fails the whole EPUB.
+
+    Raises:
+        UnreadableFile: the chapter unpacks to more than `MAX_CHAPTER`, or `ParserLimit`.
+    """
+    try:
+        size = zf.getinfo(name).file_size
+    except KeyError:
+        lost.append(f"chapter {name} is missing")
+        return []
+    if size > MAX_CHAPTER:
+        raise UnreadableFile(
+            f"chapter {name} unpacks to {size:,} bytes, over {MAX_CHAPTER:,} (a zip bomb?); "
+            "not read"
+        )
+    try:
+        chapter = parse_html(read_member(zf, name))
+    except ParserLimit:
+        raise
+    except UnreadableFile as exc:
+        lost.append(f"chapter {name}: {exc}")
+        return []
+    _drop_invisible(chapter)
+    body = chapter.find("body")
+    if body is None:
+        return []
+    _drop_chrome(body, TextSizes(body), fallback=False)
+    return html_blocks(body)
+
+
 def read_epub(raw: bytes) -> Blocks:
     """An EPUB: its spine's XHTML chapters in reading order, through the HTML path, with the
     title, authors, date and publisher of its package document (OPF)."""
@@ -435,21 +506,14 @@ def read_epub(raw: bytes) -> Blocks:
         for item in opf.xpath("//*[local-name()='manifest']/*[local-name()='item']")
     }
     blocks: list[Block] = []
+    lost: list[str] = []  # why chapters were not read
     for ref in opf.xpath("//*[local-name()='spine']/*[local-name()='itemref']/@idref"):
         href = (manifest.get(ref) or "").split("#")[0]
-        if not href:
-            continue
-        try:
-            chapter = parse_html(read_member(zf, posixpath.join(base, unquote(href))))
-        except (KeyError, UnreadableFile):
-            continue  # a missing or broken chapter; the others still read
-        _drop_invisible(chapter)
-        body = chapter.find("body")
-        if body is not None:
-            _drop_chrome(body, TextSizes(body), fallback=False)
-            blocks += html_blocks(body)
+        if href:
+            blocks += _chapter_blocks(zf, posixpath.join(base, unquote(href)), lost)
     if not any(not b.heading for b in blocks):
-        raise UnreadableFile("no text in the EPUB's chapters (a book of images?)")
+        why = f"; {lost[0]}" if lost else " (a book of images?)"
+        raise UnreadableFile(f"no text in the EPUB's chapters{why}")
     meta = {
         "title": next(iter(_dc(opf, "title")), None),
         "author": ", ".join(_dc(opf, "creator")) or None,

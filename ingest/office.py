@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from verbatim.ingest.read import Block, Blocks, UnreadableFile, open_zip
+from verbatim.ingest.read import Block, Blocks, UnreadableFile, open_zip, read_member
 
 
 def _is_heading(paragraph) -> bool:
@@ -30,12 +30,24 @@ def _row_text(row) -> str:
     return " ".join(" ".join(c.text.split()) for c in cells)
 
 
+def _refuse_dtd(zf) -> None:
+    """Refuse a DOCX whose XML declares a DTD. Word never writes one; python-docx leaves its
+    entities unexpanded, and the text of a run after an entity reference would be lost."""
+    for name in zf.namelist():
+        if name.endswith((".xml", ".rels")) and b"<!DOCTYPE" in read_member(zf, name):
+            raise UnreadableFile(
+                f"{name} declares an XML DTD, which Word never writes; its entities would lose "
+                "text, so the file is not read; open it in Word or LibreOffice and save it again"
+            )
+
+
 def read_docx(raw: bytes) -> Blocks:
     """A Word document's blocks and core properties."""
     import docx
     from docx.table import Table
 
-    open_zip(raw, "DOCX")  # refuses a broken zip or a zip bomb before python-docx unpacks it
+    # A broken zip, a zip bomb or a DTD is refused before python-docx unpacks it.
+    _refuse_dtd(open_zip(raw, "DOCX"))
     try:
         document = docx.Document(io.BytesIO(raw))
     except Exception as exc:  # python-docx raises KeyError, ValueError, its own errors ...
