@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -11,12 +13,13 @@ from typing import TYPE_CHECKING
 import swagger_ui_bundle
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from verbatim import __version__
 from verbatim.server import api, feedback, mcp, pages
 from verbatim.server.errors import HANDLERS
 from verbatim.server.middleware import Guard
-from verbatim.server.state import State
+from verbatim.server.state import FOLLOW_EVERY, State
 from verbatim.settings import Settings
 
 if TYPE_CHECKING:
@@ -70,8 +73,24 @@ async def lifespan(
     else:
         engines = engine if isinstance(engine, dict) else {engine.answering.collection: engine}
     app.state.verbatim = State(settings, engines)
-    async with app.state.mcp.running():
-        yield
+    follower = asyncio.create_task(_follow(app.state.verbatim))
+    try:
+        async with app.state.mcp.running():
+            yield
+    finally:
+        follower.cancel()
     if own:
         for served in app.state.verbatim.engines.values():
             served.close()
+
+
+async def _follow(state: State) -> None:
+    """Serve each collection's new generation as soon as its pointer moves, whoever published
+    it (`verbatim ingest`, `verbatim watch`): a look every `FOLLOW_EVERY` seconds, off the
+    event loop. SIGHUP and the admin reload still reload at once."""
+    while True:
+        await asyncio.sleep(FOLLOW_EVERY)
+        try:
+            await run_in_threadpool(state.follow)
+        except Exception:  # a pointer unreadable for a moment: look again next time
+            logging.getLogger("verbatim").exception("following the collections' pointers")

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 SLOT_WAIT = 1.0  # seconds a request may wait for an answer slot before a 503 (replies within 2.5 s)
 RETIRE_AFTER = 60.0  # seconds a replaced engine stays open for the answers still running on it
+# Seconds between two looks at every collection's pointer (CURRENT, or Qdrant's alias): a new
+# generation published by anyone (`verbatim ingest`, `verbatim watch`) is served within this.
+FOLLOW_EVERY = 1.0
 log = logging.getLogger("verbatim")
 
 
@@ -38,6 +41,7 @@ class State:
         self.slots = threading.BoundedSemaphore(settings.max_concurrent)
         self._reloading = threading.Lock()
         self._retired: list[tuple[float, Engine]] = []
+        self._seen: dict[str, str | None] | None = None  # the pointers `follow` last acted on
 
     def collection(self, name: str | None = None) -> Engine:
         """The engine of collection `name`; by default the default collection (or, in a data
@@ -82,6 +86,36 @@ class State:
             if errors:
                 raise errors[0]
             return {name: e.answering.generation for name, e in self.engines.items()}
+
+    def pointers(self) -> dict[str, str | None]:
+        """Every collection's current generation as its pointer names it, without loading."""
+        from verbatim.engine import current_generation, served_collections
+
+        names = served_collections(self.settings)
+        return {
+            name: current_generation(self.settings.model_copy(update={"collection": name}))
+            for name in names
+        }
+
+    def follow(self) -> bool:
+        """Reload if any collection's pointer moved (or one appeared or went) since the last
+        look; a pointer whose generation failed to load is not retried until it moves again.
+
+        Returns:
+            Whether it reloaded.
+        """
+        now = self.pointers()
+        if self._seen is None:  # the first look: what is served is what the pointers named
+            served = {name: e.answering.generation for name, e in self.engines.items()}
+            self._seen = served if set(served) == set(now) else {}
+        if now == self._seen:
+            return False
+        self._seen = now
+        try:
+            self.reload()
+        except VerbatimError as exc:
+            log.warning("new generation not served: %s", exc.message)
+        return True
 
     def _load_all(self, old: dict[str, Engine]) -> tuple[dict[str, Engine], list[VerbatimError]]:
         from verbatim.engine import served_collections
