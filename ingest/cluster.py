@@ -21,7 +21,7 @@ from verbatim.ingest.workers import Result, read_all
 if TYPE_CHECKING:
     from verbatim.settings import Settings
 
-FILES_PER_TASK = 16
+FILES_PER_TASK = 16  # files a Ray task reads: enough to pay for its start, few to balance
 
 
 def read_on_ray(tasks: list[FileTask], settings: Settings, advance) -> list[Result]:
@@ -60,7 +60,7 @@ def _read_batch(batch: Any, settings: str) -> Any:
     ]
     results = read_all(tasks, local, lambda: None)
     encoded = [
-        json.dumps(r if isinstance(r, str) else [to_json(d) for d in r], ensure_ascii=False)
+        json.dumps(r if isinstance(r, str) else [to_json(d) for d in r])  # ASCII: no surrogates
         for r in results
     ]
     return batch.assign(result=encoded)[["i", "result"]]

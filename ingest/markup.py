@@ -15,7 +15,7 @@ import re
 from typing import Any
 from urllib.parse import unquote
 
-from verbatim.ingest.read import Block, Blocks, UnreadableFile, open_zip, read_member
+from verbatim.ingest.read import SNIFF_BYTES, Block, Blocks, UnreadableFile, open_zip, read_member
 from verbatim.records import DEFINITION, ITEM, ROW, TERM
 
 HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
@@ -52,6 +52,16 @@ ANCHOR_MARKS = frozenset({"", "¶", "#", "§", "🔗", "\u200b", "#\u200b"})
 _HTML_SPACE = re.compile(r"[ \t\n\r\f]+")
 _BREAK = "\u2028"  # a <br> while inline text is collected; a line break in the clean text
 _TITLE_SEPARATORS = re.compile(r"\s+[—|–·»-]\s+")
+# Chrome holds links, little else: a block of at least MENU_LINKS links with at least
+# MENU_LINKED_SHARE of its text in them is a menu (an article's "see also" list is deeper down).
+MENU_LINKS = 3
+MENU_LINKED_SHARE = 0.7
+# What its class or id calls chrome is dropped only while it holds at most this share of the
+# main text: past it, it is a wrapper of the page ("wy-nav-content").
+CHROME_MAX_SHARE = 0.5
+# The <article> inside a <main> with at least this share of its text is the main text; the
+# rest of the <main> is sidebars.
+DOMINANT_SHARE = 0.6
 DOCTYPE_WITHIN = 65_536  # a DOCTYPE comes before the root element: look for it this far
 _INTERNAL_SUBSET = re.compile(rb"<!doctype[^>\[]*\[(.*?)\]\s*>", re.DOTALL | re.IGNORECASE)
 _DECLARED = re.compile(rb"<!ENTITY\s+([^\s%][^\s\"'>]*)")
@@ -89,7 +99,7 @@ def parse_html(raw: bytes):
     """
     import lxml.html
 
-    if b"\x00" in raw[:8192]:
+    if b"\x00" in raw[:SNIFF_BYTES]:
         raise UnreadableFile("binary file (contains NUL bytes)")
     raw = _without_dtd(raw)
     try:
@@ -238,7 +248,7 @@ def _dominant_article(el, sizes: TextSizes):
     if not articles:
         return el
     best = max(articles, key=sizes.text.__getitem__)
-    return best if sizes.text[best] >= 0.6 * sizes.text[el] else el
+    return best if sizes.text[best] >= DOMINANT_SHARE * sizes.text[el] else el
 
 
 def _is_chrome(el, fallback: bool) -> bool:
@@ -271,9 +281,9 @@ def _link_heavy(el, root, sizes: TextSizes) -> bool:
     near_top = el.getparent() is root or el.getparent().getparent() is root
     if not near_top and not _beside_more_text(el, sizes):
         return False
-    if sizes.links_below[el] < 3:
+    if sizes.links_below[el] < MENU_LINKS:
         return False
-    return sizes.linked_below[el] >= 0.7 * max(sizes.text[el], 1)
+    return sizes.linked_below[el] >= MENU_LINKED_SHARE * max(sizes.text[el], 1)
 
 
 def _drop_chrome(root, sizes: TextSizes, fallback: bool) -> None:
@@ -299,7 +309,7 @@ def _drop_chrome(root, sizes: TextSizes, fallback: bool) -> None:
             doomed.append(el)
             walker.skip_subtree()
         elif _is_chrome(el, fallback) or (fallback and _link_heavy(el, root, sizes)):
-            if sizes.text[el] <= total / 2:
+            if sizes.text[el] <= CHROME_MAX_SHARE * total:
                 doomed.append(el)
                 walker.skip_subtree()
     for el in doomed:

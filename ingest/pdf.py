@@ -18,7 +18,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 
-from verbatim.ingest.read import Block, Blocks, UnreadableFile
+from verbatim.ingest.read import TITLE_CHARS, Block, Blocks, UnreadableFile
 
 # Ligatures that fonts map to one code point; spelled out, so quotes and search see "find".
 LIGATURES = str.maketrans(
@@ -220,5 +220,5 @@ def read_pdf(raw: bytes) -> Blocks:
     blocks = [b for i, lines in enumerate(pages) for b in _page_blocks(lines, i + 1, body)]
     if not meta["title"]:
         first = next((b for b in blocks if b.heading and b.page == 1), None)
-        meta["title"] = first.text if first is not None and len(first.text) <= 120 else None
+        meta["title"] = first.text if first is not None and len(first.text) <= TITLE_CHARS else None
     return Blocks(blocks, meta, len(pages))

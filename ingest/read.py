@@ -29,6 +29,13 @@ _EMPHASIS = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
 _BULLET = re.compile(r"^\s*[-*+]\s+")
 
 
+# Bytes looked at for a NUL: text has none, and a binary file has one well within them.
+SNIFF_BYTES = 8192
+# The longest first line taken as a title (of a text file, or a PDF's first line): longer,
+# it is the first sentence of the text.
+TITLE_CHARS = 120
+
+
 class UnreadableFile(Exception):
     """Raised for a file that cannot become a document; the message is the reason."""
 
@@ -49,8 +56,8 @@ def _strip_inline(line: str) -> str:
 
 def build_text(
     body: str, *, markdown: bool, roles: dict[str, str] | None = None, role: str = "article"
-) -> tuple[str, tuple[Section, ...]]:
-    """Turn a body of blank-line-separated blocks into clean text and sections.
+) -> Text:
+    """Turn a body of blank-line-separated blocks into clean text and sections (no metadata).
 
     With `markdown`, `#` lines open a new section (its `role` looked up in `roles`), inline
     markup is dropped and soft-wrapped lines are joined. Headings stay in the clean text, so a
@@ -96,7 +103,7 @@ def build_text(
         parts.append(chunk)
         pos = start + len(chunk)
     close(pos)
-    return "\n\n".join(parts), tuple(sections)
+    return Text("\n\n".join(parts), tuple(sections), {})
 
 
 @dataclass(frozen=True)
@@ -299,7 +306,7 @@ def make_document(
 
 def decode(raw: bytes) -> str:
     """Decode UTF-8 (with or without BOM); anything else is refused rather than guessed."""
-    if b"\x00" in raw[:8192]:
+    if b"\x00" in raw[:SNIFF_BYTES]:
         raise UnreadableFile("binary file (contains NUL bytes)")
     try:
         return raw.decode("utf-8-sig")
@@ -355,21 +362,25 @@ def read_markdown(raw: bytes) -> Text:
     meta = dict(post.metadata)
     given = meta.get("roles")
     roles = given if isinstance(given, dict) else {}
-    text, sections = build_text(
+    found = build_text(
         post.content, markdown=True, roles=roles, role=str(meta.get("role", "article"))
     )
-    return Text(text, sections, meta)
+    return Text(found.text, found.sections, meta)
 
 
 def read_text(raw: bytes) -> Text:
     body = normalize(decode(raw)).strip()
     meta: dict = {}
     first, _, rest = body.partition("\n")
-    if rest.strip() and len(first) <= 120 and not first.rstrip().endswith((".", ",", ";", ":")):
+    if (
+        rest.strip()
+        and len(first) <= TITLE_CHARS
+        and not first.rstrip().endswith((".", ",", ";", ":"))
+    ):
         meta["title"] = first.strip()
         body = rest
-    text, sections = build_text(body, markdown=False)
-    return Text(text, sections, meta)
+    found = build_text(body, markdown=False)
+    return Text(found.text, found.sections, meta)
 
 
 def read_jsonl(raw: bytes, source: str) -> list[Document]:
@@ -387,9 +398,10 @@ def read_jsonl(raw: bytes, source: str) -> list[Document]:
         meta = {k: v for k, v in row.items() if k not in ("metadata", "text", "_id")}
         if isinstance(row.get("metadata"), dict):
             meta = {**row["metadata"], **meta}
-        text, sections = build_text(body, markdown=False)
-        if text:
-            docs.append(make_document(doc_id, f"{source}#{lineno}", text, sections, meta))
+        found = build_text(body, markdown=False)
+        if found.text:
+            source_line = f"{source}#{lineno}"
+            docs.append(make_document(doc_id, source_line, found.text, found.sections, meta))
     return docs
 
 

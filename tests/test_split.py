@@ -41,8 +41,8 @@ def test_line_breaks_end_sentences():
 
 
 def doc_from(body, markdown=True):
-    text, sections = build_text(body, markdown=markdown)
-    return make_document("d", "mem", text, sections, {"title": "T"})
+    found = build_text(body, markdown=markdown)
+    return make_document("d", "mem", found.text, found.sections, {"title": "T"})
 
 
 def test_passages_never_cross_sections_and_are_bounded():
@@ -84,3 +84,10 @@ def test_offsets_are_exact_and_cover_the_text(body, limit):
     covered = "".join(doc.text[s.start : s.end] for p in passages for s in p.sentences)
     assert "".join(covered.split()) == "".join(doc.text.split())
     assert [p.id for p in passages] == [p.id for p in split_passages(doc, limit)]
+
+
+def test_the_default_passage_limit_is_the_settings_default():
+    from verbatim.ingest.split import PASSAGE_CHARS
+    from verbatim.settings import Settings
+
+    assert PASSAGE_CHARS == Settings.model_fields["passage_chars"].default
