@@ -6,6 +6,45 @@ from __future__ import annotations
 import io
 
 from verbatim.ingest.read import Block, Blocks, UnreadableFile, open_zip, read_member
+from verbatim.records import ITEM, ROW
+
+# Paragraph styles that set code, and fonts that set it when a paragraph's every run uses one.
+CODE_STYLES = ("code", "source", "preformatted", "verbatim", "html", "macro", "plain text")
+MONOSPACE = ("courier", "consolas", "mono", "menlo", "monaco", "lucida console", "fixedsys")
+
+
+def _kind(paragraph) -> str:
+    """A paragraph's block kind: "code" (a code style, or monospace throughout), a list item
+    (a list style or numbering), or prose ("")."""
+    from docx.oxml.ns import qn
+
+    try:
+        name = (paragraph.style.name or "").lower() if paragraph.style is not None else ""
+    except (KeyError, ValueError):  # a style the document names but does not define
+        name = ""
+    fonts = [(run.font.name or "").lower() for run in paragraph.runs if run.text.strip()]
+    if any(s in name for s in CODE_STYLES) or (
+        fonts and all(f.startswith(MONOSPACE) or " mono" in f for f in fonts)
+    ):
+        return "code"
+    ppr = paragraph._p.pPr
+    numbered = ppr is not None and ppr.find(qn("w:numPr")) is not None
+    return ITEM if numbered or name.startswith("list") else ""
+
+
+def _add_paragraph(blocks: list[Block], paragraph) -> None:
+    """Append `paragraph` to `blocks`; consecutive code paragraphs make one code block, whose
+    lines they are."""
+    if _is_heading(paragraph):
+        blocks.append(Block(paragraph.text, heading=True))
+        return
+    kind = _kind(paragraph)
+    if kind == "code" and blocks and blocks[-1].code:
+        blocks[-1] = Block(f"{blocks[-1].text}\n{paragraph.text}", code=True)
+    elif kind == "code":
+        blocks.append(Block(paragraph.text, code=True))
+    else:
+        blocks.append(Block(paragraph.text, kind=kind))
 
 
 def _is_heading(paragraph) -> bool:
@@ -58,9 +97,9 @@ def read_docx(raw: bytes) -> Blocks:
     blocks: list[Block] = []
     for item in document.iter_inner_content():
         if isinstance(item, Table):
-            blocks += [Block(_row_text(row)) for row in item.rows]
+            blocks += [Block(_row_text(row), kind=ROW) for row in item.rows]
         else:
-            blocks.append(Block(item.text, heading=_is_heading(item)))
+            _add_paragraph(blocks, item)
     props = document.core_properties
     created = props.created or props.modified
     title = props.title or next((b.text for b in blocks if b.heading), None)
