@@ -381,9 +381,10 @@ def _result(
 
 
 def quote_kind(quote: Quote) -> str:
-    """The kind of block a quote comes from ("prose", "code", "list item", ...). The reader
-    records no block kinds yet, so every quote is prose until `Quote` has a `kind`."""
-    return getattr(quote, "kind", None) or "prose"
+    """The kind of block a quote comes from (`Quote.kind`: "prose", "code", "item", "row",
+    "term", "definition"), with "lead-in + " before it when the quote begins with the
+    sentence that introduces that block."""
+    return ("lead-in + " if quote.lead_in else "") + quote.kind
 
 
 def shown(quotes: list) -> list[str]:
