@@ -127,6 +127,10 @@ class _Reuse:
     rows: dict[str, int] = field(default_factory=dict)  # passage id -> its old passage row
     sent_lo: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     sent_hi: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # Each old sentence's [start, end) from its passage's start: a passage whose text is the
+    # same but which the splitter now cuts differently must be embedded again.
+    sent_from: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    sent_to: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     passages: Vectors | None = None
     sentences: Vectors | None = None
 
@@ -176,9 +180,27 @@ def _reusable(settings: Settings) -> _Reuse:
             rows={pid: row for row, pid in enumerate(old.passage_ids)},
             sent_lo=old.sent_lo,
             sent_hi=old.sent_hi,
+            sent_from=old.sent_start - old.passage_start[old.sent_passage],
+            sent_to=old.sent_end - old.passage_start[old.sent_passage],
             passages=Vectors(old.path / "passages.npy"),
             sentences=Vectors(old.path / "sentences.npy"),
         )
+
+
+def _same_split(passage: Passage, reuse: _Reuse) -> bool:
+    """Whether the current generation holds `passage` split into the same sentences, so its
+    vectors can be copied."""
+    row = reuse.rows.get(passage.id)
+    if row is None:
+        return False
+    lo, hi = int(reuse.sent_lo[row]), int(reuse.sent_hi[row])
+    if hi - lo != len(passage.sentences):
+        return False
+    base = passage.start
+    return all(
+        s.start - base == reuse.sent_from[lo + i] and s.end - base == reuse.sent_to[lo + i]
+        for i, s in enumerate(passage.sentences)
+    )
 
 
 def _texts_to_embed(docs: dict[str, Document], passages: list[Passage], todo: list[int]) -> list:
@@ -219,7 +241,7 @@ def _block(
     counts = np.array([len(passages[r].sentences) for r in rows], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     ids = [passages[r].id for r in rows]
-    new = np.array([pid not in reuse.rows for pid in ids], dtype=bool)
+    new = np.array([not _same_split(passages[r], reuse) for r in rows], dtype=bool)
     todo = [rows.start + int(i) for i in np.flatnonzero(new)]
     fresh = _encode(embedder, _texts_to_embed(docs, passages, todo))
     kept = np.array(
@@ -350,7 +372,7 @@ def build_index(
     """
     began = time.perf_counter()
     reuse = _reusable(settings)
-    reused = sum(p.id in reuse.rows for p in corpus.passages)
+    reused = sum(_same_split(p, reuse) for p in corpus.passages)
     try:
         with generations.writing(where(settings)) as workspace:
             tables.write_rows(workspace / "store.sqlite", corpus.documents, corpus.passages)

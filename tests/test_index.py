@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -10,6 +11,7 @@ from verbatim.index import build_index, generations, load_index
 from verbatim.index import vectors as vector_files
 from verbatim.index.embed import INT8_VERSION
 from verbatim.ingest import read_documents
+from verbatim.records import Sentence
 
 
 def build(folder, settings, embedder):
@@ -47,6 +49,19 @@ def test_reingest_unchanged_reuses_everything_and_keeps_ids(tiny_corpus, setting
     (tiny_corpus / "bread.txt").write_text("Baking Bread at Home\n\nOnly one new sentence.\n")
     third = build(tiny_corpus, settings, fake_embedder)
     assert third.embedded == 2 and third.reused == third.passages - 1
+
+
+def test_a_passage_split_differently_is_embedded_again(tiny_corpus, settings, fake_embedder):
+    """Same passage text, other sentences (a new splitter): its old sentence vectors do not fit,
+    so it is embedded afresh instead of copied (the copy failed on the sentence count)."""
+    build(tiny_corpus, settings, fake_embedder)
+    corpus = read_documents([tiny_corpus], settings)
+    whole = [dataclasses.replace(p, sentences=(Sentence(p.start, p.end),)) for p in corpus.passages]
+    fake_embedder.texts = 0
+    report = build_index(dataclasses.replace(corpus, passages=whole), settings, fake_embedder)
+    assert report.reused == 0 and report.embedded == 2 * len(whole)
+    with load_index(settings) as index:
+        assert len(index.sentence_vectors) == len(whole)
 
 
 def test_crash_during_ingest_leaves_previous_generation(tiny_corpus, settings, fake_embedder):
