@@ -25,6 +25,7 @@ qdrant-client is an optional extra (`pip install ".[qdrant]"`): nothing here is 
 
 from __future__ import annotations
 
+import atexit
 import functools
 import itertools
 import json
@@ -81,13 +82,18 @@ def _models() -> Any:
 @functools.cache
 def connect(url: str, api_key: str | None = None) -> Any:
     """One client per address and process: an http(s):// server or cluster, or qdrant-client's
-    local mode in a folder or `:memory:` (which only this process sees)."""
+    local mode in a folder or `:memory:` (which only this process sees). Each is closed at
+    exit, before the interpreter shuts down: left to its `__del__` in the shutdown, local mode
+    fails to release its lock ("Exception ignored ... sys.meta_path is None")."""
     client = _qdrant().QdrantClient
     if url == ":memory:":
-        return client(location=":memory:")
-    if url.startswith(("http://", "https://")):
-        return client(url=url, api_key=api_key)
-    return client(path=url)
+        made = client(location=":memory:")
+    elif url.startswith(("http://", "https://")):
+        made = client(url=url, api_key=api_key)
+    else:
+        made = client(path=url)
+    atexit.register(made.close)
+    return made
 
 
 def client_for(settings: Settings) -> Any:

@@ -3,6 +3,9 @@ before the path, an export into a folder that is not there. A message and exit 1
 traceback. Fake embedder: fast."""
 
 import errno
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +14,8 @@ from click.testing import CliRunner
 from verbatim.cli import cli
 from verbatim.errors import NoDocuments
 from verbatim.feedback import FeedbackStore, NewFeedback
+
+from .conftest import ROOT
 
 
 def no_space(*args, **kwargs):
@@ -108,3 +113,44 @@ def test_feedback_export_on_a_full_disk_keeps_the_last_export(
         "data",
         "out.jsonl",
     ]
+
+
+# `verbatim ask` on a Qdrant local-mode store, with the fake embedder, in a process of its own:
+# what it prints while the interpreter shuts down is what is tested.
+ASK_ON_QDRANT = """
+import sys
+from pathlib import Path
+
+import verbatim.engine
+from tests.conftest import TINY, FakeEmbedder
+from verbatim.cli import cli
+from verbatim.engine import ingest_paths
+from verbatim.settings import Settings
+
+root = Path(sys.argv[1])
+(root / "docs").mkdir()
+for name, text in TINY.items():
+    (root / "docs" / name).write_text(text)
+settings = Settings(data_dir=root / "data", model="fake", store="qdrant", progress=False)
+ingest_paths([root / "docs"], settings, FakeEmbedder())
+verbatim.engine.make_embedder = lambda settings: FakeEmbedder()
+cli(["ask", "How often should I change the oil?", "--data-dir", str(root / "data")])
+"""
+
+
+@pytest.mark.stress  # a process of its own: seconds
+def test_ask_on_a_local_qdrant_store_exits_without_a_shutdown_error(tmp_path):
+    pytest.importorskip("qdrant_client")
+    env = {**os.environ, "VERBATIM_STORE": "qdrant", "PYTHONPATH": str(ROOT)}
+    env.pop("VERBATIM_QDRANT_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-c", ASK_ON_QDRANT, str(tmp_path)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Change the engine oil" in done.stdout  # it answered, from Qdrant
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr
