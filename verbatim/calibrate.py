@@ -5,7 +5,8 @@ Procedure (run at every ingest; the result is stored in the manifest):
    sampled evenly from the corpus. Each is asked of the index with its own passage left out,
    so that it must be answered by *other* text, exactly as a real question is
    (`answer.retrieve_by_vector`): its best passage and best sentence cosine among its
-   candidates are recorded.
+   candidates are recorded. Copies of its passage, and of itself, are left out too: a corpus
+   holding a manual twice would otherwise answer every probe with itself.
 2. Each threshold is the 5th percentile of its distribution: Verbatim accepts abstaining on
    about 1 in 20 in-domain questions, and treats as unaddressed whatever scores below what 95%
    of the corpus's own statements reach. A question is compared with the blend of the two
@@ -21,7 +22,7 @@ from importlib.resources import files
 
 import numpy as np
 
-from verbatim.answer import retrieve_by_vector
+from verbatim.answer import DUPLICATE, Retrieval, retrieve_by_vector
 from verbatim.index import Index
 from verbatim.records import Embedder
 from verbatim.settings import Settings
@@ -39,12 +40,39 @@ def offtopic_questions() -> list[str]:
 def _best(
     index: Index, settings: Settings, texts: list[str], vectors: np.ndarray, exclude: list
 ) -> np.ndarray:
-    """(n, 2): each probe's best passage and best sentence cosine, asked as a question is."""
+    """(n, 2): each probe's best passage and best sentence cosine, asked as a question is, with
+    its own passage (`exclude`) and that passage's copies left out (`_apart_from_copies`)."""
     out = []
     for text, vector, row in zip(texts, vectors, exclude, strict=True):
         found = retrieve_by_vector(text, vector, index, settings, exclude=row)
-        out.append((found.best_passage, found.best_sentence))
+        if row is None:
+            out.append((found.best_passage, found.best_sentence))
+        else:
+            own = np.asarray(index.passage_vectors[[row]], dtype=np.float32)[0]
+            out.append(_apart_from_copies(found, vector, own))
     return np.array(out).reshape(-1, 2)
+
+
+def _apart_from_copies(found: Retrieval, vector: np.ndarray, own: np.ndarray) -> tuple:
+    """A probe's best passage and sentence cosine among text that is not its own, repeated.
+
+    A corpus holding a manual twice (its HTML chapters and its PDF) answers every probe with
+    the probe's own sentence from the other copy (cosine ~1), which would lift the thresholds
+    until real questions are refused. So passages that are copies of the probe's passage
+    (cosine above `DUPLICATE`, as quoting collapses them) and sentences that are the probe
+    itself are left out, as the probe's own passage is.
+    """
+    passages = found.passage_rows
+    if passages is None or not len(found.sentence_cos):
+        return found.best_passage, found.best_sentence
+    vecs = np.asarray(passages.vectors, dtype=np.float32)
+    copy = vecs @ own > DUPLICATE
+    dense = vecs @ vector
+    in_copy = np.repeat(copy, passages.sent_hi - passages.sent_lo)
+    other = ~in_copy & (found.sentence_cos <= DUPLICATE)
+    best_passage = float(dense[~copy].max()) if (~copy).any() else 0.0
+    best_sentence = float(found.sentence_cos[other].max()) if other.any() else 0.0
+    return best_passage, best_sentence
 
 
 def _summary(values: np.ndarray) -> dict:
