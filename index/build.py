@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from verbatim.arrays import spans as sentence_span_rows
-from verbatim.index import generations, tables
+from verbatim.index import documents, generations, tables
 from verbatim.index.lexical import Lexical
 from verbatim.index.load import load_index, vector_space, where
 from verbatim.index.local import Index, default_nprobe
@@ -133,9 +133,11 @@ class _Reuse:
     sent_to: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     passages: Vectors | None = None
     sentences: Vectors | None = None
+    documents: Vectors | None = None  # document vectors, by `documents.old_rows`
+    document_rows: dict[str, int] = field(default_factory=dict)
 
     def close(self) -> None:
-        for vectors in (self.passages, self.sentences):
+        for vectors in (self.passages, self.sentences, self.documents):
             if vectors is not None:
                 vectors.close()
 
@@ -184,6 +186,10 @@ def _reusable(settings: Settings) -> _Reuse:
             sent_to=old.sent_end - old.passage_start[old.sent_passage],
             passages=Vectors(old.path / "passages.npy"),
             sentences=Vectors(old.path / "sentences.npy"),
+            documents=(
+                Vectors(old.path / documents.FILE) if (old.path / documents.FILE).exists() else None
+            ),
+            document_rows=documents.old_rows(old.path, old.documents),
         )
 
 
@@ -335,6 +341,7 @@ def _manifest(corpus: Corpus, settings: Settings, dim: int) -> dict:
         "dim": int(dim),
         "sentence_vectors": SENTENCE_VECTORS,
         "sentence_dtype": SENTENCE_DTYPE,
+        "document_vectors": documents.DOCUMENT_VECTORS,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "passage_chars": settings.passage_chars,
         "counts": {
@@ -377,6 +384,9 @@ def build_index(
         with generations.writing(where(settings)) as workspace:
             tables.write_rows(workspace / "store.sqlite", corpus.documents, corpus.passages)
             dim, embedded = _write_vectors(workspace, corpus, embedder, reuse)
+            embedded += documents.write(
+                workspace, corpus.documents, embedder, reuse.documents, reuse.document_rows
+            )
             probes = _write_search_files(workspace, corpus)
             manifest = _manifest(corpus, settings, dim) | ({"ivf": probes} if probes else {})
             calibration = _calibration(workspace, manifest, reuse.manifest, calibrate)

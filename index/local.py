@@ -14,6 +14,7 @@ from verbatim.arrays import spans as sentence_span_rows
 from verbatim.errors import IndexCorrupt
 from verbatim.index import generations, tables
 from verbatim.index.catalog import Catalog
+from verbatim.index.documents import DocumentVectors
 from verbatim.index.lexical import Lexical
 from verbatim.index.records import Candidates, PassageRows, SentenceRows, Thresholds
 from verbatim.index.vectors import Vectors, open_vectors
@@ -60,6 +61,7 @@ class Index:
         )
         self.documents: dict[str, DocumentMeta] = tables.read_documents(self._db)
         self.catalog = Catalog(self.documents, self.passage_doc)
+        self.document_vectors = DocumentVectors.load(path, list(self.documents), self.passage_doc)
         # The texts quoted lately (bounded: a long-running server over a million documents
         # would otherwise end up holding every text it ever quoted).
         self._recent_texts = functools.lru_cache(maxsize=TEXT_CACHE)(self._read_text)
@@ -119,6 +121,8 @@ class Index:
         for vectors in (self.passage_vectors, self.sentence_vectors):
             if isinstance(vectors, Vectors):
                 vectors.close()
+        if self.document_vectors is not None:
+            self.document_vectors.close()
 
     @property
     def thresholds(self) -> Thresholds | None:
@@ -164,6 +168,11 @@ class Index:
             dense=passages.vectors @ vector,
             bm25=lex[found],
             cover=self.lexical.contains(terms, found),
+            document=(
+                None
+                if self.document_vectors is None
+                else self.document_vectors.cosines(found, vector)
+            ),
         )
 
     def passages(self, rows: np.ndarray) -> PassageRows:

@@ -203,8 +203,11 @@ def _document_points(index: Index) -> Iterator:
     terms, idf = index.lexical.vocabulary()
     meta = {"manifest": json.dumps(index.manifest), "terms": terms, "idf": idf.tolist()}
     yield m.PointStruct(id=META_ID, vector={}, payload=meta)
+    vectors = index.document_vectors
     for doc_id, doc in index.documents.items():
         payload = {**doc._asdict(), "text": index.text(doc_id)}
+        if vectors is not None:  # `documents.py`: read whole by `QdrantStore`, as kept locally
+            payload["vector"] = vectors.of(doc_id).tolist()
         yield m.PointStruct(id=doc_point(doc_id), vector={}, payload=payload)
 
 
@@ -342,12 +345,15 @@ class QdrantStore:
         self.base = f"{alias(collection)}-{self.generation}"
         self.documents: dict[str, DocumentMeta] = {}
         meta = None
+        vectors: dict[str, list[float]] = {}
         for point in self._scroll(f"{self.base}-documents", exclude=["text"]):
             if point.id == META_ID:
                 meta = point.payload
             else:
                 doc = DocumentMeta(*(point.payload[f] for f in DOCUMENT_FIELDS))
                 self.documents[doc.id] = doc
+                if "vector" in point.payload:
+                    vectors[doc.id] = point.payload["vector"]
         if meta is None:
             raise IndexCorrupt(f"{self.base}-documents has no manifest; publish it again")
         self.documents = dict(sorted(self.documents.items()))  # by id, as the local store
@@ -355,6 +361,12 @@ class QdrantStore:
         self._terms = _Terms(meta["terms"], meta["idf"])
         self.catalog = Catalog(self.documents, [])
         self._doc_ids = list(self.documents)
+        self._doc_row = {doc_id: i for i, doc_id in enumerate(self._doc_ids)}
+        self._doc_vectors = (
+            np.array([vectors[d] for d in self._doc_ids], dtype=np.float32)
+            if vectors and len(vectors) == len(self._doc_ids)
+            else None
+        )
         self._recent_texts = functools.lru_cache(maxsize=TEXT_CACHE)(self._read_text)
 
     def _scroll(self, name: str, exclude: list[str], limit: int = 1024):
@@ -467,12 +479,22 @@ class QdrantStore:
         lexical = np.flatnonzero(bm25 > 0)
         lexical = lexical[np.argsort(-bm25[lexical], kind="stable")[:n]]
         keep = np.union1d(near, lexical).astype(np.int64)
+        kept = _subset(passages, keep)
         return Candidates(
-            passages=_subset(passages, keep),
+            passages=kept,
             dense=dense[keep],
             bm25=bm25[keep],
             cover=cover[keep],
+            document=self._document_cosines(kept.doc, vector),
         )
+
+    def _document_cosines(self, docs, vector: np.ndarray) -> np.ndarray | None:
+        """Each passage's document's cosine with `vector` (`documents.py`), as the local store
+        gives it; None for a generation published without document vectors."""
+        if self._doc_vectors is None:
+            return None
+        rows = np.fromiter((self._doc_row[d] for d in docs), np.int64, len(docs))
+        return self._doc_vectors[rows] @ vector.astype(np.float32)
 
     def _rows(self, points: list) -> PassageRows:
         dim = int(self.manifest["dim"])

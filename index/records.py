@@ -67,6 +67,9 @@ class Candidates:
     dense: np.ndarray  # each passage's cosine with the question (float32)
     bm25: np.ndarray  # each passage's BM25 for the question's terms
     cover: np.ndarray  # (rows, terms) bool: whether each passage holds each term
+    # each passage's document's cosine with the question (its document vector), where the
+    # store has document vectors
+    document: np.ndarray | None = None
 
 
 @dataclass(slots=True)

@@ -48,7 +48,7 @@ def test_ingest_then_ask_json_grounded(runner, tiny_corpus, tmp_path, request, m
     [
         (["ask", ""], "question is empty"),
         (["ask", "   "], "question is empty"),
-        (["ask", "x" * 100_000], "the limit is 1000"),
+        (["ask", "x" * 100_000], "the limit is 10000"),
         (["ask", "hello?"], "run `verbatim ingest`"),
         (["ask", "hello?", "-k", "50"], "not in the range"),
     ],

@@ -103,7 +103,10 @@ class Settings(BaseSettings):
         "skipped.",
     )
     max_question_chars: int = Field(
-        default=1000, ge=1, description="Longer questions are refused (422 over HTTP)."
+        default=10_000,
+        ge=1,
+        description="Longer questions are refused (422 over HTTP). The model reads about 190 "
+        "words: a longer question is embedded in pieces, every word counting.",
     )
     default_k: int = Field(
         default=5, ge=1, le=MAX_K, description="Quotes returned when `k` is not given (1 to 20)."

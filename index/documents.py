@@ -1,0 +1,106 @@
+"""A generation's document vectors (`documents.npy`): one unit vector per document, of its title
+and the start of its text as the model reads them, rows in the order of the documents' ids.
+
+Passages are scored one by one, but an answer is often a whole document about one problem (a
+therapist's reply to one person); the document's own vector is that whole view, and answering
+adds its cosine to each of its passages' scores (`answer.DOCUMENT_WEIGHT`). A re-ingest reuses
+the vector of a document whose title and text are unchanged. Generations built before these
+vectors answer without them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from verbatim.index.vectors import Vectors, VectorWriter, open_vectors
+from verbatim.records import Document, DocumentMeta, Embedder
+
+# How the document vectors are made, recorded in the manifest ("document_vectors").
+DOCUMENT_VECTORS = "title-and-text"
+FILE = "documents.npy"
+# Characters of a document's text handed to the tokenizer: far past the 256 word pieces MiniLM
+# reads (one is rarely over 20 characters), so only tokenizing the rest is saved.
+TEXT_CHARS = 10_000
+
+
+def document_text(title: str, text: str) -> str:
+    """What is embedded for a document: its title, then its text."""
+    return f"{title}\n{text[:TEXT_CHARS]}" if title else text[:TEXT_CHARS]
+
+
+def reuse_key(doc_id: str, title: str, content_hash: str) -> str:
+    """What a document's vector depends on: a vector is reused only when all three are equal."""
+    return f"{doc_id}\0{title}\0{content_hash}"
+
+
+def old_rows(path: Path, documents: dict[str, DocumentMeta]) -> dict[str, int]:
+    """`reuse_key` -> row in generation `path`'s documents.npy (nothing when it has none)."""
+    if not (path / FILE).exists():
+        return {}
+    return {
+        reuse_key(d, documents[d].title, documents[d].content_hash): row
+        for row, d in enumerate(sorted(documents))
+    }
+
+
+def write(
+    workspace: Path,
+    documents: list[Document],
+    embedder: Embedder,
+    old: Vectors | None = None,
+    rows: dict[str, int] | None = None,
+) -> int:
+    """Write the documents' vectors (float32), embedding those whose `reuse_key` has no row in
+    the `old` file. Returns how many were embedded."""
+    docs = sorted(documents, key=lambda d: d.id)
+    keys = [reuse_key(d.id, d.title, d.content_hash) for d in docs]
+    rows = rows if old is not None and rows else {}
+    todo = [i for i, key in enumerate(keys) if key not in rows]
+    dim = old.shape[1] if old is not None else embedder.dim
+    out = np.empty((len(docs), dim), dtype=np.float32)
+    if todo:
+        texts = [document_text(docs[i].title, docs[i].text) for i in todo]
+        fresh = np.asarray(embedder.encode(texts), dtype=np.float32)
+        out = np.empty((len(docs), fresh.shape[1]), dtype=np.float32)
+        out[todo] = fresh / np.maximum(np.linalg.norm(fresh, axis=1, keepdims=True), 1e-12)
+    kept = [i for i, key in enumerate(keys) if key in rows]
+    if kept and old is not None:
+        out[kept] = old[np.array([rows[keys[i]] for i in kept], dtype=np.int64)]
+    writer = VectorWriter(workspace / FILE, len(docs), "float32")
+    writer.write(out)
+    writer.close(out.shape[1])
+    return len(todo)
+
+
+class DocumentVectors:
+    """A generation's document vectors, by passage: `cosines` gives, for some passage rows, their
+    documents' cosines with a question."""
+
+    def __init__(self, path: Path, doc_ids: list[str], passage_doc: list[str]) -> None:
+        self.vectors = open_vectors(path / FILE)
+        self.row = {doc_id: i for i, doc_id in enumerate(sorted(doc_ids))}
+        self.of_passage = np.fromiter(
+            (self.row[d] for d in passage_doc), np.int64, len(passage_doc)
+        )
+
+    @classmethod
+    def load(cls, path: Path, doc_ids: list[str], passage_doc: list[str]) -> DocumentVectors | None:
+        """The vectors of generation `path`, whose documents are `doc_ids` and whose passages'
+        documents are `passage_doc`; None when it was built without them."""
+        return cls(path, doc_ids, passage_doc) if (path / FILE).exists() else None
+
+    def cosines(self, rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
+        """Each passage row's document's cosine with `vector` (float32)."""
+        wanted = self.of_passage[rows]
+        distinct, back = np.unique(wanted, return_inverse=True)
+        return (np.asarray(self.vectors[distinct], dtype=np.float32) @ vector)[back]
+
+    def of(self, doc_id: str) -> np.ndarray:
+        """Document `doc_id`'s vector."""
+        return np.asarray(self.vectors[self.row[doc_id]], dtype=np.float32)
+
+    def close(self) -> None:
+        if isinstance(self.vectors, Vectors):
+            self.vectors.close()
