@@ -205,9 +205,10 @@ def test_worst_shows_three_quotes_with_their_kind_and_the_first_right_rank(tiny_
     )
 
 
-def test_quote_kind_reads_the_kind_a_quote_carries_and_is_prose_without_one():
-    assert quote_kind(SimpleNamespace()) == "prose"
-    assert quote_kind(SimpleNamespace(kind="code")) == "code"
+def test_quote_kind_reads_the_block_kind_a_quote_carries():
+    assert quote_kind(SimpleNamespace(kind="prose", lead_in=False)) == "prose"
+    assert quote_kind(SimpleNamespace(kind="code", lead_in=False)) == "code"
+    assert quote_kind(SimpleNamespace(kind="code", lead_in=True)) == "lead-in + code"
 
 
 def test_eval_command_prints_and_writes_the_folds(fake_model, tiny_corpus, tmp_path):
