@@ -10,8 +10,9 @@ import json
 import os
 import re
 import stat
+import textwrap
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,12 +75,16 @@ def build_text(
         if paragraphs:
             sections.append(Section(sec_start, end, heading, sec_role, tuple(paragraphs)))
 
-    for block in re.split(r"\n\s*\n", normalize(body)):
+    found: list[tuple[int, int, Block]] = []  # every block placed, for its kind
+    for block, code in _md_blocks(normalize(body)) if markdown else _plain_blocks(body):
         lines = [ln.strip() for ln in block.split("\n") if ln.strip()]
         if not lines:
             continue
-        match = _HEADING.match(lines[0]) if markdown and len(lines) == 1 else None
-        if markdown and not match:
+        match = _HEADING.match(lines[0]) if markdown and len(lines) == 1 and not code else None
+        listy = False
+        if code:
+            chunk = "\n".join(ln.rstrip() for ln in block.split("\n")).strip("\n")
+        elif markdown and not match:
             listy = all(_BULLET.match(ln) or re.match(r"^\d+[.)]\s", ln) for ln in lines)
             lines = [_strip_inline(ln) for ln in lines]
             lines = [ln for ln in lines if ln]
@@ -100,10 +105,58 @@ def build_text(
             sec_start = start
         else:
             paragraphs.append((start, start + len(chunk)))
+        found.append((start, start + len(chunk), _md_block(chunk, match, code, listy)))
         parts.append(chunk)
         pos = start + len(chunk)
     close(pos)
-    return Text("\n\n".join(parts), tuple(sections), {})
+    text = "\n\n".join(parts)
+    return Text(text, tuple(sections), {}, blocks=block_kinds(text, found) if markdown else ())
+
+
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_LIST_LINE = re.compile(r"^\s*([-*+]|\d+[.)])\s")
+
+
+def _plain_blocks(body: str) -> Iterator[tuple[str, bool]]:
+    return ((block, False) for block in re.split(r"\n\s*\n", normalize(body)))
+
+
+def _md_blocks(body: str) -> Iterator[tuple[str, bool]]:
+    """Markdown's blocks, each with whether it is code: a fenced code block whole (its lines,
+    without the fences, which a page does not print), an indented one (not under a list)
+    without its indent; the rest split at blank lines."""
+    lines, rest, i = body.split("\n"), [], 0
+    while i < len(lines):
+        fence = _FENCE.match(lines[i])
+        if not fence:
+            rest.append(lines[i])
+            i += 1
+            continue
+        yield from _indented(rest)
+        end = next(
+            (j for j in range(i + 1, len(lines)) if lines[j].strip().startswith(fence[1])),
+            len(lines),
+        )
+        yield "\n".join(lines[i + 1 : end]), True
+        rest, i = [], end + 1
+    yield from _indented(rest)
+
+
+def _indented(lines: list[str]) -> Iterator[tuple[str, bool]]:
+    after_list = False
+    for block in re.split(r"\n\s*\n", "\n".join(lines)):
+        rows = [ln for ln in block.split("\n") if ln.strip()]
+        indented = bool(rows) and all(ln.startswith("    ") for ln in rows)
+        code = indented and not after_list  # indented under a list item: the item goes on
+        yield (textwrap.dedent("\n".join(rows)), True) if code else (block, False)
+        if rows:
+            after_list = bool(_LIST_LINE.match(rows[0])) or (indented and after_list)
+
+
+def _md_block(chunk: str, heading: object, code: bool, listy: bool) -> Block:
+    if heading:
+        return Block(chunk, heading=True)
+    return Block(chunk, code=code, kind=ITEM if listy else "")
 
 
 @dataclass(frozen=True)
@@ -365,7 +418,7 @@ def read_markdown(raw: bytes) -> Text:
     found = build_text(
         post.content, markdown=True, roles=roles, role=str(meta.get("role", "article"))
     )
-    return Text(found.text, found.sections, meta)
+    return Text(found.text, found.sections, meta, blocks=found.blocks)
 
 
 def read_text(raw: bytes) -> Text:

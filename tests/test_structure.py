@@ -243,3 +243,24 @@ def test_docx_keeps_lists_tables_and_code(tmp_path):
         (ITEM, "First item"),
         (ROW, "Flour 500 g"),
     ]
+
+
+def test_markdown_keeps_fenced_and_indented_code_and_lists():
+    from verbatim.ingest.read import build_text
+
+    body = (
+        "# Setup\n\nInstall it like this:\n\n```\n$ pip install foo\n  --flag. Then\n```\n\n"
+        "- one item\n- two item\n\n    continuation of the item\n\n"
+        "Indented code follows:\n\n    x = 1\n        y = 2\n\nPlain text. More text.\n"
+    )
+    found = build_text(body, markdown=True)
+    shown = [(kind, found.text[a:b]) for a, b, kind in found.blocks]
+    assert shown == [
+        (LEAD_IN, "Install it like this:"),
+        (CODE, "$ pip install foo\n  --flag. Then"),  # no fences, indent kept, not a sentence
+        (ITEM, "one item\ntwo item"),
+        (LEAD_IN, "Indented code follows:"),
+        (CODE, "x = 1\n    y = 2"),
+    ]
+    assert "continuation of the item" in found.text  # under a list: text, not code
+    assert not build_text(body, markdown=False).blocks  # plain text keeps no kinds
