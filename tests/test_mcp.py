@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TOOLS = {"ask", "read_document", "list_collections", "list_documents", "verify_citation"}
 QUESTION = "How often should I change the engine oil?"
 PING = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+LIMIT = Settings.model_fields["max_question_chars"].default  # the question limit `served` has
+TOO_LONG_MESSAGE = f"question: String should have at most {LIMIT} characters"
 ACCEPT = {"Accept": "application/json, text/event-stream"}
 # The tiny corpus answers QUESTION from cars.html (see tests/conftest.py).
 
@@ -167,7 +169,7 @@ def test_an_abstention_says_so_and_marks_the_near_misses(served):
 
 # Bad calls, each with the message the HTTP API answers the same request with (POST /api/ask).
 BAD_ASKS = [
-    {"question": "x" * 1001},
+    {"question": "x" * (LIMIT + 1)},
     {"question": "oil", "k": 0},
     {"question": "oil", "k": MAX_K + 1},
     {"question": "oil", "k": "3"},
@@ -213,7 +215,7 @@ def test_bad_calls_are_tool_errors_with_the_http_messages(served, serve):
         collection = c.get("/api/documents", params={"collection": "nope"}).json()
         verify = _http_message(c, "/api/verify", {"doc_id": "cars"})
     assert [r.content[0].text for r in asks] == expected
-    assert expected[0] == "question: String should have at most 1000 characters"
+    assert expected[0] == TOO_LONG_MESSAGE
     assert other["unknown document"].content[0].text == document
     assert other["documents"].content[0].text == collection["error"]["message"]
     assert other["verify typed"].content[0].text == verify
@@ -416,9 +418,8 @@ def node_client() -> list[str]:
 
 
 def _node(command: list[str], **env: str) -> dict:
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=180, env={**os.environ, **env}
-    )
+    env = {**os.environ, "TOO_LONG": str(LIMIT + 1), **env}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -443,7 +444,7 @@ def check_node(out: dict, held: State) -> None:
     assert len(out["resources"]) == 7 and len(out["templates"]) == 1
     bad = {key: result["content"][0]["text"] for key, result in out["bad"].items()}
     assert all(result["isError"] for result in out["bad"].values())
-    assert bad["long"] == "question: String should have at most 1000 characters"
+    assert bad["long"] == TOO_LONG_MESSAGE
     assert bad["k"] == f"k: Input should be less than or equal to {MAX_K}"
     assert bad["collection"].startswith("no collection named 'nope'")
     assert bad["missing"] == "question: Field required"

@@ -40,7 +40,10 @@ out.resources = (await client.listResources()).resources;
 out.templates = (await client.listResourceTemplates()).resourceTemplates;
 out.resource = await client.readResource({ uri: quote.resource });
 out.bad = {
-  long: await client.callTool({ name: "ask", arguments: { question: "x".repeat(1001) } }),
+  long: await client.callTool({
+    name: "ask",
+    arguments: { question: "x".repeat(Number(process.env.TOO_LONG)) },
+  }),
   k: await client.callTool({ name: "ask", arguments: { question: "oil", k: 21 } }),
   collection: await client.callTool({
     name: "ask",
