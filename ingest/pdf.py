@@ -49,6 +49,7 @@ class Line:
     right: float  # of its last character
     end_bottom: float  # of its last character
     size: float
+    mono: bool = False  # set in a fixed-pitch font throughout: a line of code or its output
 
 
 def clean_line(text: str) -> str:
@@ -84,8 +85,28 @@ def _page_lines(textpage) -> list[Line]:
         left, bottom, _, _ = textpage.get_charbox(first)
         _, end_bottom, right, _ = textpage.get_charbox(max(last, first))
         size = pdfium_c.FPDFText_GetFontSize(textpage, first)
-        lines.append(Line(line, left, bottom, right, end_bottom, size))
+        mono = _fixed_pitch(textpage, first, max(last, first))
+        lines.append(Line(line, left, bottom, right, end_bottom, size, mono))
     return lines
+
+
+FIXED_PITCH = 1  # the FixedPitch flag of a PDF font descriptor
+
+
+def _fixed_pitch(textpage, first: int, last: int) -> bool:
+    """Whether a line's first, middle and last characters are set in a fixed-pitch font (three
+    PDFium calls a line; a prose line with a word of code inside starts or ends in the body
+    font)."""
+    import ctypes
+
+    import pypdfium2.raw as pdfium_c
+
+    flags = ctypes.c_int(0)
+    for at in {first, (first + last) // 2, last}:
+        pdfium_c.FPDFText_GetFontInfo(textpage, at, None, 0, ctypes.byref(flags))
+        if not flags.value & FIXED_PITCH:
+            return False
+    return True
 
 
 def _running(pages: list[list[Line]]) -> set[tuple[int, int]]:
@@ -123,7 +144,7 @@ def _page_blocks(lines: list[Line], page: int, body_size: float) -> list[Block]:
     margin = rights[int(0.8 * (len(rights) - 1))]  # where most lines end: the text's right edge
     blocks: list[Block] = []
     current: list[str] = []
-    heading = False
+    heading = code = False
     for n, line in enumerate(lines):
         is_heading = line.size >= HEADING_SIZE * body_size and len(line.text) <= 150
         prev = lines[n - 1] if n else None
@@ -132,19 +153,24 @@ def _page_blocks(lines: list[Line], page: int, body_size: float) -> list[Block]:
         new = (
             prev is None
             or is_heading != heading
+            or line.mono != code  # code begins or ends
             or gap <= 0  # the next column or a line above: a new block
             or (spacing > 0 and gap > PARAGRAPH_GAP * spacing)
-            or (short and line.left > prev.left + max(line.size, 1))
+            or (short and line.left > prev.left + max(line.size, 1) and not code)
         )
         if new and current:
-            blocks.append(Block(_join(current), heading=heading, page=page))
+            blocks.append(_block(current, heading, code, page))
             current = []
-        if current and short:
+        if current and (short or code):  # code keeps every line break
             current[-1] += "\n"  # a short line (verse, code, an address) keeps its break
         current.append(line.text)
-        heading = is_heading
-    blocks.append(Block(_join(current), heading=heading, page=page))
+        heading, code = is_heading, line.mono
+    blocks.append(_block(current, heading, code, page))
     return blocks
+
+
+def _block(lines: list[str], heading: bool, code: bool, page: int) -> Block:
+    return Block(_join(lines), heading=heading, code=code and not heading, page=page)
 
 
 def _fits(prev: Line, line: Line, margin: float) -> bool:

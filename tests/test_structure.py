@@ -264,3 +264,20 @@ def test_markdown_keeps_fenced_and_indented_code_and_lists():
     ]
     assert "continuation of the item" in found.text  # under a list: text, not code
     assert not build_text(body, markdown=False).blocks  # plain text keeps no kinds
+
+
+def test_pdf_lines_in_a_fixed_pitch_font_are_code(tmp_path):
+    from verbatim.ingest.pdf import Line, _page_blocks
+
+    lines = [
+        Line("To build it run the command:", 72, 700, 300, 700, 10),
+        Line("$ make", 72, 688, 110, 688, 10, mono=True),
+        Line("    --jobs 4", 96, 676, 160, 676, 10, mono=True),
+        Line("Then install it.", 72, 664, 160, 664, 10),
+    ]
+    blocks = _page_blocks(lines, 1, 10)
+    assert [(b.text, b.code) for b in blocks] == [
+        ("To build it run the command:", False),
+        ("$ make\n    --jobs 4", True),
+        ("Then install it.", False),
+    ]
