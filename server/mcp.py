@@ -77,6 +77,8 @@ def document_uri(collection: str, doc_id: str) -> str:
 class QuoteOut(BaseModel):
     """A verbatim quote: `text` is exactly the document's clean text [start, end)."""
 
+    model_config = ConfigDict(extra="forbid")  # a field `Quote` gains must be added here
+
     text: str = Field(description="The exact words: quote them as they are, in quotation marks.")
     doc_id: str
     title: str

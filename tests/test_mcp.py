@@ -133,6 +133,16 @@ def test_every_tool_and_resource_in_process(served):
     assert "— Changing Oil, Bob Mechanic" in found["text"]
 
 
+def test_a_quote_keeps_every_field_of_the_api_quote():
+    """The MCP quote is the API's quote plus its resource URI: no field dropped or renamed."""
+    from dataclasses import fields
+
+    from verbatim.records import Quote
+    from verbatim.server.mcp import QuoteOut
+
+    assert set(QuoteOut.model_fields) == {f.name for f in fields(Quote)} | {"resource"}
+
+
 def test_the_tools_say_how_to_use_them(served):
     settings, held = served
 
