@@ -283,6 +283,8 @@ def _introduces(paragraph: str, following: str) -> bool:
     tail = paragraph.rstrip()
     if tail.endswith(":") and following in INTRODUCED:
         return True
+    if following == CODE and not tail.endswith((".", "!", "?", "…", ")", '"', "”")):
+        return True  # a sentence that goes on in the code: "... by running" + the command
     return tail.rstrip(".,;:").lower().endswith(LEAD_IN_PHRASES)
 
 

@@ -109,6 +109,8 @@ def test_a_lead_in_stays_in_one_passage_with_what_it_introduces():
         ("Here's how.", "prose", True),
         ("Sometimes naming a goal helps, for example", "prose", True),
         ("Start with the goals.", CODE, False),
+        ("you can download any source package by running", CODE, True),  # goes on in code
+        ("you can download any source package by running", "prose", False),
     ],
 )
 def test_what_makes_a_lead_in(paragraph, following, expected):
