@@ -283,3 +283,20 @@ def test_pdf_lines_in_a_fixed_pitch_font_are_code(tmp_path):
         ("$ make\n    --jobs 4", True),
         ("Then install it.", False),
     ]
+
+
+def test_the_cli_prints_code_with_its_lines(capsys):
+    from types import SimpleNamespace
+
+    from verbatim.cli import _print_quote
+
+    text = "Example of how to read it:\n\nwith open(p) as f:\n    data = f.read()"
+    quote = SimpleNamespace(
+        text=text, kind=CODE, lead_in=28, author=None, site=None, date=None, title="t",
+        section="", page=None, role="article", link=None, doc_id="d", start=0, end=len(text),
+        score=1.0, also_in=[],
+    )  # fmt: skip
+    _print_quote(quote)
+    out = capsys.readouterr().out
+    assert "  “Example of how to read it:\n" in out
+    assert "    with open(p) as f:\n        data = f.read()\n" in out  # indentation kept
