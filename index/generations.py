@@ -29,6 +29,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from verbatim.errors import IndexCorrupt, IndexMissing, IndexWriteFailed
@@ -37,6 +38,20 @@ from verbatim.settings import COLLECTION_RULE, DEFAULT_COLLECTION, collection_na
 
 FORMAT = 1
 MANIFEST = "manifest.json"
+# What the caller of a build adds to the manifest it publishes (`recording`): the folders a
+# collection was read from and each file's fingerprint, for `verbatim watch`.
+_EXTRA: ContextVar[dict | None] = ContextVar("manifest_extra", default=None)
+
+
+@contextmanager
+def recording(extra: dict) -> Iterator[None]:
+    """Every generation published inside (in this thread) carries `extra`'s keys in its
+    manifest, written with it atomically."""
+    token = _EXTRA.set(extra)
+    try:
+        yield
+    finally:
+        _EXTRA.reset(token)
 
 
 def sha256_file(path: Path) -> str:
@@ -151,7 +166,7 @@ def publish(workspace: Path, manifest: dict, data_dir: Path, keep: int = 2) -> s
         files[path.relative_to(workspace).as_posix()] = sha256_file(path)
     for sub in (p for p in workspace.rglob("*") if p.is_dir()):
         _fsync_dir(sub)
-    manifest = {**manifest, "format": FORMAT, "files": files}
+    manifest = {**manifest, **(_EXTRA.get() or {}), "format": FORMAT, "files": files}
     manifest_path = workspace / MANIFEST
     with open(manifest_path, "w", encoding="utf-8") as fh:
         json.dump(manifest, fh, indent=2, sort_keys=True)

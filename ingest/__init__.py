@@ -1,12 +1,14 @@
 """Read folders of documents into clean `Document`s and split them into `Passage`s.
 
 Public entry point: `read_documents(paths, settings)` -> `Corpus` (documents, their passages
-and the files skipped). `split_passages(doc, max_chars)` splits one document.
+and the files skipped); `read_folders` also gives each file's `SourceFile` and reads only the
+files changed since the ones it is given. `split_passages(doc, max_chars)` splits one document.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from verbatim.errors import NoDocuments
-from verbatim.ingest.files import FileTask, collect, printable
+from verbatim.ingest.files import FileTask, SourceFile, collect, fingerprint, printable
 from verbatim.ingest.formats import SUFFIXES
 from verbatim.ingest.split import split_passages, split_sentences
 from verbatim.ingest.workers import Progress, Result, read_all
@@ -23,7 +25,16 @@ from verbatim.records import Corpus, Document, Skipped
 if TYPE_CHECKING:  # a worker process reads files without loading the settings
     from verbatim.settings import Settings
 
-__all__ = ["Corpus", "Reader", "read_documents", "split_passages", "split_sentences"]
+__all__ = [
+    "Corpus",
+    "Reader",
+    "SourceFile",
+    "Stored",
+    "read_documents",
+    "read_folders",
+    "split_passages",
+    "split_sentences",
+]
 
 
 def _keep(
@@ -59,20 +70,48 @@ def read_documents(paths: list[Path], settings: Settings, reader: Reader = read_
     Raises:
         NoDocuments: when nothing readable was found.
     """
+    return read_folders(paths, settings, reader)[0]
+
+
+# The documents a file gave when it was read before (its `SourceFile` as recorded then), or
+# None when they are not at hand (then the file is read).
+Stored = Callable[[SourceFile], "list[Document] | None"]
+
+
+def read_folders(
+    paths: list[Path],
+    settings: Settings,
+    reader: Reader = read_all,
+    previous: dict[str, SourceFile] | None = None,
+    stored: Stored | None = None,
+) -> tuple[Corpus, list[SourceFile]]:
+    """`read_documents`, and each file's `SourceFile`. A file whose size and modification time
+    (or else content hash) match its entry in `previous` is not read: `stored` gives its
+    documents as they were. The corpus is the one reading every file would give.
+
+    Raises:
+        NoDocuments: when nothing readable was found.
+    """
     began = time.perf_counter()
     tasks, skipped = collect(paths, settings)
-    progress = Progress(len(tasks), settings.progress)
-    results: list[Result] = reader(tasks, settings, progress.advance)
+    prints, kept = _unchanged(tasks, previous or {}, stored)
+    todo = [task for i, task in enumerate(tasks) if i not in kept]
+    progress = Progress(len(todo), settings.progress)
+    fresh = iter(reader(todo, settings, progress.advance))
     documents: list[Document] = []
     seen: set[str] = set()
     formats: Counter[str] = Counter()
-    for task, result in zip(tasks, results, strict=True):
+    for i, task in enumerate(tasks):
+        result: Result = kept[i] if i in kept else next(fresh)
         if isinstance(result, str):
             skipped.append(Skipped(printable(str(task.path)), printable(result)))
+            prints[i] = dataclasses.replace(prints[i], sha256="")  # read again next time
             continue
         formats[task.format] += 1
+        before = len(documents)
         for doc in result:
             _keep(doc, task, seen, documents, skipped)
+        prints[i] = dataclasses.replace(prints[i], docs=tuple(d.id for d in documents[before:]))
     progress.close(dict(formats), len(skipped))
     if not documents:
         where = ", ".join(str(p) for p in paths)
@@ -81,4 +120,40 @@ def read_documents(paths: list[Path], settings: Settings, reader: Reader = read_
             + "".join(f"\n  skipped {s.path}: {s.reason}" for s in skipped[:20])
         )
     passages = [p for doc in documents for p in split_passages(doc, settings.passage_chars)]
-    return Corpus(documents, passages, skipped, dict(formats), time.perf_counter() - began)
+    corpus = Corpus(documents, passages, skipped, dict(formats), time.perf_counter() - began)
+    return corpus, [p for p in prints if p.sha256]
+
+
+def _unchanged(
+    tasks: list[FileTask], previous: dict[str, SourceFile], stored: Stored | None
+) -> tuple[list[SourceFile], dict[int, list[Document]]]:
+    """Each task's fingerprint now, and the documents of the tasks unchanged since `previous`
+    (by size and modification time, else by content hash), under the ids reading gives."""
+    prints: list[SourceFile] = []
+    kept: dict[int, list[Document]] = {}
+    for i, task in enumerate(tasks):
+        old = previous.get(printable(os.path.abspath(task.path)))
+        now = _stat(task.path) if old else None
+        if old is None or now is None or (now.size, now.mtime_ns) != (old.size, old.mtime_ns):
+            now = fingerprint(task.path)
+            same = old is not None and (old.size, old.sha256) == (now.size, now.sha256)
+        else:
+            now, same = dataclasses.replace(now, sha256=old.sha256), True
+        docs = stored(old) if same and stored and old else None
+        if docs is not None:  # as reading gives them: the id and source path from the task
+            single = task.format != "jsonl"  # its one document's id comes from its path
+            source = printable(str(task.path))
+            kept[i] = [
+                dataclasses.replace(d, id=task.doc_id if single else d.id, source=source)
+                for d in docs
+            ]
+        prints.append(now)
+    return prints, kept
+
+
+def _stat(path: Path) -> SourceFile | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return SourceFile(printable(os.path.abspath(path)), info.st_size, info.st_mtime_ns, "")

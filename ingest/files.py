@@ -8,6 +8,7 @@ unique within one index: with one folder an id is the file's path in it without 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
@@ -30,6 +31,37 @@ class FileTask:
     path: Path
     doc_id: str
     format: str
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file as it was when read (`fingerprint`): its absolute path (`printable`), size,
+    modification time and content hash, and the ids of the documents it gave. A collection's
+    manifest keeps one for each file read, so that `verbatim watch` reads again only the files
+    that changed."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    docs: tuple[str, ...] = ()
+
+
+def fingerprint(path: Path) -> SourceFile:
+    """`path` (absolute), its size and modification time, then its content's sha256 (a file
+    that changes
+    while it is hashed gets another time, so the next look reads it again); an unreadable file
+    gets an empty hash (its read then says why)."""
+    try:
+        info = os.stat(path)
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return SourceFile(printable(os.path.abspath(path)), -1, -1, "")
+    found = printable(os.path.abspath(path))
+    return SourceFile(found, info.st_size, info.st_mtime_ns, digest.hexdigest())
 
 
 # What an id or a shown path never holds as is: bytes of a name that are not UTF-8 (Python

@@ -29,6 +29,7 @@ from verbatim.server.models import (
     DocumentPage,
     DocumentSummary,
     Health,
+    WatchStatus,
     ask_request,
     filter_query,
 )
@@ -199,7 +200,19 @@ def _health(state: State) -> Health:
         else None,
         uptime_s=round(time.time() - state.started, 1),
         collections=_collections(state),
+        watching=_watching(state),
     )
+
+
+def _watching(state: State) -> dict[str, WatchStatus]:
+    from verbatim.watch import watch_status
+
+    found = {}
+    for name in state.engines:
+        status = watch_status(state.settings.model_copy(update={"collection": name}))
+        if status is not None:
+            found[name] = WatchStatus.model_validate(status)
+    return found
 
 
 def _summary(doc: DocumentMeta) -> DocumentSummary:

@@ -179,6 +179,22 @@ class CollectionList(BaseModel):
     collections: list[Collection]
 
 
+class WatchStatus(BaseModel):
+    """A collection's live folders (`verbatim watch`, `serve --watch`), as its watcher last
+    wrote them: `active` whether that watcher still runs, `last_update` when it last published
+    (epoch seconds), `paused` why updates wait (a missing folder), `error` why the last
+    update failed, and the files the last update skipped with the reasons."""
+
+    folders: list[str]
+    active: bool
+    last_update: float | None = None
+    last_batch: str | None = None
+    pending: int = 0
+    paused: str | None = None
+    error: str | None = None
+    skipped: list[dict[str, str]] = []
+
+
 class Health(BaseModel):
     """The default collection's index (or the first, without one), and every collection."""
 
@@ -192,3 +208,4 @@ class Health(BaseModel):
     thresholds: dict[str, float] | None
     uptime_s: float
     collections: list[Collection]
+    watching: dict[str, WatchStatus] = {}  # by collection: those a watcher ever kept in step

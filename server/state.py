@@ -106,7 +106,9 @@ class State:
         """
         now = self.pointers()
         if self._seen is None:  # the first look: what is served is what the pointers named
-            served = {name: e.answering.generation for name, e in self.engines.items()}
+            served: dict[str, str | None] = {
+                name: e.answering.generation for name, e in self.engines.items()
+            }
             self._seen = served if set(served) == set(now) else {}
         if now == self._seen:
             return False

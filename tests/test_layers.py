@@ -32,6 +32,7 @@ LAYERS: list[dict[str, tuple[str, ...]]] = [
     {"indexing": ("verbatim.index",), "feedback store": ("verbatim.feedback",)},
     {"answering": ("verbatim.answer", "verbatim.calibrate", "verbatim.citations")},
     {"engine": ("verbatim.engine",)},
+    {"watching": ("verbatim.watch",)},
     {"evaluation": ("verbatim.eval",), "serving": ("verbatim.server",)},
     {"command line": ("verbatim.cli", "verbatim.__main__")},
 ]

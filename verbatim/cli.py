@@ -245,12 +245,20 @@ def ask(
 @cli.command(cls=_Command)
 @click.option("--host", default=None, help="Interface to listen on [default: 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port [default: 8000].")
+@click.option(
+    "--watch",
+    "live",
+    is_flag=True,
+    help="Keep every collection in step with the folders it was ingested from.",
+)
 @data_dir_option
-def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
+def serve(host: str | None, port: int | None, live: bool, data_dir: Path | None) -> None:
     """Serve the web form and JSON API, indexing the bundled corpus on first run.
 
-    After `verbatim ingest`, send SIGHUP (or POST /api/admin/reload with VERBATIM_ADMIN_TOKEN)
-    to switch to the new index without downtime.
+    A collection's new generation (after `verbatim ingest` or `verbatim watch`) is served
+    within a second or two, without downtime; SIGHUP (or POST /api/admin/reload with
+    VERBATIM_ADMIN_TOKEN) switches at once. With --watch, files saved, renamed or deleted in
+    the folders are applied as they change.
     """
     import uvicorn
 
@@ -267,13 +275,70 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
         threading.Thread(target=app.state.verbatim.reload, daemon=True).start()
 
     signal.signal(signal.SIGHUP, reload)
+    stop = threading.Event()
+    if live:
+        _watch_served(settings, engines, lambda: app.state.verbatim.follow(), stop)
     click.echo(f"Verbatim at http://{settings.host}:{settings.port}", err=True)
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
     finally:
+        stop.set()
         served = getattr(app.state, "verbatim", None)  # reloads replace the engines
         for engine in (served.engines if served else engines).values():
             engine.close()
+
+
+def _watch_served(settings: Settings, engines: dict, served, stop: threading.Event) -> None:
+    """A watcher thread for each collection with recorded folders; `served` after each batch
+    (the server then serves it at once)."""
+    from verbatim.watch import Watcher, watched_folders
+
+    for name, engine in engines.items():
+        each = settings.model_copy(update={"collection": name, "progress": False})
+        roots = watched_folders(each)
+        if not roots:
+            click.echo(
+                f"{name}: not watched: its index records no folders (ingested before they were "
+                f"recorded); run `verbatim ingest PATHS --collection {name}` once",
+                err=True,
+            )
+            continue
+
+        def applied(batch) -> None:
+            click.echo(batch.line(), err=True)
+            served()
+
+        watcher = Watcher(each, roots, engine.embedder, applied)
+        threading.Thread(target=watcher.run, args=(stop,), daemon=True).start()
+        click.echo(f"{name}: watching {', '.join(map(str, watcher.roots))}", err=True)
+
+
+@cli.command(cls=_Command)
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@collection_option
+@data_dir_option
+def watch(paths: tuple[Path, ...], collection: str | None, data_dir: Path | None) -> None:
+    """Keep a collection in step with PATHS (by default the folders it was ingested from):
+    files saved, renamed or deleted are applied as they change, reading only those, and
+    what changed while nothing watched is caught up first. A running `verbatim serve` serves
+    each new generation by itself. One line per applied batch; Ctrl-C stops."""
+    from verbatim.engine import make_embedder
+    from verbatim.watch import Watcher, watched_folders
+
+    settings = _settings(data_dir, collection=collection, progress=False)
+    roots = list(paths) or watched_folders(settings)
+    if not roots:
+        raise click.ClickException(
+            f"collection {settings.collection!r} records no folders; give them: "
+            "verbatim watch PATHS [--collection NAME]"
+        )
+    watcher = Watcher(settings, roots, make_embedder(settings), lambda b: click.echo(b.line()))
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    folders = ", ".join(map(str, watcher.roots))
+    click.echo(f"watching {folders} for collection {settings.collection!r}", err=True)
+    watcher.run(stop)
 
 
 @cli.command(cls=_Command)
@@ -310,9 +375,12 @@ def mcp(collection: str | None, data_dir: Path | None) -> None:
 def collections(as_json: bool, data_dir: Path | None) -> None:
     """List the collections: each a document set with its own index."""
     from verbatim.engine import collection_info, served_collections, store_location
+    from verbatim.watch import watch_status
 
     settings = _settings(data_dir)
     rows = [collection_info(settings, name) for name in served_collections(settings)]
+    for row in rows:
+        row["watch"] = watch_status(settings.model_copy(update={"collection": row["name"]}))
     if as_json:
         click.echo(json.dumps({"collections": rows}, indent=2))
         return
@@ -323,6 +391,23 @@ def collections(as_json: bool, data_dir: Path | None) -> None:
             f"{row['name']:<20} {row['documents']:>8} documents {row['passages']:>10} passages"
             f"  generation {row['generation']}"
         )
+        if row["watch"]:
+            _print_watch(row["watch"])
+
+
+def _print_watch(status: dict) -> None:
+    """A collection's watch status under its line: folders, last update, pending, skipped."""
+    state = "watching" if status["active"] else "watched (no watcher running)"
+    last = status.get("last_update")
+    when = datetime.fromtimestamp(last).strftime("%Y-%m-%d %H:%M:%S") if last else "none yet"
+    click.echo(
+        f"  {state} {', '.join(status['folders'])}: last update {when}, "
+        f"{status.get('pending', 0)} changes pending"
+    )
+    for line in filter(None, (status.get("paused"), status.get("error"))):
+        click.echo(f"  {line}")
+    for s in status.get("skipped", []):
+        click.echo(f"  skipped {s['path']}: {s['reason']}")
 
 
 @cli.command(cls=_Command)

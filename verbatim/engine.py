@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -25,9 +29,9 @@ from verbatim.index import (
     where,
 )
 from verbatim.index.lexical import information
-from verbatim.ingest import Reader, read_documents
+from verbatim.ingest import Reader, SourceFile, Stored, read_folders
 from verbatim.ingest.workers import read_all
-from verbatim.records import Answer, Embedder, Filters, Skipped
+from verbatim.records import Answer, Corpus, Document, Embedder, Filters, Skipped
 from verbatim.settings import DEFAULT_COLLECTION, Settings
 
 
@@ -99,7 +103,8 @@ def ingest_paths(
     reader: Reader = read_all,
 ) -> tuple[IngestReport, list[Skipped]]:
     """Read, embed, calibrate and publish `paths` as the new index generation, then re-check
-    the stored feedback citations against it (`feedback_check` tells how they stand).
+    the stored feedback citations against it (`feedback_check` tells how they stand). The
+    manifest records the folders and each file's fingerprint (`verbatim watch` reads them).
 
     Args:
         reader: what reads the files: this machine's process pool, or Ray (`ingest_on_ray`).
@@ -107,17 +112,125 @@ def ingest_paths(
     Returns:
         The `IngestReport` and the list of skipped files.
     """
-    corpus = read_documents(paths, settings, reader)
+    corpus, files = read_folders(paths, settings, reader)
+    return _publish(corpus, _sources(paths, files), settings, embedder), corpus.skipped
+
+
+def _publish(
+    corpus: Corpus, sources: dict, settings: Settings, embedder: Embedder | None
+) -> IngestReport:
+    """Embed, calibrate and publish `corpus` with `sources` in its manifest (to Qdrant too
+    when it is the store), then re-check the feedback citations against it."""
     model = embedder or make_embedder(settings)
-    report = build_index(
-        corpus, settings, model, calibrate=lambda index: calibrate(index, model, settings)
-    )
+    with generations.recording({"sources": sources}):
+        report = build_index(
+            corpus, settings, model, calibrate=lambda index: calibrate(index, model, settings)
+        )
     if settings.store == "qdrant":  # built locally, then copied there
         from verbatim.index import qdrant
 
         qdrant.publish_generation(settings, report.generation)
     _recheck_feedback(settings, report.generation)
-    return report, corpus.skipped
+    return report
+
+
+def _sources(paths: list[Path], files: list[SourceFile]) -> dict:
+    """What a manifest records of where its documents came from: the folders (absolute) and
+    every file read, with its fingerprint and the ids of its documents."""
+    return {
+        "roots": [os.path.abspath(p) for p in paths],
+        "files": {
+            f.path: {"size": f.size, "mtime_ns": f.mtime_ns, "sha256": f.sha256, "docs": f.docs}
+            for f in files
+        },
+    }
+
+
+def recorded_sources(settings: Settings) -> tuple[list[str], dict[str, SourceFile]]:
+    """The folders `settings.collection`'s current local generation was read from and its
+    files' fingerprints, as its manifest records them; nothing for a generation written before
+    they were recorded, or none."""
+    folder = where(settings)
+    name = generations.current_name(folder)
+    try:
+        manifest = generations.read_manifest(generations.generations_dir(folder) / (name or ""))
+        sources = manifest["sources"]
+        files = {
+            path: SourceFile(path, f["size"], f["mtime_ns"], f["sha256"], tuple(f["docs"]))
+            for path, f in sources["files"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return [], {}
+    return list(sources["roots"]), files
+
+
+@dataclass
+class Update:
+    """What `update_paths` did: the files added, changed and removed since the generation it
+    started from, the files skipped with the reason, and the generation published (None when
+    nothing had changed)."""
+
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+    report: IngestReport | None = None
+    seconds: float = 0.0
+
+
+def update_paths(paths: list[Path], settings: Settings, embedder: Embedder | None = None) -> Update:
+    """Bring `settings.collection` in step with `paths`, reading only the files whose size and
+    modification time (else content) changed since its current generation recorded them;
+    the others keep their documents from that generation's store. Publishes a new generation
+    (as `ingest_paths` does, reusing the vectors of unchanged passages) only when a file was
+    added, changed or removed. The result equals ingesting `paths` afresh.
+
+    Raises:
+        NoDocuments: a folder is missing, or nothing readable is left.
+    """
+    began = time.perf_counter()
+    roots, previous = recorded_sources(settings)
+    if roots != [os.path.abspath(p) for p in paths]:
+        previous = {}  # other folders give other ids: read everything once
+    with _stored_documents(settings) as stored:
+        corpus, files = read_folders(paths, settings, read_all, previous, stored)
+    now = {f.path: f for f in files}
+    update = Update(
+        added=len(now.keys() - previous.keys()),
+        changed=sum(now[p].sha256 != previous[p].sha256 for p in now.keys() & previous.keys()),
+        removed=len(previous.keys() - now.keys()),
+        skipped=corpus.skipped,
+    )
+    if update.added or update.changed or update.removed:
+        update.report = _publish(corpus, _sources(paths, files), settings, embedder)
+    update.seconds = time.perf_counter() - began
+    return update
+
+
+@contextmanager
+def _stored_documents(settings: Settings) -> Iterator[Stored]:
+    """A file's documents as the current local generation stores them (None if any is
+    missing there), read from its SQLite store."""
+    from verbatim.index import tables
+
+    folder = where(settings)
+    name = generations.current_name(folder)
+    path = generations.generations_dir(folder) / (name or "") / "store.sqlite"
+    if name is None or not path.exists():
+        yield lambda source: None
+        return
+    db = tables.open_db(path)
+    try:
+        metas = tables.read_documents(db)
+
+        def stored(source: SourceFile) -> list[Document] | None:
+            if not all(doc_id in metas for doc_id in source.docs):
+                return None
+            return [tables.document(metas[i], tables.read_text(db, i)) for i in source.docs]
+
+        yield stored
+    finally:
+        db.close()
 
 
 def ingest_on_ray(
@@ -318,7 +431,10 @@ __all__ = [
     "make_embedder",
     "open_engine",
     "open_engines",
+    "recorded_sources",
     "remove_collection",
     "served_collections",
     "store_location",
+    "Update",
+    "update_paths",
 ]
