@@ -146,9 +146,10 @@ class _Reuse:
 # Another kind (late chunking was measured, docs/design.md) would be another value; a
 # generation never reuses vectors of another kind, and a manifest without the field holds these.
 SENTENCE_VECTORS = "per-sentence"
-# How they are stored (manifest "sentence_dtype"; before the field: float32). A re-ingest reuses
-# either kind of file, converting float32 rows once.
-SENTENCE_DTYPE = "float16"
+# How they are stored (manifest "sentence_dtype"; before the field: float32; float16 until int8,
+# each row's scale in sentences.scale.npy). A re-ingest reuses any of the three, converting the
+# rows once.
+SENTENCE_DTYPE = "int8"
 # About this many texts (passages and sentences) are embedded per call and written per block:
 # what the build holds of the vectors at a time (100 MB at 384 dimensions).
 BLOCK_TEXTS = 65_536

@@ -1,5 +1,6 @@
 """A generation's vector files (`.npy`, allow_pickle=False): read by row on demand
-(`Vectors`, `open_vectors`) and written block by block (`VectorWriter`)."""
+(`Vectors`, `open_vectors`) and written block by block (`VectorWriter`). An int8 matrix has its
+rows' scales in a float32 `.npy` beside it (`scale_path`)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,37 @@ from pathlib import Path
 
 from verbatim.errors import IndexCorrupt
 
-# The dtypes a vector file may hold. Sentence vectors are stored as float16 (half the disk and
-# page cache; cosines move by about 1e-3, answers not at all on the dev sets, docs/design.md);
-# passage vectors stay float32, as FAISS and the exact search read them whole. Rows are always
-# handed out as float32, so answering never sees the stored type.
-DTYPES = ("float32", "float16")
+# The dtypes a vector file may hold. Sentence vectors are stored as int8 with a float32 scale
+# per row (symmetric: scale = max|x| / 127; a quarter of float32's disk and page cache, cosines
+# move by under 1e-3, docs/design.md); float16 and float32 files of older generations are still
+# read. Passage vectors stay float32, as FAISS and the exact search read them whole. Rows are
+# always handed out as float32, so answering never sees the stored type.
+DTYPES = ("float32", "float16", "int8")
+INT8_MAX = 127  # symmetric: -127..127, so a row and its negation quantise alike
+
+
+def scale_path(path: Path) -> Path:
+    """Where an int8 vector file keeps its rows' scales (sentences.npy: sentences.scale.npy)."""
+    return path.with_name(f"{path.stem}.scale.npy")
+
+
+def quantise(block):
+    """Rows of float vectors as (int8 rows, float32 scale per row), symmetric: a row's largest
+    magnitude becomes ±127, and each value is off by at most half its row's scale."""
+    import numpy as np
+
+    block = np.asarray(block, dtype=np.float32)
+    scale = (np.abs(block).max(axis=1, initial=0.0) / INT8_MAX).astype(np.float32)
+    safe = np.where(scale > 0, scale, np.float32(1))[:, None]  # an all-zero row stays zeros
+    rows = np.clip(np.rint(block / safe), -INT8_MAX, INT8_MAX).astype(np.int8)
+    return rows, scale
+
+
+def dequantise(rows, scale):
+    """float32 rows from int8 `rows` and their per-row `scale`."""
+    import numpy as np
+
+    return rows.astype(np.float32) * np.asarray(scale, dtype=np.float32)[:, None]
 
 
 def _header(path: Path) -> tuple[tuple[int, int], str, int]:
@@ -33,18 +60,38 @@ def _header(path: Path) -> tuple[tuple[int, int], str, int]:
         shape, fortran, dtype = header(f)
         offset = f.tell()
     if fortran or dtype.name not in DTYPES or dtype.byteorder == ">" or len(shape) != 2:
-        raise IndexCorrupt(f"{path}: not a float32 or float16 matrix; run `verbatim ingest`")
+        raise IndexCorrupt(f"{path}: not a float32, float16 or int8 matrix; run `verbatim ingest`")
     return shape, dtype.name, offset
 
 
 def stored_dtype(path: Path) -> str:
-    """The dtype a vector file holds its rows in ("float32" or "float16")."""
+    """The dtype a vector file holds its rows in ("float32", "float16" or "int8")."""
     return _header(path)[1]
 
 
+def _scales(path: Path, rows: int):
+    """The per-row scales of int8 file `path` (memory-mapped: a question touches a few pages).
+
+    Raises:
+        IndexCorrupt: the scale file is missing or does not hold one float32 a row.
+    """
+    import numpy as np
+
+    try:
+        scale = np.load(scale_path(path), mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise IndexCorrupt(
+            f"{path}: its row scales are unreadable ({exc}); run `verbatim ingest`"
+        ) from exc
+    if scale.dtype != np.float32 or scale.shape != (rows,):
+        raise IndexCorrupt(f"{path}: its row scales do not match its rows; run `verbatim ingest`")
+    return scale
+
+
 class Vectors:
-    """A float32 or float16 `.npy` matrix whose rows are read from disk on demand (`os.preadv`),
-    always returned as float32.
+    """A float32, float16 or int8 `.npy` matrix whose rows are read from disk on demand
+    (`os.preadv`), always returned as float32 (int8 rows times their scale: only the rows read
+    are dequantised).
 
     Not memory-mapped: for every row touched the kernel would also map the neighbouring pages
     it holds in its cache, so a server answering over a million passages would show gigabytes
@@ -60,6 +107,7 @@ class Vectors:
         self.shape, self.dtype, self._offset = _header(path)
         self._stored = np.dtype(self.dtype)
         self._row_bytes = self.shape[1] * self._stored.itemsize
+        self._scale = _scales(path, self.shape[0]) if self.dtype == "int8" else None
         self._fd = os.open(path, os.O_RDONLY)
 
     def __len__(self) -> int:
@@ -75,7 +123,11 @@ class Vectors:
         flat = wanted.reshape(-1)
         if len(flat) and (flat.min() < 0 or flat.max() >= len(self)):
             raise IndexError(f"row out of range 0..{len(self) - 1}")
-        out = self._read(flat).astype(np.float32, copy=False)
+        stored = self._read(flat)
+        if self._scale is None:
+            out = stored.astype(np.float32, copy=False)
+        else:
+            out = dequantise(stored, self._scale[flat])
         return out[0] if wanted.ndim == 0 else out
 
     def _read(self, flat):
@@ -110,9 +162,10 @@ MAP_LIMIT = 256 << 20  # vector files up to this size (as float32) are in memory
 
 def open_vectors(path: Path):
     """A vector file for reading float32 rows. Small float32 files are memory-mapped (the
-    fastest; whatever it maps stays within the file's size); small float16 ones are read whole
-    into float32 (as much memory as the mapped float32 file would take at most); larger files
-    are `Vectors`, which keeps a large index's resident memory to the rows a question reads."""
+    fastest; whatever it maps stays within the file's size); small float16 and int8 ones are
+    read whole into float32 (as much memory as the mapped float32 file would take at most);
+    larger files are `Vectors`, which keeps a large index's resident memory to the rows a
+    question reads."""
     import numpy as np
 
     shape, dtype, _ = _header(path)
@@ -120,14 +173,17 @@ def open_vectors(path: Path):
         return Vectors(path)
     if dtype == "float32":  # a plain view: np.memmap's indexing adds a few µs
         return np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
-    return np.load(path, allow_pickle=False).astype(np.float32)
+    stored = np.load(path, allow_pickle=False)
+    if dtype == "int8":
+        return dequantise(stored, _scales(path, shape[0]))
+    return stored.astype(np.float32)
 
 
 class VectorWriter:
-    """A `.npy` matrix of `rows` rows written block by block, converted to `dtype` on the way:
-    an ingest never holds a million passages' vectors in memory, nor maps them (pages written
-    through a map stay resident). The width is taken from the first block, or given to `close`
-    when there was none.
+    """A `.npy` matrix of `rows` rows written block by block, converted to `dtype` on the way
+    (int8: `quantise`d, the scales written to `scale_path` as they come): an ingest never holds
+    a million passages' vectors in memory, nor maps them (pages written through a map stay
+    resident). The width is taken from the first block, or given to `close` when there was none.
     """
 
     def __init__(self, path: Path, rows: int, dtype: str) -> None:
@@ -139,17 +195,14 @@ class VectorWriter:
         self.dim: int | None = None
         self.written = 0
         self._fh = open(path, "wb")  # noqa: SIM115 (closed by `close`)
+        self._scale_fh = None
+        if self.dtype == np.int8:
+            self._scale_fh = open(scale_path(path), "wb")  # noqa: SIM115 (closed by `close`)
+            _write_header(self._scale_fh, np.dtype(np.float32), (rows,))
 
     def _start(self, dim: int) -> None:
-        import numpy as np
-
         self.dim = dim
-        header = {
-            "descr": np.lib.format.dtype_to_descr(self.dtype),
-            "fortran_order": False,
-            "shape": (self.rows, dim),
-        }
-        np.lib.format.write_array_header_1_0(self._fh, header)
+        _write_header(self._fh, self.dtype, (self.rows, dim))
 
     def write(self, block) -> None:
         """Append `block` (rows, dim) as the next rows."""
@@ -160,7 +213,12 @@ class VectorWriter:
         if block.ndim != 2 or block.shape[1] != self.dim or self.written + len(block) > self.rows:
             shape = f"{self.rows} x {self.dim}"
             raise ValueError(f"{self.path}: a block of shape {block.shape} does not fit {shape}")
-        self._fh.write(np.ascontiguousarray(block, dtype=self.dtype).data)
+        if self._scale_fh is None:
+            self._fh.write(np.ascontiguousarray(block, dtype=self.dtype).data)
+        else:
+            rows, scale = quantise(block)
+            self._fh.write(rows.data)
+            self._scale_fh.write(scale.data)
         self.written += len(block)
 
     def close(self, dim: int) -> None:
@@ -168,5 +226,15 @@ class VectorWriter:
         if self.dim is None:
             self._start(dim)
         self._fh.close()
+        if self._scale_fh is not None:
+            self._scale_fh.close()
         if self.written != self.rows:
             raise ValueError(f"{self.path}: {self.written} of {self.rows} rows written")
+
+
+def _write_header(fh, dtype, shape: tuple[int, ...]) -> None:
+    """A C-ordered `.npy` header for `shape` rows of `dtype`."""
+    import numpy as np
+
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(fh, header)

@@ -1,6 +1,6 @@
-"""Sentence vectors are stored as float16 and handed out as float32; the build writes the vector
-files block by block; an index with float32 sentence vectors (before the manifest field) is
-served and reused."""
+"""Sentence vectors are stored compactly (int8 now, float16 before: tests/test_int8_vectors.py)
+and handed out as float32; the build writes the vector files block by block; an index with
+float32 sentence vectors (before the manifest field) is served and reused."""
 
 import json
 
@@ -59,18 +59,19 @@ def test_the_writer_streams_blocks_into_a_plain_npy(tmp_path):
         short.close(4)
 
 
-def test_sentence_vectors_are_stored_as_float16(tiny_corpus, settings, fake_embedder):
+def test_sentence_vectors_are_stored_as_int8(tiny_corpus, settings, fake_embedder):
     build(tiny_corpus, settings, fake_embedder)
     path = current(settings)
-    assert vector_files.stored_dtype(path / "sentences.npy") == "float16" == SENTENCE_DTYPE
+    assert vector_files.stored_dtype(path / "sentences.npy") == "int8" == SENTENCE_DTYPE
     assert vector_files.stored_dtype(path / "passages.npy") == "float32"  # FAISS reads these
     with load_index(settings) as index:
-        assert sentence_dtype(index.manifest) == "float16"
+        assert sentence_dtype(index.manifest) == "int8"
         rows = index.sentence_vectors[np.arange(len(index.sent_start))]
         assert rows.dtype == np.float32
         texts = [index.text(index.passage_doc[p])[s:e] for p, s, e in _sentences(index)]
         exact = fake_embedder.encode(texts)
-        assert np.abs(rows - exact).max() < 1e-3  # float16's rounding, no more
+        step = np.abs(exact).max(axis=1, keepdims=True) / vector_files.INT8_MAX
+        assert np.all(np.abs(rows - exact) <= step / 2 * (1 + 1e-5))  # int8's rounding, no more
 
 
 def _sentences(index):
@@ -81,10 +82,12 @@ def as_float32_index(settings) -> None:
     """Turn the current generation into one written before float16: float32 sentence
     vectors, no "sentence_dtype" in the manifest, hashes updated."""
     path = current(settings)
-    vectors = np.load(path / "sentences.npy").astype(np.float32)
-    np.save(path / "sentences.npy", vectors, allow_pickle=False)
+    vectors = vector_files.open_vectors(path / "sentences.npy")
+    np.save(path / "sentences.npy", np.asarray(vectors, np.float32), allow_pickle=False)
+    (path / "sentences.scale.npy").unlink()
     manifest = json.loads((path / "manifest.json").read_text())
     manifest.pop("sentence_dtype")
+    manifest["files"].pop("sentences.scale.npy")
     manifest["files"]["sentences.npy"] = generations.sha256_file(path / "sentences.npy")
     (path / "manifest.json").write_text(json.dumps(manifest))
 
@@ -106,8 +109,8 @@ def test_a_float32_index_is_served_and_reused(
         assert result.quotes or result.near_misses
     again = build(tiny_corpus, settings, fake_embedder)
     assert again.embedded == 0 and again.reused == again.passages
-    assert vector_files.stored_dtype(current(settings) / "sentences.npy") == "float16"
-    with load_index(settings) as index:
+    assert vector_files.stored_dtype(current(settings) / "sentences.npy") == "int8"
+    with load_index(settings) as index:  # int8 rows dequantised come back as they were
         assert np.array_equal(np.asarray(index.sentence_vectors), before)
 
 
