@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck install-check fix eval eval-docs bench scale stress audit browser clean
+.PHONY: install run test lint typecheck install-check fix eval eval-docs cv bench scale stress audit browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,13 +50,13 @@ fix: install
 # abstention check). Reports (JSON per question, PNG curves) go to eval/reports/.
 BENCH := ../shared/benchmarks
 eval: install
-	$(VENV)/bin/verbatim eval eval/seeds.jsonl --corpus corpus --json eval/reports/seeds.json
+	$(VENV)/bin/verbatim eval eval/seeds.jsonl --corpus corpus --folds 5 --json eval/reports/seeds.json
 	$(VENV)/bin/verbatim eval $(BENCH)/counselchat/questions.dev.jsonl \
 		--corpus $(BENCH)/counselchat/corpus.jsonl \
-		--offtopic $(BENCH)/squad2/questions.dev.jsonl --json eval/reports/counselchat.json
+		--offtopic $(BENCH)/squad2/questions.dev.jsonl --folds 5 --json eval/reports/counselchat.json
 	$(VENV)/bin/verbatim eval $(BENCH)/squad2/questions.dev.jsonl \
 		--corpus $(BENCH)/squad2/corpus.jsonl \
-		--offtopic $(BENCH)/counselchat/questions.dev.jsonl --json eval/reports/squad2.json
+		--offtopic $(BENCH)/counselchat/questions.dev.jsonl --folds 5 --json eval/reports/squad2.json
 
 # Real documentation from Debian -doc packages, asked the way users ask (eval/questions/README.md).
 # A package is installed (needs root and the Debian archive) only when its folder is missing.
@@ -75,6 +75,10 @@ eval-docs: install
 		--json eval/reports/debian-reference.json
 
 # Speed against the bare model call and against txtai (a benchmark-only extra).
+# Each tuned ranking/quoting constant fitted on 4 folds and scored on the fifth (bench/cv.py).
+cv: install
+	$(PY) -m bench.cv --benchmarks $(BENCH) --folds 5 --json eval/reports/cv.json
+
 bench: install
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) -m bench.speed --benchmarks $(BENCH) --json eval/reports/bench.json
