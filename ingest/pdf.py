@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from verbatim.ingest.read import TITLE_CHARS, Block, Blocks, UnreadableFile
+from verbatim.records import ITEM
 
 # Ligatures that fonts map to one code point; spelled out, so quotes and search see "find".
 LIGATURES = str.maketrans(
@@ -169,8 +170,18 @@ def _page_blocks(lines: list[Line], page: int, body_size: float) -> list[Block]:
     return blocks
 
 
+BULLETS = ("•", "◦", "▪", "‣", "– ", "- ", "* ")  # a list item's mark at the start of its line
+
+
 def _block(lines: list[str], heading: bool, code: bool, page: int) -> Block:
-    return Block(_join(lines), heading=heading, code=code and not heading, page=page)
+    """A block of `lines`: code, or a list when every line starts with a bullet."""
+    text = _join(lines)  # a line of the text is a line the page broke on purpose
+    listed = not (heading or code) and all(
+        ln.lstrip().startswith(BULLETS) for ln in text.split("\n")
+    )
+    return Block(
+        text, heading=heading, code=code and not heading, page=page, kind=ITEM if listed else ""
+    )
 
 
 def _fits(prev: Line, line: Line, margin: float) -> bool:

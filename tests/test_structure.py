@@ -300,3 +300,13 @@ def test_the_cli_prints_code_with_its_lines(capsys):
     out = capsys.readouterr().out
     assert "  “Example of how to read it:\n" in out
     assert "    with open(p) as f:\n        data = f.read()\n" in out  # indentation kept
+
+
+def test_pdf_bullet_lines_are_a_list_its_lead_in_introduces():
+    from verbatim.ingest.pdf import _block
+
+    flags = _block(["The output uses the following flags:"], False, False, 1)
+    items = _block(["• E: for error;\n", "• W: for warning;"], False, False, 1)
+    assert items.kind == ITEM and flags.kind == ""
+    found = assemble(Blocks([flags, items], {}))
+    assert [k for _, _, k in found.blocks] == [LEAD_IN, ITEM]
