@@ -139,7 +139,9 @@ def test_quote_structure_marks_code_and_measures_the_lead_in():
     assert _structure(blocks, (32, 60), 100) == (32, 60, CODE, 0)
     assert _structure(blocks, (10, 60), 100) == (10, 60, CODE, 22)
     assert _structure(blocks, (0, 8), 100) == (0, 8, "prose", 0)
-    assert _structure(blocks, (10, 30), 100) == (10, 30, "prose", 0)  # a lead-in alone
+    assert _structure(blocks, (10, 30), 50) == (10, 30, "prose", 0)  # its code is past the passage
+    assert _structure(blocks, (10, 20), 100) == (10, 60, CODE, 22)  # on to the code it leads to
+    assert _structure(((10, 30, LEAD_IN), (40, 60, CODE)), (10, 20), 100)[2] == "prose"
     items = ((0, 10, LEAD_IN), (12, 20, ITEM), (22, 30, ITEM), (32, 40, ITEM))
     assert _structure(items, (0, 20), 35) == (0, 30, ITEM, 12)  # the list, to the passage end
 

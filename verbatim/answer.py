@@ -35,7 +35,7 @@ from verbatim.settings import Settings
 CANDIDATES = 50  # passages considered before quote selection (by embedding and by BM25 each)
 COVER_WEIGHT = 0.4  # weighted share of question terms in a passage, and in its best sentence
 BM25_WEIGHT = 0.1  # BM25 relative to the candidates' best
-DOCUMENT_WEIGHT = 0.0  # the cosine of a passage's whole document with the question
+DOCUMENT_WEIGHT = 0.2  # x the cosine of a passage's document (its own vector) with the question
 WINDOW_COVER_WEIGHT = 0.5  # weighted share of question terms in a quote's sentence window
 QUOTE_CANDIDATES = 30  # best passages a quote is chosen from (3 per quote when k > 10)
 CANDIDATES_PER_QUOTE = 3  # passages a quote is chosen from, each, when k > 10
@@ -328,7 +328,12 @@ def retrieve(
         passage and in its best sentence
       + w x best sentence cosine, w = min(1, 10 / content terms): a short, specific question is
         usually answered by one sentence, a long descriptive one by a passage as a whole
-      + BM25_WEIGHT (0.1) x BM25 relative to the best candidate's.
+      + BM25_WEIGHT (0.1) x BM25 relative to the best candidate's
+      + DOCUMENT_WEIGHT (0.2) x the cosine of the passage's document vector (its title and text
+        start, `index/documents.py`), where the store has them: an answer is often a whole
+        document about one problem, not its best passage alone.
+    A question longer than the model reads is embedded in pieces (`embed_question`); its
+    lexical terms are all its words.
     See docs/design.md for the measurements behind each term.
 
     Args:
@@ -620,8 +625,10 @@ LISTS = frozenset({ITEM, ROW, TERM, DEFINITION})
 def _structure(
     blocks: tuple[tuple[int, int, str], ...], span: tuple[int, int], limit: int
 ) -> tuple[int, int, str, int]:
-    """The quote `span` with its kind and lead-in length (see `Quote.kind`): a lead-in quoted
-    with the list it introduces goes on to the list's end (LEAD_IN_CHARS, not past `limit`)."""
+    """The quote `span` with its kind and lead-in length (see `Quote.kind`). A quote that
+    stops in a lead-in paragraph before its last sentence goes on to the end of the block the
+    paragraph introduces, and a lead-in quoted with a list goes on to the list's end; both
+    within LEAD_IN_CHARS and not past `limit` (the passage's end)."""
     start, end = span
     k = bisect.bisect_right(blocks, start, key=lambda b: b[0]) - 1
     if k < 0 or not blocks[k][0] <= start < blocks[k][1]:
@@ -630,8 +637,12 @@ def _structure(
     if kind != LEAD_IN:
         return start, end, kind, 0
     after = blocks[k + 1] if k + 1 < len(blocks) else None
-    if after is None or after[0] >= end or after[2] == LEAD_IN:
-        return start, end, PROSE, 0
+    if after is None or after[2] == LEAD_IN or after[0] != blocks[k][1] + 2:
+        return start, end, PROSE, 0  # what it introduces is prose, or it is a lead-in too
+    if after[0] >= end:  # the quote stops in the paragraph that leads in: it goes on to the block
+        if after[1] > limit or after[1] - start > LEAD_IN_CHARS:
+            return start, end, PROSE, 0
+        end = after[1]
     lead_in, kind = after[0] - start, after[2]
     for b_start, b_end, b_kind in blocks[k + 1 :] if kind in LISTS else ():
         if b_start > end + 2 or b_kind not in LISTS or b_end > limit:
