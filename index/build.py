@@ -385,7 +385,7 @@ def build_index(
         with generations.writing(where(settings)) as workspace:
             tables.write_rows(workspace / "store.sqlite", corpus.documents, corpus.passages)
             dim, embedded = _write_vectors(workspace, corpus, embedder, reuse)
-            embedded += documents.write(
+            documents_embedded = documents.write(
                 workspace, corpus.documents, embedder, reuse.documents, reuse.document_rows
             )
             probes = _write_search_files(workspace, corpus)
@@ -402,6 +402,7 @@ def build_index(
         passages=len(corpus.passages),
         sentences=manifest["counts"]["sentences"],
         embedded=embedded,
+        documents_embedded=documents_embedded,
         reused=reused,
         seconds=time.perf_counter() - began,
         collection=settings.collection,

@@ -27,12 +27,13 @@ class IngestReport:
     documents: int
     passages: int
     sentences: int
-    embedded: int
+    embedded: int  # passage and sentence texts embedded
     reused: int
     seconds: float  # embedding and indexing
     collection: str = DEFAULT_COLLECTION
     read_seconds: float = 0.0  # reading the files (set by the caller that read them)
     formats: dict[str, int] = field(default_factory=dict)  # files read per format
+    documents_embedded: int = 0  # document vectors embedded (`documents.py`), not reused
 
 
 @dataclass(slots=True)

@@ -119,7 +119,7 @@ def test_small_blocks_give_the_same_files(monkeypatch, tiny_corpus, settings, fa
     vectors as one block, and each call of the embedder is one block's new texts."""
     build(tiny_corpus, settings, fake_embedder)
     one_block = _vectors(settings)
-    assert fake_embedder.calls == 1
+    assert fake_embedder.calls == 2  # every passage and sentence at once, then the documents
     monkeypatch.setattr(index_build, "BLOCK_TEXTS", 3)
     small = settings.model_copy(update={"data_dir": settings.data_dir.with_name("small")})
     fake_embedder.calls = 0
@@ -129,7 +129,9 @@ def test_small_blocks_give_the_same_files(monkeypatch, tiny_corpus, settings, fa
     (tiny_corpus / "bread.txt").write_text("Baking Bread at Home\n\nOnly one new sentence.\n")
     fake_embedder.calls = fake_embedder.texts = 0
     report = build(tiny_corpus, small, fake_embedder)
-    assert report.embedded == fake_embedder.texts == 2 and fake_embedder.calls == 1
+    # the passage and its sentence in one call, and the changed document's own vector
+    assert report.embedded == fake_embedder.texts - 1 == 2 and fake_embedder.calls == 2
+    assert report.documents_embedded == 1
     monkeypatch.setattr(index_build, "BLOCK_TEXTS", 1 << 16)
     build(tiny_corpus, settings, type(fake_embedder)())
     assert all(
