@@ -3,6 +3,7 @@ the last update, the changes pending and the files skipped with their reasons.""
 
 import json
 
+import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
@@ -11,6 +12,7 @@ from verbatim.server import create_app
 from verbatim.watch import Watcher
 
 
+@pytest.mark.slow  # over 1 s: ingests twice
 def test_health_and_collections_show_the_watch(fake_engine, tiny_corpus, fake_embedder):
     settings = fake_engine.settings
     (tiny_corpus / "broken.pdf").write_bytes(b"not a pdf")

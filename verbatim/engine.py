@@ -146,12 +146,14 @@ def _sources(paths: list[Path], files: list[SourceFile]) -> dict:
     }
 
 
-def recorded_sources(settings: Settings) -> tuple[list[str], dict[str, SourceFile]]:
-    """The folders `settings.collection`'s current local generation was read from and its
-    files' fingerprints, as its manifest records them; nothing for a generation written before
-    they were recorded, or none."""
+def recorded_sources(
+    settings: Settings, name: str | None = None
+) -> tuple[list[str], dict[str, SourceFile]]:
+    """The folders `settings.collection`'s generation `name` (by default the current local
+    one) was read from and its files' fingerprints, as its manifest records them; nothing for
+    a generation written before they were recorded, or none."""
     folder = where(settings)
-    name = generations.current_name(folder)
+    name = name or generations.current_name(folder)
     try:
         manifest = generations.read_manifest(generations.generations_dir(folder) / (name or ""))
         sources = manifest["sources"]
@@ -189,10 +191,11 @@ def update_paths(paths: list[Path], settings: Settings, embedder: Embedder | Non
         NoDocuments: a folder is missing, or nothing readable is left.
     """
     began = time.perf_counter()
-    roots, previous = recorded_sources(settings)
+    generation = generations.current_name(where(settings))  # one, should another publish now
+    roots, previous = recorded_sources(settings, generation)
     if roots != [os.path.abspath(p) for p in paths]:
         previous = {}  # other folders give other ids: read everything once
-    with _stored_documents(settings) as stored:
+    with _stored_documents(settings, generation) as stored:
         corpus, files = read_folders(paths, settings, read_all, previous, stored)
     now = {f.path: f for f in files}
     update = Update(
@@ -208,13 +211,12 @@ def update_paths(paths: list[Path], settings: Settings, embedder: Embedder | Non
 
 
 @contextmanager
-def _stored_documents(settings: Settings) -> Iterator[Stored]:
-    """A file's documents as the current local generation stores them (None if any is
-    missing there), read from its SQLite store."""
+def _stored_documents(settings: Settings, name: str | None) -> Iterator[Stored]:
+    """A file's documents as local generation `name` stores them (None if any is missing
+    there), read from its SQLite store."""
     from verbatim.index import tables
 
     folder = where(settings)
-    name = generations.current_name(folder)
     path = generations.generations_dir(folder) / (name or "") / "store.sqlite"
     if name is None or not path.exists():
         yield lambda source: None

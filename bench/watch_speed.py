@@ -1,0 +1,243 @@
+"""Live folders (#33): one edited file in a collection of N realistic passages, from the save
+to the first answer that quotes it, and the p99 of /api/ask at 4 clients during the update
+against its p99 without one.
+
+The collection is `bench.scale`'s realistic synthetic corpus (real CounselChat sentences, 50
+passages a document), written as one Markdown file per document, embedded by `bench.scale`'s
+stand-in `Jitter` (real vectors plus noise; the real model would take hours at 1M). Three
+processes, as a user runs them: `verbatim serve` (here: the same app with the stand-in
+embedder), `verbatim watch` (a `Watcher` with it) and the clients. The server serves the new
+generation when its CURRENT moves (`FOLLOW_EVERY`); the watcher waits for the events to stop
+(`EVENT_QUIET_MS`) and the file to be stable (`STABLE_S`), then runs `update_paths`, which
+reads the one file, reuses every other vector and rebuilds the generation's files.
+
+Run: `python -m bench.watch_speed [--size 100000] [--edits 3] [--keep DIR]` (prepares the base
+vectors like `make scale`, with the real model, once in DIR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from bench.common import free_port, http_load, ms
+from bench.scale import PASSAGE_CHARS, PASSAGES_PER_DOC, Jitter, _paragraph, prepare
+from verbatim.settings import Settings
+
+BASELINE_S = 20.0  # seconds of load without an update, for the p99 to compare with
+TARGETS = {100_000: 10.0, 1_000_000: 30.0}  # seconds from save to answered (#33)
+
+
+def _settings(work: Path) -> Settings:
+    return Settings(
+        data_dir=work / "data",
+        model="jitter",
+        passage_chars=PASSAGE_CHARS,
+        progress=False,
+        max_question_chars=20_000,
+    )
+
+
+def write_folder(folder: Path, sentences: list[str], n_passages: int) -> None:
+    """`n_passages` paragraphs, `PASSAGES_PER_DOC` to a Markdown file with front matter."""
+    rng = np.random.default_rng(0)
+    n_docs = -(-n_passages // PASSAGES_PER_DOC)
+    for d in range(n_docs):
+        count = min(PASSAGES_PER_DOC, n_passages - d * PASSAGES_PER_DOC)
+        body = "\n\n".join(_paragraph(f"{d}.{j}:", sentences, rng) for j in range(count))
+        sub = folder / f"part{d // 100:03d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        head = f"---\ntitle: Document {d}\nauthor: Author {d % 10}\ndate: {2000 + d % 10}-06-01\n"
+        (sub / f"doc{d:06d}.md").write_text(f"{head}---\n\n{body}\n")
+
+
+def stage_build(work: Path) -> dict:
+    from verbatim.engine import ingest_paths
+
+    began = time.perf_counter()
+    report, _ = ingest_paths([work / "corpus"], _settings(work), Jitter(np.load(work / "base.npy")))
+    return {"passages": report.passages, "ingest_s": round(time.perf_counter() - began, 1)}
+
+
+def stage_serve(work: Path, port: int) -> None:
+    import uvicorn
+
+    from verbatim.engine import open_engines
+    from verbatim.server import create_app
+
+    settings = _settings(work)
+    engines = open_engines(settings, Jitter(np.load(work / "base.npy")))
+    uvicorn.run(create_app(settings, engine=engines), port=port, log_level="warning")
+
+
+def stage_watch(work: Path) -> None:
+    """A `verbatim watch` with the stand-in embedder: one JSON line per applied batch."""
+    from verbatim.watch import Watcher
+
+    def printed(batch) -> None:
+        report = batch.update.report
+        row = {"at": batch.at, "update_s": round(batch.update.seconds, 2)}
+        row |= {"build_s": round(report.seconds, 2), "read_s": round(report.read_seconds, 2)}
+        print(json.dumps(row | {"line": batch.line()}), flush=True)
+
+    settings = _settings(work)
+    watcher = Watcher(settings, [work / "corpus"], Jitter(np.load(work / "base.npy")), printed)
+    print(json.dumps({"ready": True}), flush=True)
+    watcher.run(threading.Event())
+
+
+def _spawn(*args: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "bench.watch_speed", *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+
+def _wait_answering(base: str, seconds: float = 600) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/api/ask", params={"q": "therapy?"}, timeout=5).is_success:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the server did not answer")
+
+
+def _quoted(base: str, question: str, marker: str) -> bool:
+    r = httpx.get(f"{base}/api/ask", params={"q": question, "k": 5}, timeout=30)
+    return r.is_success and any(marker in q["text"] for q in r.json().get("quotes", []))
+
+
+def one_edit(base: str, corpus: Path, questions: list[str], n: int, window: float) -> dict:
+    """Append a paragraph to one file under load; seconds until an answer quotes it, and the
+    p99 of the 4 clients over `window` seconds from 2 s before the save (the update and the
+    server's switch to the new generation fall inside it when they take less)."""
+    target = sorted(corpus.glob("part000/*.md"))[n]
+    marker = f"zebracorn{n}quokka"
+    question = f"What does the {marker} lighthouse keeper remember?"
+    load: dict = {}
+    worker = threading.Thread(
+        target=lambda: load.update(l=http_load(base, questions, 4, seconds=window)), daemon=True
+    )
+    worker.start()
+    time.sleep(2)
+    saved = time.time()
+    with open(target, "a") as fh:
+        fh.write(f"\nThe {marker} lighthouse keeper remembers every storm since 1962.\n")
+    while not _quoted(base, question, marker):
+        if time.time() - saved > 300:
+            raise RuntimeError("the edit was not answered within 300 s")
+        time.sleep(0.1)
+    answered = time.time() - saved
+    worker.join()
+    if answered + 2 > window:
+        print(f"the update outlasted the {window:.0f} s load window", file=sys.stderr)
+    return {"answered_s": round(answered, 2), "saved_at": saved, "during": load["l"]}
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=100_000)
+    parser.add_argument("--edits", type=int, default=3)
+    parser.add_argument("--window", type=float, default=30.0, help="seconds of load per edit")
+    parser.add_argument("--keep", type=Path, help="prepare and build here, and keep it")
+    parser.add_argument("--benchmarks", type=Path, default=Path("../shared/benchmarks"))
+    parser.add_argument("--json", type=Path, default=Path("eval/reports/watch_speed.json"))
+    parser.add_argument("--stage", choices=["build", "serve", "watch"], help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def _setup(args: argparse.Namespace) -> Path:
+    root = args.keep or Path(tempfile.mkdtemp(prefix="verbatim-watch-"))
+    if not (root / "questions.json").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        prepare(root, args.benchmarks)
+    work = root / str(args.size)
+    if not (work / "build.json").exists():
+        work.mkdir(exist_ok=True)
+        (work / "base.npy").unlink(missing_ok=True)
+        (work / "base.npy").symlink_to(root / "base.npy")
+        sentences = json.loads((root / "sentences.json").read_text())
+        write_folder(work / "corpus", sentences, args.size)
+        built = subprocess.run(
+            [sys.executable, "-m", "bench.watch_speed", "--stage", "build", "--work", str(work)],
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        (work / "build.json").write_text(built.stdout.strip().splitlines()[-1])
+    return work
+
+
+def main() -> None:
+    args = _parse_args()
+    if args.stage == "build":
+        print(json.dumps(stage_build(args.work)))
+        return
+    if args.stage in ("serve", "watch"):
+        stage_serve(args.work, args.port) if args.stage == "serve" else stage_watch(args.work)
+        return
+    work = _setup(args)
+    questions = json.loads((work.parent / "questions.json").read_text())
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = _spawn("--stage", "serve", "--work", str(work), "--port", str(port))
+    watcher = _spawn("--stage", "watch", "--work", str(work))
+    try:
+        _wait_answering(base)
+        json.loads(watcher.stdout.readline())  # ready; its first look follows
+        time.sleep(10)
+        baseline = http_load(base, questions, 4, seconds=BASELINE_S)
+        corpus = work / "corpus"
+        edits = [one_edit(base, corpus, questions, n, args.window) for n in range(args.edits)]
+    finally:
+        server.terminate()
+        watcher.terminate()
+    batches = [json.loads(line) for line in watcher.stdout.read().splitlines() if line]
+    built = json.loads((work / "build.json").read_text())
+    result = report(args.size, built, baseline, edits, batches)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+def report(size: int, built: dict, baseline, edits: list[dict], batches: list[dict]) -> dict:
+    without = ms(baseline.latencies)["p99"]
+    rows = []
+    for edit in edits:
+        during = ms(edit["during"].latencies)["p99"]
+        applied = [b for b in batches if b["at"] >= edit["saved_at"]][:1]
+        rows.append(
+            {
+                "answered_s": edit["answered_s"],
+                "p99_during_ms": during,
+                "p99_ratio": round(during / without, 2),
+                "statuses": edit["during"].statuses,
+                "batch": applied[0] if applied else None,
+            }
+        )
+    target = TARGETS.get(size)
+    return {
+        "size": size,
+        "build": built,
+        "p99_without_ms": without,
+        "baseline_statuses": baseline.statuses,
+        "edits": rows,
+        "target_answered_s": target,
+        "met": all(r["answered_s"] <= (target or 0) and r["p99_ratio"] <= 2 for r in rows),
+    }
+
+
+if __name__ == "__main__":
+    main()
