@@ -113,7 +113,7 @@ def test_reading_feedback_is_off_without_a_token(serve):
         ({"end": "12"}, "end"),
         ({"end": 0}, "end"),
         ({"question": ""}, "question"),
-        ({"question": "q" * 1001}, "question"),
+        ({"question": "q" * 10_001}, "question"),  # over the default limit
         ({"doc_id": None}, "doc_id"),
         ({"extra": 1}, "extra"),
     ],
