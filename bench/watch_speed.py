@@ -35,6 +35,7 @@ from verbatim.settings import Settings
 
 BASELINE_S = 20.0  # seconds of load without an update, for the p99 to compare with
 TARGETS = {100_000: 10.0, 1_000_000: 30.0}  # seconds from save to answered (#33)
+GIVE_UP_S = 1_200  # an edit not answered by then fails the run
 
 
 def _settings(work: Path) -> Settings:
@@ -91,6 +92,7 @@ def stage_watch(work: Path) -> None:
 
     settings = _settings(work)
     watcher = Watcher(settings, [work / "corpus"], Jitter(np.load(work / "base.npy")), printed)
+    watcher.apply()  # caught up (an earlier run's edit) before the clients measure anything
     print(json.dumps({"ready": True}), flush=True)
     watcher.run(threading.Event())
 
@@ -122,7 +124,7 @@ def one_edit(base: str, corpus: Path, questions: list[str], n: int, window: floa
     p99 of the 4 clients over `window` seconds from 2 s before the save (the update and the
     server's switch to the new generation fall inside it when they take less)."""
     target = sorted(corpus.glob("part000/*.md"))[n]
-    marker = f"zebracorn{n}quokka"
+    marker = f"zebracorn{n}quokka{int(time.time())}"  # a word no run wrote before
     question = f"What does the {marker} lighthouse keeper remember?"
     load: dict = {}
     worker = threading.Thread(
@@ -134,8 +136,8 @@ def one_edit(base: str, corpus: Path, questions: list[str], n: int, window: floa
     with open(target, "a") as fh:
         fh.write(f"\nThe {marker} lighthouse keeper remembers every storm since 1962.\n")
     while not _quoted(base, question, marker):
-        if time.time() - saved > 300:
-            raise RuntimeError("the edit was not answered within 300 s")
+        if time.time() - saved > GIVE_UP_S:
+            raise RuntimeError(f"the edit was not answered within {GIVE_UP_S} s")
         time.sleep(0.1)
     answered = time.time() - saved
     worker.join()
@@ -196,8 +198,9 @@ def main() -> None:
     watcher = _spawn("--stage", "watch", "--work", str(work))
     try:
         _wait_answering(base)
-        json.loads(watcher.stdout.readline())  # ready; its first look follows
-        time.sleep(10)
+        while "ready" not in json.loads(watcher.stdout.readline()):
+            pass  # a catch-up batch
+        time.sleep(5)
         baseline = http_load(base, questions, 4, seconds=BASELINE_S)
         corpus = work / "corpus"
         edits = [one_edit(base, corpus, questions, n, args.window) for n in range(args.edits)]

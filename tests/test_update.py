@@ -60,7 +60,7 @@ def _same(a, b):
     assert a[3] == b[3]  # the same quotes for the same questions
 
 
-@pytest.mark.slow  # over 1 s: ingests twice
+@pytest.mark.slow  # over 1 s: five ingests
 def test_edits_then_update_equal_a_fresh_ingest(tmp_path, settings, tiny_corpus, fake_embedder):
     ingest_paths([tiny_corpus], settings, fake_embedder)
     (tiny_corpus / "kites.md").write_text("# Kites\n\nFly a kite with the wind at your back.\n")
@@ -114,7 +114,7 @@ def test_no_change_publishes_nothing(settings, tiny_corpus, fake_embedder):
     assert {f.docs for f in files.values()} == {("bread",), ("cars",), ("gardening",)}
 
 
-@pytest.mark.slow  # over 1 s: ingests twice
+@pytest.mark.slow  # over 1 s: an ingest and an update
 def test_a_broken_file_is_skipped_and_the_rest_applied(settings, tiny_corpus, fake_embedder):
     ingest_paths([tiny_corpus], settings, fake_embedder)
     (tiny_corpus / "broken.pdf").write_bytes(b"%PDF-1.4 not really")

@@ -12,7 +12,7 @@ from verbatim.server import create_app
 from verbatim.watch import Watcher
 
 
-@pytest.mark.slow  # over 1 s: ingests twice
+@pytest.mark.slow  # over 1 s: an ingest, an update and an app
 def test_health_and_collections_show_the_watch(fake_engine, tiny_corpus, fake_embedder):
     settings = fake_engine.settings
     (tiny_corpus / "broken.pdf").write_bytes(b"not a pdf")
