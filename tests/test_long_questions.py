@@ -114,3 +114,27 @@ def test_the_document_weight_moves_passages_by_their_documents_cosine(fake_engin
     shift = {int(r): float(s) for r, s in zip(after.rows, after.scores, strict=True)}
     for row, score in zip(before.rows, before.scores, strict=True):
         assert abs(shift[int(row)] - score - cosine[int(row)]) < 1e-5
+
+
+def test_a_long_question_is_answered_on_every_surface_at_the_default_limit(
+    tiny_corpus, settings, fake_embedder
+):
+    from fastapi.testclient import TestClient
+
+    from verbatim.engine import ingest_paths, open_engine
+    from verbatim.server import create_app
+
+    assert "max_question_chars" not in settings.model_fields_set  # the default limit
+    ingest_paths([tiny_corpus], settings, fake_embedder)
+    question = " ".join(["My engine oil looks dark and I worry about the warranty."] * 150)
+    assert 8_000 < len(question) <= settings.max_question_chars
+    engine = open_engine(settings, fake_embedder)
+    with TestClient(create_app(settings, engine=engine)) as client:
+        posted = client.post("/api/ask", json={"question": question})
+        assert posted.status_code == 200 and posted.json()["quotes"]
+        assert client.get("/api/ask", params={"q": question}).status_code == 200
+        page = client.get("/", params={"q": question})
+        assert page.status_code == 200 and 'maxlength="10000"' in page.text
+        over = client.post("/api/ask", json={"question": "x" * (settings.max_question_chars + 1)})
+        assert over.status_code == 422
+    engine.close()
