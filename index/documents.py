@@ -23,6 +23,7 @@ FILE = "documents.npy"
 # Characters of a document's text handed to the tokenizer: far past the 256 word pieces MiniLM
 # reads (one is rarely over 20 characters), so only tokenizing the rest is saved.
 TEXT_CHARS = 10_000
+BLOCK = 65_536  # documents embedded and written at a time: what the build holds of their vectors
 
 
 def document_text(title: str, text: str) -> str:
@@ -52,26 +53,41 @@ def write(
     old: Vectors | None = None,
     rows: dict[str, int] | None = None,
 ) -> int:
-    """Write the documents' vectors (float32), embedding those whose `reuse_key` has no row in
-    the `old` file. Returns how many were embedded."""
+    """Write the documents' vectors (float32) block by block, embedding those whose `reuse_key`
+    has no row in the `old` file and copying the rest. Returns how many were embedded."""
     docs = sorted(documents, key=lambda d: d.id)
-    keys = [reuse_key(d.id, d.title, d.content_hash) for d in docs]
     rows = rows if old is not None and rows else {}
+    writer = VectorWriter(workspace / FILE, len(docs), "float32")
+    embedded = 0
+    for at in range(0, len(docs), BLOCK):
+        block = _block(docs[at : at + BLOCK], embedder, old, rows)
+        writer.write(block)
+        embedded += sum(
+            reuse_key(d.id, d.title, d.content_hash) not in rows for d in docs[at : at + BLOCK]
+        )
+    writer.close(writer.dim or (old.shape[1] if old is not None else embedder.dim))
+    return embedded
+
+
+def _block(
+    docs: list[Document], embedder: Embedder, old: Vectors | None, rows: dict[str, int]
+) -> np.ndarray:
+    """The vectors of `docs`: embedded (unit length) where `rows` has none, else read from `old`."""
+    keys = [reuse_key(d.id, d.title, d.content_hash) for d in docs]
     todo = [i for i, key in enumerate(keys) if key not in rows]
-    dim = old.shape[1] if old is not None else embedder.dim
-    out = np.empty((len(docs), dim), dtype=np.float32)
+    kept = [i for i, key in enumerate(keys) if key in rows]
+    fresh = np.zeros((0, 0), dtype=np.float32)
     if todo:
         texts = [document_text(docs[i].title, docs[i].text) for i in todo]
         fresh = np.asarray(embedder.encode(texts), dtype=np.float32)
-        out = np.empty((len(docs), fresh.shape[1]), dtype=np.float32)
-        out[todo] = fresh / np.maximum(np.linalg.norm(fresh, axis=1, keepdims=True), 1e-12)
-    kept = [i for i, key in enumerate(keys) if key in rows]
+        fresh /= np.maximum(np.linalg.norm(fresh, axis=1, keepdims=True), 1e-12)
+    dim = fresh.shape[1] if todo else old.shape[1] if old is not None else embedder.dim
+    out = np.empty((len(docs), dim), dtype=np.float32)
+    if todo:
+        out[todo] = fresh
     if kept and old is not None:
         out[kept] = old[np.array([rows[keys[i]] for i in kept], dtype=np.int64)]
-    writer = VectorWriter(workspace / FILE, len(docs), "float32")
-    writer.write(out)
-    writer.close(out.shape[1])
-    return len(todo)
+    return out
 
 
 class DocumentVectors:
