@@ -114,8 +114,12 @@ def _wait_answering(base: str, seconds: float = 600) -> None:
     raise RuntimeError("the server did not answer")
 
 
-def _quoted(base: str, question: str, marker: str) -> bool:
-    r = httpx.get(f"{base}/api/ask", params={"q": question, "k": 5}, timeout=30)
+def _quoted(base: str, question: str, marker: str, doc_id: str) -> bool:
+    """Whether the question, asked of the edited document, is answered with the new words.
+    Asked of that document alone: the stand-in embedder's vectors are noise, and across 100k
+    passages they can outrank the one passage that holds the question's rare word."""
+    params = {"q": question, "k": 5, "documents": doc_id}
+    r = httpx.get(f"{base}/api/ask", params=params, timeout=30)
     return r.is_success and any(marker in q["text"] for q in r.json().get("quotes", []))
 
 
@@ -135,7 +139,8 @@ def one_edit(base: str, corpus: Path, questions: list[str], n: int, window: floa
     saved = time.time()
     with open(target, "a") as fh:
         fh.write(f"\nThe {marker} lighthouse keeper remembers every storm since 1962.\n")
-    while not _quoted(base, question, marker):
+    doc_id = target.relative_to(corpus).with_suffix("").as_posix()
+    while not _quoted(base, question, marker, doc_id):
         if time.time() - saved > GIVE_UP_S:
             raise RuntimeError(f"the edit was not answered within {GIVE_UP_S} s")
         time.sleep(0.1)

@@ -104,6 +104,8 @@ class State:
         Returns:
             Whether it reloaded.
         """
+        if self.settings.store == "qdrant" and not _remote(self.settings.qdrant_url):
+            return False  # Qdrant's local mode: only this process writes it, nothing to follow
         now = self.pointers()
         if self._seen is None:  # the first look: what is served is what the pointers named
             served: dict[str, str | None] = {
@@ -187,6 +189,10 @@ class State:
         if doc_id not in store.documents:
             raise NotFound(f"no document with id {doc_id!r}; GET /api/documents lists them")
         return store.document(doc_id)
+
+
+def _remote(url: str | None) -> bool:
+    return bool(url) and str(url).startswith(("http://", "https://"))
 
 
 async def current_state(request: Request) -> State:
