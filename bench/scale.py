@@ -67,7 +67,8 @@ class Jitter:
 
 class Known:
     """A stand-in `Embedder` for known questions: their real-model vectors, looked up by the
-    cleaned question text, so that timing `answer` leaves out the encoding."""
+    cleaned question text (or each piece of a long one), so that timing `answer` leaves out the
+    encoding."""
 
     def __init__(self, vectors: dict[str, np.ndarray]) -> None:
         self.vectors = vectors
@@ -151,7 +152,7 @@ def build(work: Path) -> dict:
 
 
 def search(work: Path) -> dict:
-    from verbatim.answer import clean_question
+    from verbatim.answer import clean_question, question_pieces
     from verbatim.index import load_index
 
     settings = _settings(work)
@@ -166,8 +167,14 @@ def search(work: Path) -> dict:
         rows, _ = index.search(q, 10)
         took.append(time.perf_counter() - began)
         found.append(set(rows.tolist()))
+    # A long question is encoded as pieces (`answer.embed_question`): each piece stands for
+    # the whole question's vector, so their mean is that vector again.
     known: Embedder = Known(
-        {clean_question(t, settings): q for t, q in zip(texts, questions, strict=True)}
+        {
+            piece: q
+            for t, q in zip(texts, questions, strict=True)
+            for piece in question_pieces(clean_question(t, settings))
+        }
     )
     answers = _answer_ms(texts, index, known, settings, None)
     filtered = {share: _answer_ms(texts, index, known, settings, f) for share, f in FILTERS.items()}
