@@ -107,7 +107,7 @@ def write_corpus(folder: Path, sentences: list[str], n_passages: int) -> None:
         lines = []
         for d in range(first, min(first + DOCS_PER_FILE, n_docs)):
             count = min(PASSAGES_PER_DOC, n_passages - d * PASSAGES_PER_DOC)
-            body = "\n\n".join(_paragraph(f"{d}.{j}:", sentences, rng) for j in range(count))
+            body = "\n\n".join(paragraph(f"{d}.{j}:", sentences, rng) for j in range(count))
             lines.append(json.dumps(_document(d, body)))
         (folder / f"part{first // DOCS_PER_FILE:05d}.jsonl").write_text("\n".join(lines) + "\n")
 
@@ -123,7 +123,7 @@ def _document(d: int, body: str) -> dict:
 FILTERS = {"10%": Filters(author="Author 3"), "90%": Filters(date_from="2001-01-01")}
 
 
-def _paragraph(label: str, sentences: list[str], rng: np.random.Generator) -> str:
+def paragraph(label: str, sentences: list[str], rng: np.random.Generator) -> str:
     """`label` and then random sentences, between half of `PASSAGE_CHARS` and all of it."""
     text = label
     while True:
@@ -137,7 +137,7 @@ def _paragraph(label: str, sentences: list[str], rng: np.random.Generator) -> st
 def build(work: Path) -> dict:
     from verbatim.engine import ingest_paths
 
-    settings = _settings(work)
+    settings = settings_for(work)
     embedder: Embedder = Jitter(np.load(work / "base.npy"))
     began = time.perf_counter()
     report, skipped = ingest_paths([work / "corpus"], settings, embedder)
@@ -155,7 +155,7 @@ def search(work: Path) -> dict:
     from verbatim.answer import clean_question, question_pieces
     from verbatim.index import load_index
 
-    settings = _settings(work)
+    settings = settings_for(work)
     began = time.perf_counter()
     index = load_index(settings)
     load_s = time.perf_counter() - began
@@ -271,7 +271,7 @@ def _sweep(ann, questions: np.ndarray, exact: list[set]) -> dict | None:
     return out
 
 
-def _settings(work: Path) -> Settings:
+def settings_for(work: Path) -> Settings:
     return Settings(
         data_dir=work / "data",
         model="jitter",

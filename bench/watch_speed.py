@@ -30,22 +30,11 @@ import httpx
 import numpy as np
 
 from bench.common import free_port, http_load, ms
-from bench.scale import PASSAGE_CHARS, PASSAGES_PER_DOC, Jitter, _paragraph, prepare
-from verbatim.settings import Settings
+from bench.scale import PASSAGES_PER_DOC, Jitter, paragraph, prepare, settings_for
 
 BASELINE_S = 20.0  # seconds of load without an update, for the p99 to compare with
 TARGETS = {100_000: 10.0, 1_000_000: 30.0}  # seconds from save to answered (#33)
 GIVE_UP_S = 1_200  # an edit not answered by then fails the run
-
-
-def _settings(work: Path) -> Settings:
-    return Settings(
-        data_dir=work / "data",
-        model="jitter",
-        passage_chars=PASSAGE_CHARS,
-        progress=False,
-        max_question_chars=20_000,
-    )
 
 
 def write_folder(folder: Path, sentences: list[str], n_passages: int) -> None:
@@ -54,7 +43,7 @@ def write_folder(folder: Path, sentences: list[str], n_passages: int) -> None:
     n_docs = -(-n_passages // PASSAGES_PER_DOC)
     for d in range(n_docs):
         count = min(PASSAGES_PER_DOC, n_passages - d * PASSAGES_PER_DOC)
-        body = "\n\n".join(_paragraph(f"{d}.{j}:", sentences, rng) for j in range(count))
+        body = "\n\n".join(paragraph(f"{d}.{j}:", sentences, rng) for j in range(count))
         sub = folder / f"part{d // 100:03d}"
         sub.mkdir(parents=True, exist_ok=True)
         head = f"---\ntitle: Document {d}\nauthor: Author {d % 10}\ndate: {2000 + d % 10}-06-01\n"
@@ -65,7 +54,9 @@ def stage_build(work: Path) -> dict:
     from verbatim.engine import ingest_paths
 
     began = time.perf_counter()
-    report, _ = ingest_paths([work / "corpus"], _settings(work), Jitter(np.load(work / "base.npy")))
+    report, _ = ingest_paths(
+        [work / "corpus"], settings_for(work), Jitter(np.load(work / "base.npy"))
+    )
     return {"passages": report.passages, "ingest_s": round(time.perf_counter() - began, 1)}
 
 
@@ -75,7 +66,7 @@ def stage_serve(work: Path, port: int) -> None:
     from verbatim.engine import open_engines
     from verbatim.server import create_app
 
-    settings = _settings(work)
+    settings = settings_for(work)
     engines = open_engines(settings, Jitter(np.load(work / "base.npy")))
     uvicorn.run(create_app(settings, engine=engines), port=port, log_level="warning")
 
@@ -90,7 +81,7 @@ def stage_watch(work: Path) -> None:
         row |= {"build_s": round(report.seconds, 2), "read_s": round(report.read_seconds, 2)}
         print(json.dumps(row | {"line": batch.line()}), flush=True)
 
-    settings = _settings(work)
+    settings = settings_for(work)
     watcher = Watcher(settings, [work / "corpus"], Jitter(np.load(work / "base.npy")), printed)
     watcher.apply()  # caught up (an earlier run's edit) before the clients measure anything
     print(json.dumps({"ready": True}), flush=True)

@@ -52,7 +52,7 @@ def information(word: str) -> float:
     return -math.log10(max(_english().get(word, 0.0), 1e-9))
 
 
-def _stemmer():
+def stemmer():
     import Stemmer
 
     return Stemmer.Stemmer("english").stemWords
@@ -64,7 +64,7 @@ class Lexical:
     def __init__(self, retriever, size: int, by_text=None) -> None:
         self.retriever = retriever  # None when no text has a single indexable term
         self.size = size
-        self._stem = _stemmer()
+        self._stem = stemmer()
         from bm25s.stopwords import STOPWORDS_EN
 
         self._stopwords = frozenset(STOPWORDS_EN)
@@ -90,7 +90,7 @@ class Lexical:
         sentences are never all held as strings beside their token lists."""
         import bm25s
 
-        tokens = bm25s.tokenize(texts, stopwords="en", stemmer=_stemmer(), show_progress=False)
+        tokens = bm25s.tokenize(texts, stopwords="en", stemmer=stemmer(), show_progress=False)
         size = len(tokens.ids)
         if not tokens.vocab:
             return cls(None, size)

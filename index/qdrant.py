@@ -41,7 +41,7 @@ from verbatim.errors import IndexCorrupt, IndexMissing, VerbatimError
 from verbatim.index import generations, tables
 from verbatim.index.build import EXACT_SEARCH_LIMIT
 from verbatim.index.catalog import Catalog
-from verbatim.index.lexical import Lexical, _stemmer
+from verbatim.index.lexical import Lexical, stemmer
 from verbatim.index.load import where
 from verbatim.index.local import TEXT_CACHE, Index
 from verbatim.index.records import Candidates, PassageRows, SentenceRows, Thresholds
@@ -116,7 +116,7 @@ class _Terms(Lexical):
     def __init__(self, terms: list[str], idf: list[float]) -> None:
         self._vocab = {t: i for i, t in enumerate(terms)}
         self._idf = np.asarray(idf, dtype=np.float64)
-        self._stem = _stemmer()
+        self._stem = stemmer()
         from bm25s.stopwords import STOPWORDS_EN
 
         self._stopwords = frozenset(STOPWORDS_EN)

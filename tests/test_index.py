@@ -236,7 +236,7 @@ def test_question_analysis_matches_the_indexed_analysis():
 
     import bm25s
 
-    from verbatim.index.lexical import Lexical, _stemmer
+    from verbatim.index.lexical import Lexical, stemmer
 
     corpus = Path(__file__).resolve().parent.parent / "corpus"
     texts = [p.read_text() for p in sorted(corpus.glob("*.md"))]
@@ -248,7 +248,7 @@ def test_question_analysis_matches_the_indexed_analysis():
     lexical = Lexical.build(texts)
     for text in texts:
         want = bm25s.tokenize(
-            [text], stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False
+            [text], stopwords="en", stemmer=stemmer(), return_ids=False, show_progress=False
         )[0]
         assert lexical.tokenize(text) == want
 
