@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,10 @@ def run(server, check: Callable[[Client], Awaitable[Any]]) -> Any:
         async with Client(server) as client:
             return await check(client)
 
-    return asyncio.run(connected())
+    # A browser test's Playwright (its sync API) keeps an event loop running on the main thread
+    # while its session lasts, and asyncio.run refuses to start beside one: a thread of its own.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, connected()).result()
 
 
 def _valid(result, tool) -> dict:

@@ -75,17 +75,17 @@ def test_broken_pdfs_are_skipped_with_a_reason_each(tmp_path):
     assert "no text layer" in reasons["scan.pdf"] and "OCR" in reasons["scan.pdf"]
 
 
-@pytest.mark.stress  # waits out the whole limit; a shorter one fails the good PDF under load
+@pytest.mark.stress  # waits out the whole limit; under a heavy load the good PDF may miss it
 def test_a_hostile_pdf_is_skipped_within_its_time_limit(tmp_path):
     (tmp_path / "bomb.pdf").write_bytes(pdf_bomb())
     (tmp_path / "good.pdf").write_bytes(make_pdf(TWO_PAGES, INFO))
     (tmp_path / "notes.md").write_text("Notes read while the bomb ticks.")
     began = time.monotonic()
     corpus = read_documents(
-        [tmp_path], fake_settings(tmp_path, read_timeout_s=5, read_memory_mb=2048)
+        [tmp_path], fake_settings(tmp_path, read_timeout_s=2, read_memory_mb=2048)
     )
-    assert time.monotonic() - began < 5 + 10  # the limit, plus starting the readers
+    assert time.monotonic() - began < 2 + 10  # the limit, plus starting the readers
     assert [d.id for d in corpus.documents] == ["good", "notes"]
     [skip] = corpus.skipped
     assert skip.path.endswith("bomb.pdf")
-    assert "longer than 5 s" in skip.reason and "VERBATIM_READ_TIMEOUT_S" in skip.reason
+    assert "longer than 2 s" in skip.reason and "VERBATIM_READ_TIMEOUT_S" in skip.reason

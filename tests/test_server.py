@@ -5,6 +5,9 @@ from fastapi.testclient import TestClient
 
 from verbatim.server import create_app
 from verbatim.server.errors import BUSY
+from verbatim.settings import Settings
+
+TOO_LONG = "x" * (Settings.model_fields["max_question_chars"].default + 1)  # one past the limit
 
 pytestmark = pytest.mark.slow
 QUESTION = "What if my husband refuses couples therapy?"
@@ -99,7 +102,13 @@ def test_health(client):
         ),
         ("post", "/api/ask", {"json": {"question": ""}}, 422, "invalid_request"),
         ("post", "/api/ask", {"json": {"question": " \u3000\n "}}, 422, "invalid_request"),
-        ("post", "/api/ask", {"json": {"question": "x" * 1001}}, 422, "invalid_request"),
+        (
+            "post",
+            "/api/ask",
+            {"json": {"question": TOO_LONG}},
+            422,
+            "invalid_request",
+        ),
         ("post", "/api/ask", {"json": {"question": "hi", "k": 0}}, 422, "invalid_request"),
         ("post", "/api/ask", {"json": {"question": "hi", "k": 21}}, 422, "invalid_request"),
         ("post", "/api/ask", {"json": {"question": "hi", "k": "3"}}, 422, "invalid_request"),
