@@ -182,8 +182,8 @@ def test_scale_corpus_has_one_passage_per_paragraph_and_real_code_finds_it(tmp_p
         Jitter,
         Known,
         _document,
-        _paragraph,
-        _settings,
+        paragraph,
+        settings_for,
         write_corpus,
     )
     from verbatim.index import load_index
@@ -197,7 +197,7 @@ def test_scale_corpus_has_one_passage_per_paragraph_and_real_code_finds_it(tmp_p
         for i in range(40)
     ]
     write_corpus(tmp_path / "corpus", sentences, 120)
-    settings = _settings(tmp_path)
+    settings = settings_for(tmp_path)
     docs = read_documents([tmp_path / "corpus"], settings).documents
     assert len(docs) == 3
     assert sum(len(split_passages(d, settings.passage_chars)) for d in docs) == 120
@@ -220,7 +220,7 @@ def test_scale_corpus_has_one_passage_per_paragraph_and_real_code_finds_it(tmp_p
         assert catalog.documents(filters).mean() == int(share[:-1]) / 100
     # a file of the scale corpus is read, not skipped as too large (it was, at 2,000 documents)
     rng = np.random.default_rng(0)
-    body = "\n\n".join(_paragraph(f"9.{j}:", sentences, rng) for j in range(PASSAGES_PER_DOC))
+    body = "\n\n".join(paragraph(f"9.{j}:", sentences, rng) for j in range(PASSAGES_PER_DOC))
     one = len(json.dumps(_document(99_999, body)).encode()) + 1
     assert one * DOCS_PER_FILE < Settings().max_file_bytes
     known = Known({"q1": vectors[0], "q2": vectors[1]})
