@@ -238,6 +238,16 @@ class _Block:
     passages: np.ndarray  # (rows, dim) float32
     sentences: np.ndarray  # (their sentences, dim) float32
     embedded: int  # texts that went through the embedder
+    reused: int  # passages whose vectors were copied from the current generation
+
+
+@dataclass
+class _Written:
+    """What `_write_vectors` wrote: the vector width, and the work saved and done."""
+
+    dim: int
+    embedded: int  # texts that went through the embedder
+    reused: int  # passages whose vectors were copied
 
 
 def _block(
@@ -266,7 +276,7 @@ def _block(
         pvecs[at] = reuse.passages[kept]
         old = sentence_span_rows(reuse.sent_lo[kept], reuse.sent_hi[kept])
         svecs[sentence_span_rows(starts[at], starts[at] + counts[at])] = reuse.sentences[old]
-    return _Block(pvecs, svecs, len(fresh))
+    return _Block(pvecs, svecs, len(fresh), len(kept))
 
 
 def _encode(embedder: Embedder, texts: list[str]) -> np.ndarray:
@@ -282,27 +292,26 @@ def _reused_dim(reuse: _Reuse) -> int:
     return reuse.passages.shape[1]
 
 
-def _write_vectors(
-    workspace: Path, corpus: Corpus, embedder: Embedder, reuse: _Reuse
-) -> tuple[int, int]:
+def _write_vectors(workspace: Path, corpus: Corpus, embedder: Embedder, reuse: _Reuse) -> _Written:
     """Write passages.npy (float32) and sentences.npy (`SENTENCE_DTYPE`) block by block,
     embedding what the current generation lacks: the build holds one block's vectors, never
-    the whole matrices. Returns the vector width and how many texts were embedded."""
+    the whole matrices."""
     passages = corpus.passages
     n_sentences = sum(len(p.sentences) for p in passages)
     docs = {d.id: d for d in corpus.documents}
     pfile = VectorWriter(workspace / "passages.npy", len(passages), "float32")
     sfile = VectorWriter(workspace / "sentences.npy", n_sentences, SENTENCE_DTYPE)
-    embedded = 0
+    embedded = reused = 0
     for rows in _blocks(passages):
         block = _block(passages, rows, docs, embedder, reuse)
         pfile.write(block.passages)
         sfile.write(block.sentences)
         embedded += block.embedded
+        reused += block.reused
     dim = pfile.dim or (_reused_dim(reuse) if reuse.passages is not None else embedder.dim)
     pfile.close(dim)
     sfile.close(dim)
-    return dim, embedded
+    return _Written(dim, embedded, reused)
 
 
 def _probe_queries(path: Path, passages: np.ndarray) -> np.ndarray:
@@ -380,16 +389,16 @@ def build_index(
     """
     began = time.perf_counter()
     reuse = _reusable(settings)
-    reused = sum(_same_split(p, reuse) for p in corpus.passages)
     try:
         with generations.writing(where(settings)) as workspace:
             tables.write_rows(workspace / "store.sqlite", corpus.documents, corpus.passages)
-            dim, embedded = _write_vectors(workspace, corpus, embedder, reuse)
+            written = _write_vectors(workspace, corpus, embedder, reuse)
             documents_embedded = documents.write(
                 workspace, corpus.documents, embedder, reuse.documents, reuse.document_rows
             )
             probes = _write_search_files(workspace, corpus)
-            manifest = _manifest(corpus, settings, dim) | ({"ivf": probes} if probes else {})
+            manifest = _manifest(corpus, settings, written.dim)
+            manifest |= {"ivf": probes} if probes else {}
             calibration = _calibration(workspace, manifest, reuse.manifest, calibrate)
             if calibration is not None:
                 manifest["calibration"] = calibration
@@ -401,9 +410,9 @@ def build_index(
         documents=len(corpus.documents),
         passages=len(corpus.passages),
         sentences=manifest["counts"]["sentences"],
-        embedded=embedded,
+        embedded=written.embedded,
         documents_embedded=documents_embedded,
-        reused=reused,
+        reused=written.reused,
         seconds=time.perf_counter() - began,
         collection=settings.collection,
         read_seconds=corpus.read_seconds,
