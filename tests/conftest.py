@@ -3,6 +3,7 @@
 model and `browser` ones drive Chromium; `pytest -m ""` runs everything."""
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -249,3 +250,26 @@ def pytest_collection_modifyitems(items):
         uses = real & set(getattr(item, "fixturenames", ()))
         if uses and item.get_closest_marker("slow") is None:
             raise pytest.UsageError(f"{item.nodeid} uses {sorted(uses)} but is not marked slow")
+
+
+# Three one-line documents as a JSONL corpus, for the eval's tests.
+TINY_JSONL = [
+    {"id": "d1", "title": "Oil", "text": "Change the engine oil every ten thousand kilometres."},
+    {"id": "d2", "title": "Tomatoes", "text": "Tomatoes need full sun. Water them daily."},
+    {"id": "d3", "title": "Bread", "text": "Knead the dough for ten minutes before baking."},
+]
+
+
+@pytest.fixture
+def tiny_engine(tmp_path, settings, fake_embedder) -> Iterator["Engine"]:
+    """`TINY_JSONL` built with the fake embedder, open to answer."""
+    from verbatim.engine import Engine
+    from verbatim.index import build_index, load_index
+    from verbatim.ingest import read_documents
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in TINY_JSONL))
+    build_index(read_documents([corpus], settings), settings, fake_embedder)
+    engine = Engine(settings, load_index(settings), fake_embedder)
+    yield engine
+    engine.close()

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from verbatim.engine import Engine
+from tests.conftest import TINY_JSONL
 from verbatim.eval import _check, evaluate, load_questions, read_questions
 from verbatim.eval.metrics import (
     coverage_precision,
@@ -69,11 +69,6 @@ def test_seed_gold_answers_exist_in_the_corpus():
             assert any(gold in text for text in texts), gold
 
 
-TINY = [
-    {"id": "d1", "title": "Oil", "text": "Change the engine oil every ten thousand kilometres."},
-    {"id": "d2", "title": "Tomatoes", "text": "Tomatoes need full sun. Water them daily."},
-    {"id": "d3", "title": "Bread", "text": "Knead the dough for ten minutes before baking."},
-]
 QUESTIONS = [
     {
         "id": "q1",
@@ -99,18 +94,6 @@ QUESTIONS = [
 ]
 
 
-@pytest.fixture
-def tiny_engine(tmp_path, settings, fake_embedder):
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps(d) + "\n" for d in TINY))
-    build_index(read_documents([corpus], settings), settings, fake_embedder)
-    from verbatim.index import load_index
-
-    engine = Engine(settings, load_index(settings), fake_embedder)
-    yield engine
-    engine.close()
-
-
 def test_evaluate_on_a_tiny_corpus(tiny_engine, tmp_path):
     path = tmp_path / "q.jsonl"
     path.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
@@ -130,7 +113,7 @@ def test_beir_reader_gives_the_same_figures(tiny_engine, tmp_path):
     (beir / "corpus.jsonl").write_text(
         "".join(
             json.dumps({"_id": d["id"], "title": d["title"], "text": d["text"]}) + "\n"
-            for d in TINY
+            for d in TINY_JSONL
         )
     )
     (beir / "queries.jsonl").write_text(

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from tests.conftest import TINY_JSONL
 from verbatim.engine import Engine
 from verbatim.eval import (
     Report,
@@ -22,14 +23,7 @@ from verbatim.eval import (
     read_questions,
     worst_lines,
 )
-from verbatim.index import build_index, load_index
-from verbatim.ingest import read_documents
 
-TINY = [
-    {"id": "d1", "title": "Oil", "text": "Change the engine oil every ten thousand kilometres."},
-    {"id": "d2", "title": "Tomatoes", "text": "Tomatoes need full sun. Water them daily."},
-    {"id": "d3", "title": "Bread", "text": "Knead the dough for ten minutes before baking."},
-]
 ASKED = [
     ("q1", "How often to change engine oil?", "ten thousand", "d1"),
     ("q2", "Do tomatoes need sun?", "full sun", "d2"),
@@ -46,16 +40,6 @@ def _questions(tmp_path, rows=ASKED):
         )
     )
     return read_questions(path)
-
-
-@pytest.fixture
-def tiny_engine(tmp_path, settings, fake_embedder):
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps(d) + "\n" for d in TINY))
-    build_index(read_documents([corpus], settings), settings, fake_embedder)
-    engine = Engine(settings, load_index(settings), fake_embedder)
-    yield engine
-    engine.close()
 
 
 def _result(qid: str, kind: str = "answerable", hit: bool | None = None, docs=()) -> Result:
@@ -138,7 +122,9 @@ def test_the_dense_baseline_ranks_whole_documents_by_cosine_and_is_cached(
     cache = tmp_path / "dense"
     ids, vectors = dense.document_vectors(store, fake_embedder, settings, cache)
     assert ids == ["d1", "d2", "d3"]
-    texts = [f"{d['title']}\n{d['text']}" for d in TINY]  # title, then text, as the model reads
+    texts = [
+        f"{d['title']}\n{d['text']}" for d in TINY_JSONL
+    ]  # title, then text, as the model reads
     assert np.allclose(vectors, fake_embedder.encode(texts))
     q = fake_embedder.encode(["Do tomatoes need sun?"])[0]
     by_hand = [ids[i] for i in np.argsort(-(vectors @ q), kind="stable")]
@@ -151,9 +137,9 @@ def test_the_dense_baseline_ranks_whole_documents_by_cosine_and_is_cached(
 
 def test_eval_reports_the_baseline_beside_its_own_figures(tiny_engine, fake_embedder, tmp_path):
     report = evaluate(_questions(tmp_path), tiny_engine, progress=False)
-    docs = fake_embedder.encode([f"{d['title']}\n{d['text']}" for d in TINY])
+    docs = fake_embedder.encode([f"{d['title']}\n{d['text']}" for d in TINY_JSONL])
     asked = fake_embedder.encode([q for _, q, _, _ in ASKED])
-    by_hand = [[TINY[i]["id"] for i in np.argsort(-(docs @ q), kind="stable")] for q in asked]
+    by_hand = [[TINY_JSONL[i]["id"] for i in np.argsort(-(docs @ q), kind="stable")] for q in asked]
     assert [r.dense_ranked for r in report.results] == by_hand
     # The bag-of-words vectors put "Oil" first for the dough question too (hash collisions).
     assert [ranked[0] for ranked in by_hand] == ["d1", "d2", "d1"]
