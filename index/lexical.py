@@ -12,15 +12,17 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import queue
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 from scipy.sparse._sparsetools import csc_matvec  # y += A @ x, A one column
 
 from verbatim.arrays import spans
+from verbatim.index.vectors import HEADER_BYTES, write_header
 
 EMPTY = "empty.json"  # marks an index of texts without a single indexable term
 SPLIT = re.compile(r"(?u)\b\w\w+\b").findall  # bm25s.tokenize's own pattern
@@ -164,6 +166,23 @@ class Lexical:
         tid = self._vocab.get(term)
         return 0.0 if tid is None else float(self._idf[tid])
 
+    def frequency(self, term: str) -> int:
+        """How many texts hold `term` (0 for a term the index never saw)."""
+        tid = self._vocab.get(term)
+        return 0 if tid is None else int(self._indptr[tid + 1] - self._indptr[tid])
+
+    def reweigh(self, idf: np.ndarray) -> None:
+        """Score with `idf` (by term id, `vocabulary` order) in place of this index's own: a
+        delta segment's texts scored with the document frequencies of its whole generation
+        (`segments.Segmented`). Each weight is its term's IDF times a factor that does not
+        depend on it (bm25s's "lucene" BM25), so scaling each term's postings is exact."""
+        if self.retriever is None:
+            return
+        postings = self.retriever.scores
+        scale = np.repeat(idf / self._idf, np.diff(self._indptr)).astype(postings["data"].dtype)
+        postings["data"] = np.asarray(postings["data"]) * scale
+        self._idf = np.asarray(idf, dtype=np.float64)
+
     def contains(self, terms: list[str], rows: np.ndarray) -> np.ndarray:
         """Boolean matrix (len(rows), len(terms)): whether each text holds each (distinct) term.
 
@@ -269,3 +288,249 @@ class Lexical:
         _, term = min(held)
         texts = self.retriever.scores["indices"][indptr[term] : indptr[term + 1]]
         return float(np.partition(scores[texts], len(texts) - n)[len(texts) - n])
+
+
+# `LexicalWriter.finish` turns the texts' term ids into bm25s's matrix by term, a range of
+# terms at a time holding at most this many postings (16M: 192 MB of ids, scores and order).
+FINISH_POSTINGS = 1 << 24
+READ_TEXTS = 1 << 18  # texts whose (term, count) pairs are read from the scratch files at a time
+TF, LENGTHS, VOCAB = ".tf", ".lengths", ".vocab.jsonl"  # scratch files, removed by `finish`
+
+
+class LexicalWriter:
+    """What `Lexical.build(texts).save(path)` writes, for texts that come in batches (`add`), in
+    memory that does not grow with their number.
+
+    Each text's distinct term ids (ascending: `terms.npy`, which the index keeps anyway) go to
+    disk as they come, with their counts, the text's length and each new term; document
+    frequencies are counted on the way. `finish` then writes bm25s's score matrix from those
+    files a range of terms at a time: the floats bm25s computes, in its own file format
+    (tests/test_stream_lexical.py compares them). Term ids are numbered in order of first use
+    (bm25s numbers them in the order of a Python set, which changes from run to run; nothing
+    depends on the numbering). `state()` flushes what was added and says how much, so that a
+    writer opened again with it (after a crash) goes on from there.
+    """
+
+    def __init__(self, path: Path, state: dict | None = None) -> None:
+        from bm25s.stopwords import STOPWORDS_EN
+
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._stem = stemmer()
+        self._word: dict[str, int] = dict.fromkeys(STOPWORDS_EN, -1)  # -1: a stop word
+        self._term: dict[str, int] = {}  # stemmed term -> its id
+        self._df = np.zeros(0, dtype=np.int64)
+        self.texts = self.pairs = self.tokens = 0
+        state = state or {}
+        resume = bool(state) and (path / TERMS).exists()
+        texts, pairs = (state["texts"], state["pairs"]) if resume else (0, 0)
+        self._terms = _scratch(path / TERMS, HEADER_BYTES + 4 * pairs, resume)
+        self._ptr = _scratch(path / TERMS_PTR, HEADER_BYTES + 8 * (texts + 1), resume)
+        self._tf = _scratch(path / TF, 4 * pairs, resume)
+        self._lengths = _scratch(path / LENGTHS, 4 * texts, resume)
+        self._vocab = _scratch(path / VOCAB, state.get("vocab_bytes", 0) if resume else 0, resume)
+        if resume:
+            self._reload(texts, pairs)
+        else:
+            write_header(self._terms, np.dtype(np.int32), (0,))
+            write_header(self._ptr, np.dtype(np.int64), (0,))
+            self._ptr.write(np.zeros(1, dtype=np.int64).data)
+
+    def _reload(self, texts: int, pairs: int) -> None:
+        """The vocabulary, frequencies and counts of the texts already on disk."""
+        self._vocab.seek(0)
+        for line in self._vocab.read().decode("utf-8").splitlines():
+            self._term[json.loads(line)] = len(self._term)
+        self._df = np.zeros(len(self._term), dtype=np.int64)
+        for at in range(0, pairs, FINISH_POSTINGS):
+            ids = _read(
+                self.path / TERMS, np.int32, HEADER_BYTES, at, min(pairs, at + FINISH_POSTINGS)
+            )
+            self._df += np.bincount(ids, minlength=len(self._df))
+        self.tokens = int(_read(self.path / LENGTHS, np.int32, 0, 0, texts).sum(dtype=np.int64))
+        self.texts, self.pairs = texts, pairs
+
+    def _new(self, word: str) -> int:
+        """The term id of a word not seen before (a new term if its stem is new too)."""
+        stem = self._stem([word])[0]
+        tid = self._term.get(stem)
+        if tid is None:
+            tid = self._term[stem] = len(self._term)
+            self._vocab.write((json.dumps(stem) + "\n").encode("utf-8"))
+        self._word[word] = tid
+        return tid
+
+    def add(self, texts: Iterable[str]) -> None:
+        """Index `texts` as the next rows: the analysis of `Lexical.build` (bm25s's tokenizer)."""
+        lengths: list[int] = []
+        ids: list[int] = []
+        get = self._word.get
+        for text in texts:
+            words = SPLIT(text.lower())
+            found = [get(w, -2) for w in words]
+            if -2 in found:  # new words: give them ids, then look them all up again
+                for word in {w for w, i in zip(words, found, strict=True) if i == -2}:
+                    self._new(word)
+                found = [get(w, -1) for w in words]
+            kept = [i for i in found if i >= 0]
+            lengths.append(len(kept))
+            ids.extend(kept)
+        self._write(np.array(lengths, dtype=np.int64), np.array(ids, dtype=np.int64))
+
+    def _write(self, lengths: np.ndarray, ids: np.ndarray) -> None:
+        """Each text's distinct terms, ascending, with their counts; the frequencies counted."""
+        owner = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+        pairs, tf = np.unique((owner << 32) | ids, return_counts=True)
+        terms = (pairs & 0xFFFFFFFF).astype(np.int32)
+        ends = self.pairs + np.cumsum(np.bincount(pairs >> 32, minlength=len(lengths)))
+        self._terms.write(terms.data)
+        self._tf.write(tf.astype(np.int32).data)
+        self._lengths.write(lengths.astype(np.int32).data)
+        self._ptr.write(ends.astype(np.int64).data)
+        if len(self._df) < len(self._term):
+            self._df = np.concatenate(
+                [self._df, np.zeros(len(self._term) - len(self._df), np.int64)]
+            )
+        self._df += np.bincount(terms, minlength=len(self._df))
+        self.texts += len(lengths)
+        self.pairs += len(terms)
+        self.tokens += int(lengths.sum())
+
+    def state(self) -> dict:
+        """Flush what was added to the disk and say how much it was (for `LexicalWriter(path,
+        state)` after a crash)."""
+        for fh in (self._terms, self._ptr, self._tf, self._lengths, self._vocab):
+            fh.flush()
+            os.fsync(fh.fileno())
+        return {"texts": self.texts, "pairs": self.pairs, "vocab_bytes": self._vocab.tell()}
+
+    def finish(self) -> None:
+        """Write the index's files (those of `Lexical.save`) and remove the scratch files."""
+        self.state()
+        for fh in (self._terms, self._ptr, self._tf, self._lengths, self._vocab):
+            fh.seek(0, os.SEEK_END)
+        self._terms.seek(0)
+        write_header(self._terms, np.dtype(np.int32), (self.pairs,))
+        self._ptr.seek(0)
+        write_header(self._ptr, np.dtype(np.int64), (self.texts + 1,))
+        for fh in (self._terms, self._ptr, self._tf, self._lengths, self._vocab):
+            fh.close()
+        if self._term:
+            self._postings()
+            self._describe()
+        else:  # no indexable term in any text: what `Lexical.save` writes for it
+            for name in (TERMS, TERMS_PTR):
+                (self.path / name).unlink()
+            (self.path / EMPTY).write_text(json.dumps({"size": self.texts}))
+        for name in (TF, LENGTHS, VOCAB):
+            (self.path / name).unlink()
+
+    def _describe(self) -> None:
+        """bm25s's vocabulary (with its empty term) and parameters files."""
+        import bm25s
+
+        vocab = dict(self._term)
+        vocab.setdefault("", len(vocab))  # bm25s's `create_empty_token`
+        (self.path / "vocab.index.json").write_text(
+            json.dumps(vocab, ensure_ascii=False), encoding="utf-8"
+        )
+        model = bm25s.BM25()
+        params = {
+            "k1": model.k1,
+            "b": model.b,
+            "delta": model.delta,
+            "method": model.method,
+            "idf_method": model.idf_method,
+            "dtype": model.dtype,
+            "int_dtype": model.int_dtype,
+            "num_docs": self.texts,
+            "version": bm25s.__version__,
+            "backend": model.backend,
+        }
+        (self.path / "params.index.json").write_text(json.dumps(params, indent=4))
+
+    def _postings(self) -> None:
+        """data, indices and indptr by term, as bm25s's `index` makes them (its Lucene BM25, in
+        its dtypes, postings of a term by text row), a range of terms at a time."""
+        import bm25s
+
+        model = bm25s.BM25()
+        if model.method != "lucene" or model.idf_method != "lucene":
+            raise ValueError(f"bm25s's default method is now {model.method}; update LexicalWriter")
+        indptr = np.concatenate([[0], np.cumsum(self._df)]).astype(np.int64)
+        np.save(self.path / "indptr.csc.index.npy", indptr, allow_pickle=False)
+        n = self.texts
+        idf = np.zeros(len(self._df), dtype=np.float32)
+        for t, df in enumerate(self._df.tolist()):
+            if df:
+                idf[t] = math.log(1 + (n - df + 0.5) / (df + 0.5))
+        score = _Scorer(self.path, idf, model.k1, model.b, np.float64(self.tokens) / n)
+        with (
+            open(self.path / "data.csc.index.npy", "wb") as data,
+            open(self.path / "indices.csc.index.npy", "wb") as indices,
+        ):
+            write_header(data, np.dtype(np.float32), (self.pairs,))
+            write_header(indices, np.dtype(np.int32), (self.pairs,))
+            for lo, hi in _term_ranges(indptr, FINISH_POSTINGS):
+                texts, scores = score.range(lo, hi)
+                data.write(scores.data)
+                indices.write(texts.data)
+
+
+class _Scorer:
+    """The BM25 weights of a `LexicalWriter`'s postings, read from its files by term range."""
+
+    def __init__(self, path: Path, idf: np.ndarray, k1: float, b: float, avg: np.float64):
+        self.path, self.idf, self.k1, self.b, self.avg = path, idf, k1, b, avg
+        self.ptr = np.load(path / TERMS_PTR, allow_pickle=False)
+        self.lengths = np.fromfile(path / LENGTHS, dtype=np.int32)
+
+    def range(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(text rows int32, BM25 weights float32) of terms [lo, hi), by term then text."""
+        terms, texts, tfs = [], [], []
+        n = len(self.ptr) - 1
+        for first in range(0, n, READ_TEXTS):
+            last = min(n, first + READ_TEXTS)
+            a, z = int(self.ptr[first]), int(self.ptr[last])
+            ids = _read(self.path / TERMS, np.int32, HEADER_BYTES, a, z)
+            pick = np.flatnonzero((ids >= lo) & (ids < hi))
+            owner = np.repeat(
+                np.arange(first, last, dtype=np.int64), np.diff(self.ptr[first : last + 1])
+            )
+            terms.append(ids[pick])
+            texts.append(owner[pick])
+            tfs.append(_read(self.path / TF, np.int32, 0, a, z)[pick])
+        term, text, tf = (np.concatenate(x) for x in (terms, texts, tfs))
+        order = np.argsort(term, kind="stable")  # by term; by text within a term, as read
+        term, text, tf = term[order], text[order], tf[order].astype(np.float32)
+        # bm25s's `_score_tfc_lucene` and `idf * tfc`, element by element, in its types.
+        l_d = self.lengths[text].astype(np.int64)
+        tfc = tf / (self.k1 * ((1 - self.b) + self.b * l_d / self.avg) + tf)
+        return text.astype(np.int32), (self.idf[term] * tfc).astype(np.float32)
+
+
+def _term_ranges(indptr: np.ndarray, most: int) -> Iterator[tuple[int, int]]:
+    """Consecutive term ranges holding at most `most` postings each (or one term, if more)."""
+    lo, terms = 0, len(indptr) - 1
+    while lo < terms:
+        hi = int(np.searchsorted(indptr, indptr[lo] + most, side="right")) - 1
+        hi = max(hi, lo + 1)
+        yield lo, min(hi, terms)
+        lo = hi
+
+
+def _scratch(path: Path, size: int, resume: bool):
+    """A file to append to: created afresh, or (resuming) cut to its first `size` bytes."""
+    if not resume:
+        return open(path, "w+b")  # noqa: SIM115 (closed by `finish`)
+    fh = open(path, "r+b")  # noqa: SIM115 (closed by `finish`)
+    fh.truncate(size)
+    fh.seek(size)
+    return fh
+
+
+def _read(path: Path, dtype, header: int, lo: int, hi: int) -> np.ndarray:
+    """Items [lo, hi) of a flat file of `dtype` after `header` bytes (read, not mapped)."""
+    with open(path, "rb") as fh:
+        fh.seek(header + lo * np.dtype(dtype).itemsize)
+        return np.fromfile(fh, dtype=dtype, count=hi - lo)

@@ -180,13 +180,17 @@ def open_vectors(path: Path):
 
 
 class VectorWriter:
-    """A `.npy` matrix of `rows` rows written block by block, converted to `dtype` on the way
-    (int8: `quantise`d, the scales written to `scale_path` as they come): an ingest never holds
-    a million passages' vectors in memory, nor maps them (pages written through a map stay
+    """A `.npy` matrix written block by block, converted to `dtype` on the way (int8:
+    `quantise`d, the scales written to `scale_path` as they come): an ingest never holds a
+    million passages' vectors in memory, nor maps them (pages written through a map stay
     resident). The width is taken from the first block, or given to `close` when there was none.
+
+    `rows` is the count the file must reach, or None when it is not known before the end (a
+    streamed corpus): the header's shape is written again by `close`. `resume` reopens a file
+    that holds `written` rows (more bytes past them are cut off) to go on writing.
     """
 
-    def __init__(self, path: Path, rows: int, dtype: str) -> None:
+    def __init__(self, path: Path, rows: int | None, dtype: str, _resume: tuple | None = None):
         import numpy as np
 
         if dtype not in DTYPES:
@@ -194,15 +198,28 @@ class VectorWriter:
         self.path, self.rows, self.dtype = path, rows, np.dtype(dtype)
         self.dim: int | None = None
         self.written = 0
-        self._fh = open(path, "wb")  # noqa: SIM115 (closed by `close`)
         self._scale_fh = None
+        if _resume is not None:
+            self.written, self.dim = _resume
+            self._fh = _cut(path, HEADER_BYTES + self.written * self.dim * self.dtype.itemsize)
+            if self.dtype == np.int8:
+                self._scale_fh = _cut(scale_path(path), HEADER_BYTES + self.written * 4)
+            return
+        self._fh = open(path, "wb")  # noqa: SIM115 (closed by `close`)
         if self.dtype == np.int8:
             self._scale_fh = open(scale_path(path), "wb")  # noqa: SIM115 (closed by `close`)
-            _write_header(self._scale_fh, np.dtype(np.float32), (rows,))
+            write_header(self._scale_fh, np.dtype(np.float32), (rows or 0,))
+
+    @classmethod
+    def resume(cls, path: Path, dtype: str, written: int, dim: int | None) -> VectorWriter:
+        """Go on writing `path`, of which the first `written` rows of width `dim` are kept."""
+        if dim is None:  # nothing was written: start again
+            return cls(path, None, dtype)
+        return cls(path, None, dtype, _resume=(written, dim))
 
     def _start(self, dim: int) -> None:
         self.dim = dim
-        _write_header(self._fh, self.dtype, (self.rows, dim))
+        write_header(self._fh, self.dtype, (self.rows or 0, dim))
 
     def write(self, block) -> None:
         """Append `block` (rows, dim) as the next rows."""
@@ -210,7 +227,8 @@ class VectorWriter:
 
         if self.dim is None:
             self._start(int(block.shape[1]))
-        if block.ndim != 2 or block.shape[1] != self.dim or self.written + len(block) > self.rows:
+        room = self.rows is None or self.written + len(block) <= self.rows
+        if block.ndim != 2 or block.shape[1] != self.dim or not room:
             shape = f"{self.rows} x {self.dim}"
             raise ValueError(f"{self.path}: a block of shape {block.shape} does not fit {shape}")
         if self._scale_fh is None:
@@ -221,20 +239,55 @@ class VectorWriter:
             self._scale_fh.write(scale.data)
         self.written += len(block)
 
+    def sync(self) -> None:
+        """Flush the rows written so far to the disk (before recording them as written)."""
+        for fh in (self._fh, self._scale_fh):
+            if fh is not None:
+                fh.flush()
+                os.fsync(fh.fileno())
+
     def close(self, dim: int) -> None:
         """Finish the file (`dim`: the width when no block was written); every row must be."""
+        import numpy as np
+
         if self.dim is None:
             self._start(dim)
+        if self.rows is None:  # the count is known now: the header says it
+            self._fh.seek(0)
+            write_header(self._fh, self.dtype, (self.written, self.dim))
+            if self._scale_fh is not None:
+                self._scale_fh.seek(0)
+                write_header(self._scale_fh, np.dtype(np.float32), (self.written,))
         self._fh.close()
         if self._scale_fh is not None:
             self._scale_fh.close()
-        if self.written != self.rows:
+        if self.rows is not None and self.written != self.rows:
             raise ValueError(f"{self.path}: {self.written} of {self.rows} rows written")
 
 
-def _write_header(fh, dtype, shape: tuple[int, ...]) -> None:
-    """A C-ordered `.npy` header for `shape` rows of `dtype`."""
+def _cut(path: Path, size: int):
+    """`path` opened for writing on at byte `size`, anything after it cut off."""
+    fh = open(path, "r+b")  # noqa: SIM115 (closed by the writer's `close`)
+    fh.truncate(size)
+    fh.seek(size)
+    return fh
+
+
+# Every header this module writes takes this many bytes, whatever the shape, so that a file
+# whose row count is only known at its end gets its header rewritten in place.
+HEADER_BYTES = 128
+
+
+def write_header(fh, dtype, shape: tuple[int, ...]) -> None:
+    """A C-ordered `.npy` (version 1.0) header for `shape` rows of `dtype`, padded to
+    `HEADER_BYTES`."""
     import numpy as np
 
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
-    np.lib.format.write_array_header_1_0(fh, header)
+    text = repr(header)
+    prefix = np.lib.format.magic(1, 0)
+    room = HEADER_BYTES - len(prefix) - 2 - 1
+    if len(text) > room:
+        raise ValueError(f"a .npy header for shape {shape} is over {HEADER_BYTES} bytes")
+    body = (text + " " * (room - len(text)) + "\n").encode("latin1")
+    fh.write(prefix + len(body).to_bytes(2, "little") + body)
