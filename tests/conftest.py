@@ -2,6 +2,7 @@
 `FakeEmbedder`, TestClient, tiny corpora in `tmp_path`. Tests marked `slow` load the real
 model and `browser` ones drive Chromium; `pytest -m ""` runs everything."""
 
+import ast
 import hashlib
 import json
 import os
@@ -12,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from itertools import combinations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -123,13 +125,17 @@ quickly and completely from the sump.</p></article><footer>Previous Next Copyrig
 }
 
 
-@pytest.fixture
-def tiny_corpus(tmp_path) -> Path:
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    for name, text in TINY.items():
+def write_files(folder: Path, files: dict[str, str]) -> Path:
+    """`files` (relative path: text) written under `folder`; returns `folder`."""
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text, encoding="utf-8")
     return folder
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path) -> Path:
+    return write_files(tmp_path / "docs", TINY)
 
 
 @pytest.fixture
@@ -163,12 +169,43 @@ def two(tmp_path, settings, tiny_corpus, fake_embedder):
     ingested with the fake embedder; returns the settings and the papers folder."""
     from verbatim.engine import ingest_paths
 
-    papers = tmp_path / "papers"
-    for name, text in PAPERS.items():
-        (papers / name).parent.mkdir(parents=True, exist_ok=True)
-        (papers / name).write_text(text, encoding="utf-8")
+    papers = write_files(tmp_path / "papers", PAPERS)
     ingest_paths([tiny_corpus], settings, fake_embedder)
     ingest_paths([papers], settings.model_copy(update={"collection": "papers"}), fake_embedder)
+    return settings, papers
+
+
+# Built once for a module whose tests only read them (ask, list, page, reload from the same
+# files): an ingest and its calibration are most of a small test's time. A test that writes to
+# the data directory or the folders uses the function-scoped fixture above instead.
+
+
+@pytest.fixture(scope="module")
+def shared_engine(tmp_path_factory) -> Iterator["Engine"]:
+    """`fake_engine`, built once for the module; tests must not write to its data directory."""
+    from verbatim.engine import Engine, ingest_paths
+    from verbatim.index import load_index
+
+    root = tmp_path_factory.mktemp("shared-engine")
+    settings = Settings(data_dir=root / "data", model="fake", progress=False)
+    embedder = FakeEmbedder()
+    ingest_paths([write_files(root / "docs", TINY)], settings, embedder)
+    engine = Engine(settings, load_index(settings), embedder)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def shared_two(tmp_path_factory) -> tuple[Settings, Path]:
+    """`two`, built once for the module; tests must not write to its data directory."""
+    from verbatim.engine import ingest_paths
+
+    root = tmp_path_factory.mktemp("shared-two")
+    settings = Settings(data_dir=root / "data", model="fake", progress=False)
+    embedder = FakeEmbedder()
+    papers = write_files(root / "papers", PAPERS)
+    ingest_paths([write_files(root / "docs", TINY)], settings, embedder)
+    ingest_paths([papers], settings.model_copy(update={"collection": "papers"}), embedder)
     return settings, papers
 
 
@@ -250,6 +287,49 @@ def pytest_collection_modifyitems(items):
         uses = real & set(getattr(item, "fixturenames", ()))
         if uses and item.get_closest_marker("slow") is None:
             raise pytest.UsageError(f"{item.nodeid} uses {sorted(uses)} but is not marked slow")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """A test module whose `pytestmark` the `-m` expression deselects whatever other marks its
+    tests carry is not imported at all: the fast run then never loads Ray, Playwright or
+    schemathesis (about 1.5 s of imports) only to deselect every test of those modules."""
+    if collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+        return None
+    here = config.invocation_params.dir
+    if collection_path in {(here / arg.split("::")[0]).resolve() for arg in config.args}:
+        return None  # named on the command line: collected, and deselected as pytest says
+    marks = _module_marks(collection_path)
+    expression = config.getoption("markexpr")
+    if not marks or not expression:
+        return None
+    try:
+        tree = ast.parse(expression, mode="eval").body
+        named = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)} - marks
+        others = [set(c) for n in range(len(named) + 1) for c in combinations(sorted(named), n)]
+        return not any(_selects(tree, marks | extra) for extra in others) or None
+    except (SyntaxError, ValueError):
+        return None  # an expression this reading does not know: let pytest decide
+
+
+def _module_marks(path: Path) -> set[str]:
+    """The marks named in a module's top-level `pytestmark = pytest.mark.x` (or a list)."""
+    for node in ast.parse(path.read_bytes()).body:
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "pytestmark":
+            found = [ast.unparse(n) for n in ast.walk(node.value) if isinstance(n, ast.Attribute)]
+            return {name.removeprefix("pytest.mark.") for name in found if "mark." in name}
+    return set()
+
+
+def _selects(node: ast.expr, marks: set[str]) -> bool:
+    """A `-m` expression (names, `not`, `and`, `or`) for an item carrying `marks`."""
+    if isinstance(node, ast.Name):
+        return node.id in marks
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return not _selects(node.operand, marks)
+    if isinstance(node, ast.BoolOp):
+        values = (_selects(value, marks) for value in node.values)
+        return all(values) if isinstance(node.op, ast.And) else any(values)
+    raise ValueError(f"not a plain mark expression: {ast.unparse(node)}")
 
 
 # Three one-line documents as a JSONL corpus, for the eval's tests.

@@ -12,10 +12,10 @@ TOKEN = "s3cret"  # noqa: S105
 ROUTES = [("POST", "/api/admin/reload", 403), ("GET", "/api/feedback", 401)]
 
 
-@pytest.fixture
-def client(fake_engine):
-    settings = fake_engine.settings.model_copy(update={"admin_token": TOKEN})
-    with TestClient(create_app(settings, engine=fake_engine)) as c:
+@pytest.fixture(scope="module")
+def client(shared_engine):
+    settings = shared_engine.settings.model_copy(update={"admin_token": TOKEN})
+    with TestClient(create_app(settings, engine=shared_engine)) as c:
         yield c
 
 

@@ -4,6 +4,7 @@ collection's documents: through the library, the API (POST and GET), the CLI and
 import json
 import random
 import threading
+from collections.abc import Iterator
 from datetime import date
 
 import numpy as np
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.conftest import FakeEmbedder
 from verbatim.cli import cli
 from verbatim.engine import ingest_paths, open_engines
 from verbatim.errors import InvalidCollectionName, InvalidFilter
@@ -32,15 +34,25 @@ def fake_cli(monkeypatch, fake_model):
     monkeypatch.setenv("VERBATIM_MODEL", "fake")
 
 
-@pytest.fixture
-def client(two, fake_embedder):
-    settings, _ = two
-    engines = open_engines(settings, fake_embedder)
+def _client(settings: Settings, embedder: FakeEmbedder) -> Iterator[TestClient]:
+    engines = open_engines(settings, embedder)
     app = create_app(settings.model_copy(update={"admin_token": "t"}), engine=engines)
     with TestClient(app) as client:
         yield client
     for engine in engines.values():
         engine.close()
+
+
+@pytest.fixture(scope="module")
+def client(shared_two):
+    """The app over both collections, once for the tests that only read through it."""
+    yield from _client(shared_two[0], FakeEmbedder())
+
+
+@pytest.fixture
+def fresh_client(two, fake_embedder):
+    """The app over `two`, for a test that ingests or posts feedback."""
+    yield from _client(two[0], fake_embedder)
 
 
 def docs(answer: dict) -> set[str]:
@@ -50,8 +62,8 @@ def docs(answer: dict) -> set[str]:
 # --- collections ----------------------------------------------------------------------------
 
 
-def test_each_collection_answers_only_from_itself(two, fake_embedder):
-    settings, _ = two
+def test_each_collection_answers_only_from_itself(shared_two, fake_embedder):
+    settings, _ = shared_two
     engines = open_engines(settings, fake_embedder)
     assert list(engines) == ["default", "papers"]
     kite = engines["papers"].ask(KITE, k=3)
@@ -70,8 +82,8 @@ def test_each_collection_answers_only_from_itself(two, fake_embedder):
         engine.close()
 
 
-def test_each_collection_has_its_own_generations_and_calibration(two):
-    settings, _ = two
+def test_each_collection_has_its_own_generations_and_calibration(shared_two):
+    settings, _ = shared_two
     default = load_index(settings)
     papers = load_index(settings.model_copy(update={"collection": "papers"}))
     with default, papers:
@@ -144,8 +156,9 @@ def test_openapi_documents_collections_and_filters(client):
 
 
 def test_reload_picks_up_a_new_collection_without_dropping_requests(
-    client, two, tmp_path, fake_embedder
+    fresh_client, two, tmp_path, fake_embedder
 ):
+    client = fresh_client
     settings, papers = two
     failures, answered, stop = [], [], threading.Event()
 
@@ -246,8 +259,8 @@ def test_every_filter_alone_and_combined_through_post_get_and_form(client, given
 
 
 @pytest.mark.parametrize(("given", "allowed"), CASES)
-def test_every_filter_through_the_cli(two, fake_cli, given, allowed):
-    settings, _ = two
+def test_every_filter_through_the_cli(shared_two, fake_cli, given, allowed):
+    settings, _ = shared_two
     flags = {"author": "--author", "site": "--site", "date_from": "--since"}
     flags |= {"date_to": "--until", "path": "--path", "documents": "--document"}
     args = ["ask", KITE, "--json", "-k", "5", "--collection", "papers"]
@@ -280,7 +293,7 @@ def test_a_filter_matching_nothing_says_so(client):
         ({"date_from": "2024-01-02", "date_to": "2024-01-01"}, "date_from"),
     ],
 )
-def test_bad_filters_are_422_naming_the_field(client, two, fake_cli, given, field):
+def test_bad_filters_are_422_naming_the_field(client, given, field):
     body = {"question": KITE, "collection": "papers", "filters": given}
     for r in (
         client.post("/api/ask", json=body),
@@ -295,8 +308,8 @@ def test_bad_filters_are_422_naming_the_field(client, two, fake_cli, given, fiel
     assert page.status_code == 422 and field in page.text
 
 
-def test_bad_filters_in_the_cli_name_the_flag_value(two, fake_cli):
-    settings, _ = two
+def test_bad_filters_in_the_cli_name_the_flag_value(shared_two, fake_cli):
+    settings, _ = shared_two
     args = ["ask", KITE, "--collection", "papers", "--data-dir", str(settings.data_dir)]
     result = CliRunner().invoke(cli, [*args, "--since", "2024-02-30"])
     assert result.exit_code == 1 and "date_from" in result.output and "YYYY-MM-DD" in result.output
@@ -304,7 +317,8 @@ def test_bad_filters_in_the_cli_name_the_flag_value(two, fake_cli):
     assert result.exit_code == 1 and "'nope'" in result.output
 
 
-def test_the_form_keeps_collection_and_filters_through_feedback(client):
+def test_the_form_keeps_collection_and_filters_through_feedback(fresh_client):
+    client = fresh_client
     params = {"q": KITE, "collection": "papers", "author": "Kim Flyer", "k": "3"}
     page = client.get("/", params=params)
     assert '<option value="papers" selected>' in page.text

@@ -8,9 +8,9 @@ from verbatim.server import create_app
 from verbatim.server.middleware import SECURITY_HEADERS
 
 
-@pytest.fixture
-def client(fake_engine):
-    with TestClient(create_app(fake_engine.settings, engine=fake_engine)) as c:
+@pytest.fixture(scope="module")
+def client(shared_engine):
+    with TestClient(create_app(shared_engine.settings, engine=shared_engine)) as c:
         yield c
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import FakeEmbedder
 from verbatim.answer import compose, retrieve
 from verbatim.engine import ingest_paths, open_engine
 from verbatim.eval import shown
+from verbatim.settings import Settings
 
 TOPICS = {
     "oil": "Change the engine oil every ten thousand kilometres. Warm the engine first.",
@@ -24,9 +26,13 @@ QUESTIONS = [
 ]
 
 
-@pytest.fixture
-def engine(tmp_path, settings, fake_embedder):
-    folder = tmp_path / "docs"
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    """The five topics, built once: every test here only asks."""
+    root = tmp_path_factory.mktemp("topics")
+    settings = Settings(data_dir=root / "data", model="fake", progress=False)
+    fake_embedder = FakeEmbedder()
+    folder = root / "docs"
     folder.mkdir()
     for name, text in TOPICS.items():
         paragraphs = "\n\n".join(f"{text} Note {i} on {name}." for i in range(3))
