@@ -159,6 +159,53 @@ def test_runtime_imports_are_declared_dependencies():
     assert not missing, "\n".join(missing)
 
 
+def imported_on_import(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of the imports that run when the file is imported: at its top level and in
+    class bodies, `if`, `try` and `with` blocks there; not in functions or `if TYPE_CHECKING:`."""
+    found: list[tuple[int, str]] = []
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.Import):
+                found.extend((node.lineno, alias.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.append((node.lineno, node.module))
+            elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                visit(node.orelse)
+            elif isinstance(node, ast.If | ast.With | ast.ClassDef):
+                visit(node.body)
+                visit(getattr(node, "orelse", []))
+            elif isinstance(node, ast.Try):
+                visit([*node.body, *node.orelse, *node.finalbody])
+                for handler in node.handlers:
+                    visit(handler.body)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")).body)
+    return found
+
+
+def test_no_module_imports_an_extra_when_imported():
+    """Importing any module of the package imports no extra: each is imported inside the
+    function that needs it, so the default path never loads Qdrant's client or Ray (the slow
+    suite also checks this in a child interpreter; `make test` installs without extras)."""
+    early = [
+        f"{path.relative_to(ROOT)}:{line} imports {target} when imported"
+        for path in shipped_modules().values()
+        for line, target in imported_on_import(path)
+        if target.split(".")[0] in EXTRA_IMPORTS
+    ]
+    assert not early, "\n".join(early)
+
+
+def test_the_import_time_reading_is_not_vacuous(tmp_path):
+    source = tmp_path / "mixed.py"
+    source.write_text(
+        "import ray\ntry:\n    import qdrant_client\nexcept ImportError:\n    pass\n"
+        "if TYPE_CHECKING:\n    import txtai\ndef f():\n    import matplotlib\n"
+    )
+    assert imported_on_import(source) == [(1, "ray"), (3, "qdrant_client")]
+
+
 @pytest.mark.parametrize("requirement", PYPROJECT["project"]["dependencies"])
 def test_declared_dependencies_are_installed(requirement):
     importlib.metadata.distribution(_distribution(requirement))

@@ -1,6 +1,7 @@
 """The MCP server (server/mcp.py) through clients nobody here wrote: the Python SDK's own client
 in process, over stdio (a real `verbatim mcp`) and over streamable HTTP (a real app under
-uvicorn); the TypeScript SDK's in the slow suite. Fake embedder except where marked slow."""
+uvicorn); the TypeScript SDK's in the slow suite. Fake embedder except where marked slow; the
+fast suite holds the HTTP endpoint's rules through the app in process."""
 
 import asyncio
 import json
@@ -18,6 +19,7 @@ import httpx
 import httpx2
 import jsonschema
 import pytest
+from fastapi.testclient import TestClient
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -197,13 +199,13 @@ BAD_ASKS = [
 ]
 
 
-def _http_message(client: httpx.Client, path: str, body: dict) -> str:
+def _http_message(client: TestClient, path: str, body: dict) -> str:
     response = client.post(path, json=body)
     assert response.status_code >= 400, response.text
     return response.json()["error"]["message"]
 
 
-def test_bad_calls_are_tool_errors_with_the_http_messages(served, serve):
+def test_bad_calls_are_tool_errors_with_the_http_messages(served):
     settings, held = served
     server = create_server(settings, lambda: held)
 
@@ -223,7 +225,7 @@ def test_bad_calls_are_tool_errors_with_the_http_messages(served, serve):
 
     asks, other = run(server, bad)
     assert all(r.is_error and r.structured_content is None for r in [*asks, *other.values()])
-    with serve(create_app(settings, engine=held.engines)) as url, httpx.Client(base_url=url) as c:
+    with TestClient(create_app(settings, engine=held.engines)) as c:
         expected = [_http_message(c, "/api/ask", body) for body in BAD_ASKS]
         document = c.get("/api/documents/nope").json()["error"]["message"]
         collection = c.get("/api/documents", params={"collection": "nope"}).json()
@@ -303,6 +305,7 @@ def _http_client(url: str, token: str | None = None) -> Any:
     return streamable_http_client(f"{url}/mcp", http_client=httpx2.AsyncClient(headers=headers))
 
 
+@pytest.mark.slow  # a uvicorn server and the SDK's client over streamable HTTP
 def test_streamable_http_on_the_app(served, serve):
     settings, held = served
     with serve(create_app(settings, engine=held.engines)) as url:
@@ -310,6 +313,7 @@ def test_streamable_http_on_the_app(served, serve):
     check_exercised(found, held)
 
 
+@pytest.mark.slow  # a uvicorn server and the SDK's client over streamable HTTP
 def test_beyond_localhost_http_needs_the_token(served, serve):
     settings, held = served
     remote = settings.model_copy(update={"host": "0.0.0.0", "mcp_token": "s3cret"})  # noqa: S104
@@ -328,6 +332,7 @@ def test_beyond_localhost_http_needs_the_token(served, serve):
     assert refused.status_code == 403 and "VERBATIM_MCP_TOKEN" in refused.json()["error"]["message"]
 
 
+@pytest.mark.slow  # a uvicorn server and the SDK's client over streamable HTTP
 def test_busy_reads_the_same_over_mcp_as_over_the_api(served, serve, monkeypatch):
     """A call queued past SLOT_WAIT gets the API's busy message as a tool error; one arriving
     while every slot and queue place is taken gets the API's quick 503 at the door."""
@@ -507,6 +512,7 @@ def test_the_installed_command_on_the_real_model(default_engine, model_cache):
     assert off["abstained"] and off["quotes"] == []
 
 
+@pytest.mark.slow  # a uvicorn server and the SDK's client over streamable HTTP
 def test_on_localhost_a_token_replaces_the_host_check(served, serve):
     """Without a token, on localhost, a request naming another host is refused (DNS
     rebinding); with VERBATIM_MCP_TOKEN set, a proxy's Host passes and the token is needed."""
@@ -523,3 +529,81 @@ def test_on_localhost_a_token_replaces_the_host_check(served, serve):
     assert rebound.status_code == 421 and local.status_code == 200
     assert bare.status_code == 401 and forwarded.status_code == 200
     assert forwarded.json() == {"jsonrpc": "2.0", "id": 1, "result": {}}
+
+
+def test_the_host_and_token_rules_of_http_in_process(served):
+    """The rules of the two tests above through the app in process (they hold them through
+    uvicorn and the SDK's client, in the slow suite): a rebound Host on localhost is refused,
+    a token lets a proxy's Host pass and is then needed, and beyond localhost one is a must."""
+    settings, held = served
+    local, proxied = {**ACCEPT, "Host": "127.0.0.1:8000"}, {**ACCEPT, "Host": "verbatim.org"}
+    signed = {**proxied, "Authorization": "Bearer s3cret"}
+    wrong = {**local, "Authorization": "Bearer nope"}
+    tokened = settings.model_copy(update={"mcp_token": "s3cret"})
+    remote = tokened.model_copy(update={"host": "0.0.0.0"})  # noqa: S104
+    untokened = settings.model_copy(update={"host": "0.0.0.0"})  # noqa: S104
+    cases = [
+        (settings, [(proxied, 421), (local, 200)]),
+        (tokened, [(proxied, 401), (signed, 200)]),
+        (remote, [(local, 401), (wrong, 401), (signed, 200)]),
+        (untokened, [(local, 403)]),
+    ]
+    for given, requests in cases:
+        with TestClient(create_app(given, engine=held.engines)) as client:
+            for headers, status in requests:
+                response = client.post("/mcp", json=PING, headers=headers)
+                assert response.status_code == status, (given.host, given.mcp_token, headers)
+                _check_body(response)
+
+
+def _check_body(response) -> None:
+    """A ping's answer, or the refusal's header and the message naming the fix."""
+    if response.status_code == 200:
+        assert response.json() == {"jsonrpc": "2.0", "id": 1, "result": {}}
+    elif response.status_code == 401:
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert "Authorization: Bearer <token>" in response.json()["error"]["message"]
+    elif response.status_code == 403:
+        assert "VERBATIM_MCP_TOKEN" in response.json()["error"]["message"]
+
+
+def test_busy_reads_the_same_over_mcp_in_process(served, monkeypatch):
+    """The busy test above through the app in process, with a raw `tools/call` (JSON-RPC): a
+    queued call is the API's busy message as a tool error, a full house the quick 503."""
+    settings, held = served
+    app = create_app(
+        settings.model_copy(update={"max_concurrent": 1, "max_waiting": 0}), engine=held.engines
+    )
+    monkeypatch.setattr(state, "SLOT_WAIT", 0.1)
+    ask = {"name": "ask", "arguments": {"question": "oil"}}
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": ask}
+    local = {**ACCEPT, "Host": "127.0.0.1:8000"}
+    with TestClient(app) as client:
+        slots = app.state.verbatim.slots
+        assert slots.acquire(timeout=1)
+        try:
+            queued = client.post("/mcp", json=call, headers=local).json()["result"]
+        finally:
+            slots.release()
+        fake_embedder = held.engine.embedder
+        entered, gate, encode = threading.Event(), threading.Event(), fake_embedder.encode
+
+        def held_encode(texts, progress=None):
+            entered.set()
+            assert gate.wait(10)
+            return encode(texts, progress)
+
+        monkeypatch.setattr(fake_embedder, "encode", held_encode)
+        first = []
+        worker = threading.Thread(target=lambda: first.append(client.get("/api/ask?q=oil")))
+        worker.start()
+        try:
+            assert entered.wait(10)
+            door = client.post("/mcp", json=PING, headers=local)
+        finally:
+            gate.set()
+            worker.join()
+    assert first[0].status_code == 200
+    assert queued["isError"] and queued["content"][0]["text"] == BUSY
+    assert door.status_code == 503 and door.headers["retry-after"] == "1"
+    assert door.json()["error"] == {"code": "busy", "message": BUSY, "status": 503}

@@ -75,6 +75,7 @@ def test_tiny_corpus_answers_equal_the_local_stores(tiny_corpus, settings, fake_
     local.close()
 
 
+@pytest.mark.slow  # 52 seed questions on the bundled corpus; the tiny corpus's parity is fast
 def test_bundled_corpus_first_quotes_and_rankings_agree(settings, fake_embedder, capsys):
     local, remote = _published(settings.corpus_dir, settings, fake_embedder)
     first, ranked = _agreement(local, remote, SEEDS, settings, fake_embedder)
@@ -172,6 +173,7 @@ def test_store_qdrant_serves_from_qdrant_and_health_names_it(tiny_corpus, tmp_pa
     qdrant.connect.cache_clear()
 
 
+@pytest.mark.slow  # a child interpreter; test_layers holds extras to imports inside functions
 def test_the_default_path_does_not_import_qdrant():
     code = (
         "import sys, verbatim.engine, verbatim.answer, verbatim.server.app, verbatim.cli;"
@@ -204,6 +206,7 @@ def _edge_shard(local, path):
     return shard
 
 
+@pytest.mark.slow  # 52 seed questions through Qdrant Edge
 def test_qdrant_edge_ranks_passages_as_local_mode(settings, fake_embedder, tmp_path):
     """The oracle: the same query plan (a dense and a sparse prefetch, their union by RRF,
     then the local store's fusion) on Qdrant Edge gives local mode's passage ranking."""
