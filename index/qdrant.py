@@ -41,7 +41,7 @@ from verbatim.errors import IndexCorrupt, IndexMissing, VerbatimError
 from verbatim.index import generations, tables
 from verbatim.index.build import EXACT_SEARCH_LIMIT
 from verbatim.index.catalog import Catalog
-from verbatim.index.lexical import Lexical, stemmer
+from verbatim.index.lexical import SPLIT, Lexical, stemmer
 from verbatim.index.load import where
 from verbatim.index.local import TEXT_CACHE, Index
 from verbatim.index.records import Candidates, PassageRows, SentenceRows, Thresholds
@@ -53,6 +53,8 @@ META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "verbatim:meta"))
 BATCH = 256  # points per upsert
 PASSAGE_FIELDS = ("doc", "heading", "role", "pid", "start", "end", "sent_lo", "sent_hi")
 DOCUMENT_FIELDS = DocumentMeta._fields
+# A generation's collections; a streaming ingest adds the fourth while it writes (`stream`).
+KINDS = ("passages", "sentences", "documents", "terms")
 
 
 def _qdrant() -> Any:
@@ -124,6 +126,20 @@ class _Terms(Lexical):
     def ids(self, terms: list[str]) -> list[int]:
         """The ids of indexed `terms` (as `query` returns them): the sparse vectors' indices."""
         return [self._vocab[t] for t in terms]
+
+
+@functools.cache
+def _analysis() -> tuple[Any, frozenset[str]]:
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return stemmer(), frozenset(STOPWORDS_EN)
+
+
+def tokens(text: str) -> list[str]:
+    """`text`'s indexed terms, repeats kept: the analysis `Lexical.build` gives bm25s
+    (lower case, its word pattern, English stop words dropped, then stemmed)."""
+    stem, stopwords = _analysis()
+    return stem([t for t in SPLIT(text.lower()) if t not in stopwords])
 
 
 def _create(client: Any, name: str, dim: int, sparse: bool, shards: int, replicas: int) -> None:
@@ -219,7 +235,6 @@ def publish(index: Index, client: Any, shards: int = 1, replicas: int = 1) -> st
         shards, replicas: each collection's `shard_number` and `replication_factor` on a
             cluster (`VERBATIM_QDRANT_SHARDS`, `VERBATIM_QDRANT_REPLICAS`).
     """
-    m = _models()
     base = f"{alias(index.collection)}-{index.generation}"
     dim = int(index.manifest["dim"])
     for kind, size, sparse, points in (
@@ -229,6 +244,14 @@ def publish(index: Index, client: Any, shards: int = 1, replicas: int = 1) -> st
     ):
         _create(client, f"{base}-{kind}", size, sparse, shards, replicas)
         _upsert(client, f"{base}-{kind}", points)
+    return _switch(client, index.collection, base)
+
+
+def _switch(client: Any, collection: str, base: str) -> str:
+    """Make generation `base` (its collections written) current: payload indexes, one alias
+    switch, generations but this one and the one it replaces deleted, and a streamed one's
+    `terms` collection. Returns the passages collection."""
+    m = _models()
     with warnings.catch_warnings():  # local mode needs none, and says so; a server does
         warnings.filterwarnings("ignore", "Payload indexes have no effect in the local Qdrant")
         client.create_payload_index(  # answering reads sentences by id; this is for others
@@ -237,21 +260,22 @@ def publish(index: Index, client: Any, shards: int = 1, replicas: int = 1) -> st
         client.create_payload_index(
             f"{base}-passages", "doc", field_schema=m.PayloadSchemaType.KEYWORD, wait=True
         )
-    previous = current(client, index.collection)
-    switch: list = [
-        m.CreateAliasOperation(
-            create_alias=m.CreateAlias(
-                collection_name=f"{base}-passages", alias_name=alias(index.collection)
+    previous = current(client, collection)
+    if previous != f"{base}-passages":
+        switch: list = [
+            m.CreateAliasOperation(
+                create_alias=m.CreateAlias(
+                    collection_name=f"{base}-passages", alias_name=alias(collection)
+                )
             )
-        )
-    ]
-    if previous is not None:
-        switch.insert(
-            0,
-            m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=alias(index.collection))),
-        )
-    client.update_collection_aliases(change_aliases_operations=switch)
-    _prune(client, index.collection, keep={base, (previous or "").removesuffix("-passages")})
+        ]
+        if previous is not None:
+            drop = m.DeleteAlias(alias_name=alias(collection))
+            switch.insert(0, m.DeleteAliasOperation(delete_alias=drop))
+        client.update_collection_aliases(change_aliases_operations=switch)
+    _prune(client, collection, keep={base, (previous or "").removesuffix("-passages")})
+    if client.collection_exists(f"{base}-terms"):
+        client.delete_collection(f"{base}-terms")
     return f"{base}-passages"
 
 
@@ -323,7 +347,7 @@ def _prune(client: Any, collection: str, keep: set[str]) -> None:
     """Delete this collection's generations but `keep` (names less their kind). Generation
     names hold one '-' (`generations.publish`), so another collection's, whose name begins with
     this one's and a '-', is never taken for one of them."""
-    mine = re.compile(re.escape(alias(collection)) + r"-[^-]+-[^-]+-(passages|sentences|documents)")
+    mine = re.compile(re.escape(alias(collection)) + r"-[^-]+-[^-]+-" + f"({'|'.join(KINDS)})")
     for item in client.get_collections().collections:
         name = item.name
         if mine.fullmatch(name) and name.rsplit("-", 1)[0] not in keep:
@@ -339,9 +363,12 @@ class QdrantStore:
 
     store = "qdrant"
 
-    def __init__(self, client: Any, collection: str) -> None:
+    def __init__(self, client: Any, collection: str, generation: str | None = None) -> None:
+        """Args:
+        generation: read this generation, published or not (a streaming ingest calibrates
+            against the one it is writing); by default the one the alias names."""
         self.client, self.collection = client, collection
-        self.generation = _required_generation(client, collection)
+        self.generation = generation or _required_generation(client, collection)
         self.base = f"{alias(collection)}-{self.generation}"
         self.documents: dict[str, DocumentMeta] = {}
         meta = None
@@ -575,3 +602,185 @@ def publish_generation(settings: Settings, generation: str) -> None:
 def open_store(settings: Settings) -> QdrantStore:
     """The current generation of `settings.collection` in the Qdrant `settings` names."""
     return QdrantStore(client_for(settings), settings.collection)
+
+
+# A streaming ingest (`verbatim.index.cluster.stream`) writes a generation batch by batch, from
+# many processes, with no local copy. Its points have ids `batch << ID_SHIFT | row in batch`,
+# so every writer knows its ids without knowing the batches before it, rows keep the corpus's
+# order (ties rank as locally), and a batch written twice overwrites itself. Until the
+# generation is published a fourth collection, `terms`, holds each passage's term counts (the
+# BM25 weights need the corpus's document frequencies, known only when every batch is in) and
+# the progress records that let a killed ingest resume; it is deleted at the end.
+ID_SHIFT = 32
+K1, B = 1.5, 0.75  # bm25s's defaults, which `Lexical.build` uses
+RECORD = "record"  # the payload field naming a progress record's kind
+
+
+def point_id(batch: int, row: int) -> int:
+    """The point id of row `row` of batch `batch` (passages and sentences alike)."""
+    return (batch << ID_SHIFT) | row
+
+
+def batch_ids(batch: int, count: int) -> list[int]:
+    return [point_id(batch, row) for row in range(count)]
+
+
+def _record_id(name: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"verbatim:progress:{name}"))
+
+
+def create_generation(client: Any, base: str, dim: int, shards: int, replicas: int) -> None:
+    """The four empty collections of a generation about to be streamed into."""
+    m = _models()
+    for kind, size, sparse in (
+        ("passages", dim, True),
+        ("sentences", dim, False),
+        ("documents", 0, False),
+        ("terms", 0, False),
+    ):
+        _create(client, f"{base}-{kind}", size, sparse, shards, replicas)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Payload indexes have no effect in the local Qdrant")
+        client.create_payload_index(
+            f"{base}-terms", RECORD, field_schema=m.PayloadSchemaType.KEYWORD, wait=True
+        )
+
+
+def _vector(plain: dict) -> dict:
+    m = _models()
+    out: dict = {}
+    for name, value in plain.items():
+        out[name] = m.SparseVector(**value) if isinstance(value, dict) else value
+    return out
+
+
+def write(client: Any, base: str, kind: str, points: list[dict]) -> None:
+    """Upsert plain points ({"id", "vector", "payload"}: what a streaming worker makes) into
+    the `kind` collection of generation `base`."""
+    m = _models()
+    made = (
+        m.PointStruct(id=p["id"], vector=_vector(p.get("vector", {})), payload=p["payload"])
+        for p in points
+    )
+    _upsert(client, f"{base}-{kind}", made)
+
+
+def record(client: Any, base: str, kind: str, name: str, payload: dict) -> None:
+    """A progress record (`kind` "block", "batch", "weights", "build") of generation `base`,
+    written after what it records, so that it is only found once that is in."""
+    point = {"id": _record_id(name), "payload": {**payload, RECORD: kind, "name": name}}
+    write(client, base, "terms", [point])
+
+
+def records(client: Any, base: str, kind: str) -> list[dict]:
+    """The payloads of generation `base`'s progress records of `kind`."""
+    m = _models()
+    flt = m.Filter(must=[m.FieldCondition(key=RECORD, match=m.MatchValue(value=kind))])
+    found, offset = [], None
+    while True:
+        points, offset = client.scroll(
+            f"{base}-terms", scroll_filter=flt, limit=1024, offset=offset, with_payload=True
+        )
+        found += [p.payload for p in points]
+        if offset is None:
+            return found
+
+
+def forget(client: Any, base: str, names: list[str], ids: dict[str, list[int]]) -> None:
+    """Delete progress records `names` and the points `ids` (by kind) of generation `base`:
+    a batch to be written again with other document ids."""
+    m = _models()
+    doomed: dict[str, list] = {**ids, "terms": [*ids.get("terms", []), *map(_record_id, names)]}
+    for kind, listed in doomed.items():
+        for at in range(0, len(listed), 4096):
+            selector = m.PointIdsList(points=listed[at : at + 4096])
+            client.delete(f"{base}-{kind}", points_selector=selector, wait=True)
+
+
+def resumable(client: Any, collection: str, key: str) -> str | None:
+    """The unpublished generation of `collection` that a streaming ingest with run key `key`
+    was writing (its `terms` collection holds a "build" record with that key), or None."""
+    mine = re.compile(re.escape(alias(collection)) + r"-([^-]+-[^-]+)-terms")
+    for item in client.get_collections().collections:
+        found = mine.fullmatch(item.name)
+        if found is None:
+            continue
+        base = f"{alias(collection)}-{found.group(1)}"
+        if any(r.get("key") == key for r in records(client, base, "build")):
+            return found.group(1)
+    return None
+
+
+def term_counts(client: Any, base: str, batch: int, count: int) -> Iterator[tuple[int, dict]]:
+    """(passage point id, {"t": terms, "c": counts}) of batch `batch`'s `count` passages."""
+    ids = batch_ids(batch, count)
+    for at in range(0, len(ids), BATCH):
+        points = client.retrieve(f"{base}-terms", ids[at : at + BATCH], with_payload=True)
+        yield from sorted(((p.id, p.payload) for p in points), key=lambda x: x[0])
+
+
+@functools.cache
+def _bm25_idf(df: int, n: int) -> np.float32:
+    """bm25s's IDF ("lucene", float32 as its index stores it)."""
+    return np.float32(np.log(1 + (n - df + 0.5) / (df + 0.5)))
+
+
+def bm25_weights(counts: list[int], dfs: list[int], n: int, avgdl: np.float64) -> np.ndarray:
+    """A passage's BM25 weight of each of its terms, as bm25s computes them when it indexes
+    the whole corpus (`Lexical.build`): the same operations in the same types, so the same
+    float32s. `counts` are the term's occurrences in the passage, `dfs` the passages holding
+    it, `n` the passages and `avgdl` their mean length in terms."""
+    tf = np.asarray(counts, dtype=np.float32)
+    length = int(sum(counts))
+    idf = np.array([_bm25_idf(df, n) for df in dfs], dtype=np.float32)
+    tfc = tf / (K1 * ((1 - B) + B * length / avgdl) + tf)
+    return (idf * tfc).astype(np.float32)
+
+
+def query_idf(dfs: np.ndarray, n: int) -> np.ndarray:
+    """Each term's IDF as `Lexical` weighs a question's terms (float64)."""
+    df = np.asarray(dfs, dtype=np.float64)
+    return np.log1p((n - df + 0.5) / (df + 0.5))
+
+
+def weigh(
+    client: Any,
+    base: str,
+    batch: int,
+    count: int,
+    vocab: dict[str, tuple[int, int]],
+    n: int,
+    avgdl: np.float64,
+) -> None:
+    """Give batch `batch`'s passages their "bm25" sparse vectors, from their term counts and
+    the corpus's `vocab` (term -> (id, document frequency)), then record it."""
+    m = _models()
+    name = f"{base}-passages"
+    chunk: list = []
+    for pid, tf in term_counts(client, base, batch, count):
+        if tf["t"]:
+            ids = [vocab[t][0] for t in tf["t"]]
+            values = bm25_weights(tf["c"], [vocab[t][1] for t in tf["t"]], n, avgdl)
+            order = np.argsort(ids)
+            sparse = m.SparseVector(indices=[ids[i] for i in order], values=values[order].tolist())
+            chunk.append(m.PointVectors(id=pid, vector={"bm25": sparse}))
+        if len(chunk) == BATCH:
+            client.update_vectors(name, points=chunk, wait=True)
+            chunk = []
+    if chunk:
+        client.update_vectors(name, points=chunk, wait=True)
+    record(client, base, "weights", f"weights:{batch}", {"batch": batch})
+
+
+def write_manifest(
+    client: Any, base: str, manifest: dict, terms: list[str], idf: np.ndarray
+) -> None:
+    """Generation `base`'s manifest and passage vocabulary (its "meta" point), which a
+    `QdrantStore` of it reads."""
+    meta = {"manifest": json.dumps(manifest), "terms": terms, "idf": idf.tolist()}
+    write(client, base, "documents", [{"id": META_ID, "payload": meta}])
+
+
+def finish(client: Any, collection: str, base: str) -> str:
+    """Publish streamed generation `base` (written, manifest included): `_switch`."""
+    return _switch(client, collection, base)

@@ -6,7 +6,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,11 +236,21 @@ def _stored_documents(settings: Settings, name: str | None) -> Iterator[Stored]:
 
 
 def ingest_on_ray(
-    paths: list[Path], settings: Settings, address: str | None = None, workers: int | None = None
+    paths: list[Path],
+    settings: Settings,
+    address: str | None = None,
+    workers: int | None = None,
+    make: Callable[[], Embedder] | None = None,
 ) -> tuple[IngestReport, list[Skipped]]:
     """`ingest_paths` with Ray Data reading the files and embedding the texts (one model per
-    actor, a GPU each when the cluster has them); the index is written as always. `address`
-    None starts a local cluster, unless Ray is already initialised.
+    actor, a GPU each when the cluster has them); the index is written as always. With
+    `settings.store` "qdrant" the ingest streams instead: Ray workers read, embed and write
+    their batches into Qdrant, nothing is built locally, and a killed ingest run again with
+    the same arguments resumes (`verbatim.index.cluster.stream`). `address` None starts a
+    local cluster, unless Ray is already initialised.
+
+    Args:
+        make: how each worker builds its embedder (by default the model of `settings`).
 
     Raises:
         VerbatimError: Ray is not installed; the message says how to install it.
@@ -251,16 +261,28 @@ def ingest_on_ray(
         raise VerbatimError(
             "ingest --ray needs Ray: pip install 'verbatim[ray]' ('.[ray]' in a checkout)"
         ) from None
-    from verbatim.index.cluster import RayEmbedder
+    from functools import partial
+
+    from verbatim.index.cluster import RayEmbedder, model_for, run_on_ray, stream
     from verbatim.ingest.cluster import read_on_ray
 
-    make_embedder(settings).encode(["warm up"], progress=False)  # the model export, made once
+    model = make() if make else make_embedder(settings)
+    model.encode(["warm up"], progress=False)  # the model export, made once
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     try:
         options = {"model": settings.model, "batch_size": settings.batch_size}
         options |= {"backend": settings.backend, "cache_dir": settings.data_dir / "models"}
+        if settings.store == "qdrant":
+            build = make or partial(model_for, options)
+            return stream(
+                paths,
+                settings,
+                model.dim,
+                lambda probe: calibrate(probe, model, settings),
+                lambda client, base: run_on_ray(client, base, settings, build, workers),
+            )
         return ingest_paths(paths, settings, RayEmbedder(workers, **options), read_on_ray)
     finally:
         if started:

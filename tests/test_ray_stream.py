@@ -1,0 +1,222 @@
+"""The streaming ingest into Qdrant (`verbatim.index.cluster.stream`), its workers run one after
+another in this process (`run_here`: what each Ray worker does, without Ray): batch by batch,
+with no local generation, it writes what publishing a local build writes, so it answers as the
+local store does; it resumes from what a stopped run wrote. The same on Ray, killed with
+SIGKILL: tests/test_ray_stream_kill.py."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, FakeEmbedder
+from verbatim.answer import answer, retrieve
+from verbatim.calibrate import calibrate
+from verbatim.records import Filters
+
+qdrant_client = pytest.importorskip("qdrant_client")
+
+SEEDS = [json.loads(line)["question"] for line in (ROOT / "eval" / "seeds.jsonl").open()]
+
+
+@pytest.fixture
+def folder(tmp_path, tiny_corpus, settings):
+    """The bundled corpus and the tiny one in one folder: five files, five batches below."""
+    both = tmp_path / "both"
+    shutil.copytree(settings.corpus_dir, both)
+    for path in tiny_corpus.iterdir():
+        shutil.copy(path, both / path.name)
+    return both
+
+
+@pytest.fixture
+def small_batches(monkeypatch):
+    """One file a batch and four passages a block, so that a small corpus has many of each."""
+    from verbatim.index import cluster
+
+    monkeypatch.setattr(cluster, "FILES_PER_BATCH", 1)
+    monkeypatch.setattr(cluster, "BLOCK", 4)
+
+
+def _stream(folder, settings, embedder=None):
+    from verbatim.index import cluster, qdrant
+
+    embedder = embedder or FakeEmbedder()
+    report, skipped = cluster.stream(
+        [folder],
+        settings,
+        embedder.dim,
+        lambda probe: calibrate(probe, embedder, settings),
+        lambda client, base: cluster.run_here(client, base, settings, FakeEmbedder),
+    )
+    return report, skipped, qdrant.open_store(settings)
+
+
+@pytest.fixture
+def stores(folder, settings, small_batches):
+    """(local generation, streamed Qdrant generation) of `folder`, with `FakeEmbedder`."""
+    from verbatim.engine import ingest_paths
+    from verbatim.index import load_index, qdrant
+
+    ingest_paths([folder], settings, FakeEmbedder())
+    remote = settings.model_copy(update={"store": "qdrant", "qdrant_url": ":memory:"})
+    report, skipped, streamed = _stream(folder, remote)
+    local = load_index(settings)
+    yield local, streamed, report
+    local.close()
+    qdrant.client_for(remote).close()
+    qdrant.connect.cache_clear()
+
+
+def _quotes(result):
+    return [
+        (q.doc_id, q.start, q.end, q.text, q.score, q.role, q.passage_id, q.also_in)
+        for q in result.quotes + result.near_misses
+    ]
+
+
+def test_a_streamed_generation_answers_as_the_local_store(stores, settings, fake_embedder):
+    local, streamed, report = stores
+    assert report.passages == len(local.passage_ids) and report.documents == len(local.documents)
+    assert streamed.manifest["counts"] == local.manifest["counts"]
+    assert streamed.manifest["corpus_hash"] == local.manifest["corpus_hash"]
+    assert streamed.thresholds == local.thresholds  # calibrated on the unpublished generation
+    assert len({p >> 32 for p in _point_ids(streamed)}) == 5  # five batches wrote it
+    same = 0
+    for question in SEEDS:
+        a = answer(question, local, fake_embedder, settings)
+        b = answer(question, streamed, fake_embedder, settings)
+        same += _quotes(a)[:1] == _quotes(b)[:1]
+        found_a = retrieve(question, local, fake_embedder, settings)
+        found_b = retrieve(question, streamed, fake_embedder, settings)
+        ids_a = [local.passage_ids[r] for r in found_a.rows]
+        ids_b = streamed.passages(np.sort(found_b.rows)).ids
+        ids_b = [ids_b[i] for i in np.argsort(np.argsort(found_b.rows))]
+        assert ids_b == ids_a, question
+        assert np.allclose(found_b.scores, found_a.scores, atol=1e-6), question
+    assert same == len(SEEDS)
+    filtered = answer("engine oil", streamed, fake_embedder, settings, filters=Filters(author="x"))
+    assert filtered.quotes == [] and filtered.reason.startswith("No document matches")
+    for quote in answer("How long do I bake bread?", streamed, fake_embedder, settings).quotes:
+        assert streamed.text(quote.doc_id)[quote.start : quote.end] == quote.text
+
+
+def _point_ids(store):
+    points, _ = store.client.scroll(f"{store.base}-passages", limit=10_000)
+    return [p.id for p in points]
+
+
+def test_bm25_weights_are_the_local_stores_to_the_bit(stores):
+    """Every passage's sparse vector holds bm25s's own float32 weights of the whole corpus,
+    though each batch saw only its own passages."""
+    local, streamed, _ = stores
+    ptr, ids, values = local.lexical.weights()
+    terms, _ = local.lexical.vocabulary()
+    names = {i: t for t, i in streamed._terms._vocab.items()}
+    points, _ = streamed.client.scroll(
+        f"{streamed.base}-passages", limit=10_000, with_vectors=["bm25"], with_payload=["pid"]
+    )
+    row = {pid: r for r, pid in enumerate(local.passage_ids)}
+    for p in points:
+        r = row[p.payload["pid"]]
+        lo, hi = ptr[r], ptr[r + 1]
+        want = {terms[t]: v for t, v in zip(ids[lo:hi], values[lo:hi], strict=True)}
+        sparse = p.vector.get("bm25")
+        got = (
+            {names[i]: v for i, v in zip(sparse.indices, sparse.values, strict=True)}
+            if sparse
+            else {}
+        )
+        assert got == want
+    for term, i in streamed._terms._vocab.items():
+        assert streamed._terms._idf[i] == local.lexical.idf(term)
+    assert not any(c.name.endswith("-terms") for c in streamed.client.get_collections().collections)
+
+
+def test_duplicate_ids_across_batches_are_settled_as_reading_settles_them(
+    tmp_path, settings, small_batches
+):
+    """`a.md` beside `a.txt` (the second keeps its suffix) and a JSONL id repeated in another
+    file (skipped), each in a batch of its own: the documents and skips of a plain read."""
+    from verbatim.index import qdrant
+    from verbatim.ingest import read_documents
+
+    folder = tmp_path / "dup"
+    folder.mkdir()
+    (folder / "a.md").write_text("# Kites\n\nKites fly in the wind over the hills.\n")
+    (folder / "a.txt").write_text("Boats\n\nBoats sail on the lake in summer.\n")
+    (folder / "b.jsonl").write_text(
+        json.dumps({"id": "x", "text": "First x row about tea."}) + "\n"
+    )
+    rows = [{"id": "x", "text": "Second x about coffee."}, {"id": "y", "text": "Y on milk."}]
+    (folder / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plain = read_documents([folder], settings)
+    remote = settings.model_copy(update={"store": "qdrant", "qdrant_url": ":memory:"})
+    report, skipped, streamed = _stream(folder, remote)
+    assert (
+        sorted(streamed.documents)
+        == sorted(d.id for d in plain.documents)
+        == [
+            "a",
+            "a.txt",
+            "x",
+            "y",
+        ]
+    )
+    assert skipped == plain.skipped and report.documents == 4
+    assert "tea" in streamed.text("x") and "Boats" in streamed.text("a.txt")
+    assert report.passages == len(plain.passages)
+    ids = sorted(streamed.passages(np.array(sorted(_point_ids(streamed)))).ids)
+    assert ids == sorted(p.id for p in plain.passages)
+    qdrant.connect.cache_clear()
+
+
+class Stop(Exception):
+    """Stands for the process being killed."""
+
+
+@pytest.mark.parametrize("at", ["record:1", "record:4", "record:9", "weigh:2", "finish:1"])
+def test_a_stopped_ingest_resumes_where_it_stopped(
+    folder, settings, small_batches, at, monkeypatch
+):
+    """Stopped at a progress record, in the second pass or at the switch, then run again with
+    the same arguments: it embeds only what was not written, the alias names nothing (or the
+    old generation) until all is, and the result is an uninterrupted run's."""
+    from verbatim.index import qdrant
+
+    remote = settings.model_copy(update={"store": "qdrant", "qdrant_url": ":memory:"})
+    clean, _, whole = _stream(folder, remote)
+    qdrant.connect.cache_clear()
+    where, count = at.split(":")
+    real = getattr(qdrant, where)
+    calls = []
+
+    def stopping(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == int(count):
+            raise Stop
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(qdrant, where, stopping)
+    with pytest.raises(Stop):
+        _stream(folder, remote)
+    assert qdrant.current(qdrant.client_for(remote), remote.collection) is None
+    monkeypatch.setattr(qdrant, where, real)
+    report, _, resumed = _stream(folder, remote)
+    if at == "record:1":  # before its run key was recorded: it starts afresh
+        assert report.embedded == clean.embedded
+    elif where == "record":  # some blocks were written: not again
+        assert 0 < report.embedded < clean.embedded
+    else:  # every batch was written
+        assert report.embedded == 0
+    assert resumed.manifest["counts"] == whole.manifest["counts"]
+    assert resumed.thresholds == whole.thresholds
+    for question in SEEDS[:10]:
+        embedder = FakeEmbedder()
+        a = answer(question, whole, embedder, settings)
+        b = answer(question, resumed, embedder, settings)
+        assert _quotes(b) == _quotes(a)
+    names = {c.name for c in resumed.client.get_collections().collections}
+    assert names == {f"{resumed.base}-{kind}" for kind in ("passages", "sentences", "documents")}
+    qdrant.connect.cache_clear()
