@@ -1,26 +1,41 @@
 """Building a generation: embed a corpus (reusing the current generation's vectors), write its
-rows, vectors and search files, calibrate it and publish it locally (`build_index`)."""
+rows, vectors and search files (`write_segment`), calibrate it and publish it locally
+(`build_index`).
+
+A corpus is written as a stream (`CorpusStream`; an in-memory `Corpus` is a short one), a block
+of about `BLOCK_TEXTS` texts at a time: read, split, embed and write, so that a build holds one
+block, never the corpus's texts, vectors or token lists. What needs the whole corpus is
+gathered on the way (BM25's document frequencies, counts) or read back from what was written
+(the IVF training sample, document vectors by id, the corpus hash). After each block the
+workspace records what it holds (`PROGRESS`): a build killed and started again on the same
+sources and settings goes on from there (`_workspace`)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
+import shutil
+import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from verbatim.arrays import spans as sentence_span_rows
+from verbatim.errors import IndexWriteFailed
 from verbatim.index import documents, generations, tables
-from verbatim.index.lexical import Lexical
+from verbatim.index.lexical import LexicalWriter
 from verbatim.index.load import load_index, vector_space, where
 from verbatim.index.local import Index, default_nprobe
 from verbatim.index.records import IngestReport
 from verbatim.index.vectors import Vectors, VectorWriter
-from verbatim.records import Corpus, Document, Embedder, Passage
+from verbatim.records import Corpus, CorpusStream, Document, DocumentPassages, Embedder, Passage
 from verbatim.settings import Settings
 
 log = logging.getLogger("verbatim")
@@ -58,9 +73,10 @@ def passage_text(doc: Document, passage: Passage) -> str:
     return f"{context}\n{passage.text}" if context else passage.text
 
 
-def _faiss_index(vectors: np.ndarray):
+def _faiss_index(vectors):
     """Exact search up to `EXACT_SEARCH_LIMIT` passages; above, IVF lists holding the vectors in
-    float16 (half the memory and a third faster to scan than float32, same neighbours)."""
+    float16 (half the memory and a third faster to scan than float32, same neighbours).
+    `vectors`: a matrix, or a `Vectors` file, added a block at a time."""
     import faiss
 
     dim = vectors.shape[1]
@@ -75,30 +91,34 @@ def _faiss_index(vectors: np.ndarray):
         index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, nlist, fp16, inner)
         size = min(len(vectors), TRAIN_PER_LIST * nlist)
         sample = np.random.default_rng(0).choice(len(vectors), size, False)
-        index.train(vectors[np.sort(sample)])
+        index.train(np.asarray(vectors[np.sort(sample)], dtype=np.float32))
         index.nprobe = default_nprobe(nlist)
-    index.add(vectors)
+    for at in range(0, len(vectors), RECALL_BLOCK):
+        index.add(np.asarray(vectors[at : at + RECALL_BLOCK], dtype=np.float32))
     return index
 
 
-def _tenth_best(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """Each query's 10th best cosine over `vectors`, by blocks of rows."""
+def _tenth_best(vectors, queries: np.ndarray) -> np.ndarray:
+    """Each query's 10th best cosine over `vectors` (a matrix or a `Vectors` file), by blocks
+    of rows."""
     best = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     for at in range(0, len(vectors), RECALL_BLOCK):
-        scores = np.concatenate([best, queries @ vectors[at : at + RECALL_BLOCK].T], axis=1)
+        block = np.asarray(vectors[at : at + RECALL_BLOCK], dtype=np.float32)
+        scores = np.concatenate([best, queries @ block.T], axis=1)
         best = -np.partition(-scores, min(9, scores.shape[1] - 1), axis=1)[:, :10]
     return best.min(axis=1)
 
 
-def _recall(index, vectors: np.ndarray, queries: np.ndarray, tenth: np.ndarray) -> float:
+def _recall(index, vectors, queries: np.ndarray, tenth: np.ndarray) -> float:
     """The share of the index's top 10 that belong to the exact top 10. A row counts if it
     scores at least the exact 10th best: corpora repeat sentences, and a tie is no miss."""
     _, found = index.search(queries, 10)
-    scores = np.einsum("qkd,qd->qk", vectors[np.maximum(found, 0)], queries)
+    rows = np.asarray(vectors[np.maximum(found, 0).reshape(-1)], dtype=np.float32)
+    scores = np.einsum("qkd,qd->qk", rows.reshape(*found.shape, -1), queries)
     return float(np.mean((scores >= tenth[:, None] - 1e-4) & (found >= 0)))
 
 
-def _probes(index, vectors: np.ndarray, queries: np.ndarray) -> dict:
+def _probes(index, vectors, queries: np.ndarray) -> dict:
     """The fewest IVF lists to scan for `IVF_RECALL` of the exact top 10, measured with
     `queries` (sentences of the corpus, stand-ins for questions): {"nprobe", "recall_at_10"}.
 
@@ -219,18 +239,6 @@ def _texts_to_embed(docs: dict[str, Document], passages: list[Passage], todo: li
     return texts
 
 
-def _blocks(passages: list[Passage]) -> Iterator[range]:
-    """Consecutive passage rows holding about `BLOCK_TEXTS` texts each, passages included."""
-    first, count = 0, 0
-    for row, p in enumerate(passages):
-        count += 1 + len(p.sentences)
-        if count >= BLOCK_TEXTS:
-            yield range(first, row + 1)
-            first, count = row + 1, 0
-    if first < len(passages):
-        yield range(first, len(passages))
-
-
 @dataclass
 class _Block:
     """The vectors of some consecutive passage rows and of their sentences."""
@@ -241,32 +249,20 @@ class _Block:
     reused: int  # passages whose vectors were copied from the current generation
 
 
-@dataclass
-class _Written:
-    """What `_write_vectors` wrote: the vector width, and the work saved and done."""
-
-    dim: int
-    embedded: int  # texts that went through the embedder
-    reused: int  # passages whose vectors were copied
-
-
-def _block(
-    passages: list[Passage], rows: range, docs: dict[str, Document], embedder, reuse: _Reuse
-) -> _Block:
-    """Vectors of passage `rows` and their sentences: freshly embedded for passages the current
+def _block(passages: list[Passage], docs: dict[str, Document], embedder, reuse: _Reuse) -> _Block:
+    """Vectors of `passages` and their sentences: freshly embedded for passages the current
     generation lacks (their texts, then their sentences', in one call), copied for the rest."""
-    counts = np.array([len(passages[r].sentences) for r in rows], dtype=np.int64)
+    counts = np.array([len(p.sentences) for p in passages], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    ids = [passages[r].id for r in rows]
-    new = np.array([not _same_split(passages[r], reuse) for r in rows], dtype=bool)
-    todo = [rows.start + int(i) for i in np.flatnonzero(new)]
+    new = np.array([not _same_split(p, reuse) for p in passages], dtype=bool)
+    todo = [int(i) for i in np.flatnonzero(new)]
     fresh = _encode(embedder, _texts_to_embed(docs, passages, todo))
     kept = np.array(
-        [reuse.rows[pid] for pid, is_new in zip(ids, new, strict=True) if not is_new], np.int64
+        [reuse.rows[p.id] for p, is_new in zip(passages, new, strict=True) if not is_new], np.int64
     )
     dim = fresh.shape[1] if len(fresh) else _reused_dim(reuse)
     fresh = fresh.reshape(len(fresh), dim)  # (0, 0) when nothing was new
-    pvecs = np.empty((len(rows), dim), dtype=np.float32)
+    pvecs = np.empty((len(passages), dim), dtype=np.float32)
     svecs = np.empty((int(counts.sum()), dim), dtype=np.float32)
     at = np.flatnonzero(new)
     pvecs[at] = fresh[: len(at)]
@@ -292,29 +288,156 @@ def _reused_dim(reuse: _Reuse) -> int:
     return reuse.passages.shape[1]
 
 
-def _write_vectors(workspace: Path, corpus: Corpus, embedder: Embedder, reuse: _Reuse) -> _Written:
-    """Write passages.npy (float32) and sentences.npy (`SENTENCE_DTYPE`) block by block,
-    embedding what the current generation lacks: the build holds one block's vectors, never
-    the whole matrices."""
-    passages = corpus.passages
-    n_sentences = sum(len(p.sentences) for p in passages)
-    docs = {d.id: d for d in corpus.documents}
-    pfile = VectorWriter(workspace / "passages.npy", len(passages), "float32")
-    sfile = VectorWriter(workspace / "sentences.npy", n_sentences, SENTENCE_DTYPE)
-    embedded = reused = 0
-    for rows in _blocks(passages):
-        block = _block(passages, rows, docs, embedder, reuse)
-        pfile.write(block.passages)
-        sfile.write(block.sentences)
-        embedded += block.embedded
-        reused += block.reused
-    dim = pfile.dim or (_reused_dim(reuse) if reuse.passages is not None else embedder.dim)
-    pfile.close(dim)
-    sfile.close(dim)
-    return _Written(dim, embedded, reused)
+PROGRESS = "progress.json"  # what a workspace holds, rewritten after each block and step
+LEXICAL = ("bm25", "bm25-sentences")  # the BM25 indexes: of passages, of sentences
 
 
-def _probe_queries(path: Path, passages: np.ndarray) -> np.ndarray:
+@dataclass
+class _Progress:
+    """What a workspace holds (`PROGRESS`): rows written, vectors' width, the BM25 writers'
+    states, and the steps finished after the stream. Recorded only after what it counts was
+    flushed to the disk, so a build killed at any point finds at least that much there."""
+
+    key: str = ""  # the stream's key (`CorpusStream.key`)
+    documents: int = 0
+    passages: int = 0
+    sentences: int = 0
+    dim: int | None = None
+    embedded: int = 0  # texts that went through the embedder
+    reused: int = 0  # passages whose vectors were copied
+    lexical: dict = field(default_factory=dict)  # LEXICAL name -> `LexicalWriter.state()`
+    done: list = field(default_factory=list)  # "stream", "documents", "faiss", LEXICAL names
+    documents_embedded: int = 0
+    ivf: dict = field(default_factory=dict)
+
+    def save(self, workspace: Path) -> None:
+        tmp = workspace / f"{PROGRESS}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(asdict(self), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, workspace / PROGRESS)
+        fd = os.open(workspace, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    @classmethod
+    def of(cls, workspace: Path, key: str) -> _Progress:
+        """The progress recorded in `workspace` for stream `key`; none (start afresh) when
+        there is no record, or it is another stream's."""
+        try:
+            recorded = cls(**json.loads((workspace / PROGRESS).read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return cls(key)
+        if not key or recorded.key != key:
+            return cls(key)
+        log.info("resuming a build: %d passages already written", recorded.passages)
+        return recorded
+
+
+@dataclass
+class _Pending:
+    """What the stream gave since the last block was written: documents whose rows are due,
+    passages (about `BLOCK_TEXTS` texts with their sentences) and their documents. Counts what
+    it saw, so that a resumed build passes over what was written before."""
+
+    documents: list[Document] = field(default_factory=list)
+    passages: list[Passage] = field(default_factory=list)
+    texts: dict[str, Document] = field(default_factory=dict)
+    count: int = 0  # passages and sentences in `passages`
+    seen_documents: int = 0
+    seen_passages: int = 0
+
+    def document(self, item: DocumentPassages, written: _Progress) -> None:
+        if item.first:
+            self.seen_documents += 1
+            if self.seen_documents > written.documents:
+                self.documents.append(item.document)
+
+    def passage(self, doc: Document, passage: Passage, written: _Progress) -> int:
+        """Take `passage` (unless it was written before); the texts pending now."""
+        self.seen_passages += 1
+        if self.seen_passages > written.passages:
+            self.passages.append(passage)
+            self.texts[doc.id] = doc
+            self.count += 1 + len(passage.sentences)
+        return self.count
+
+    def clear(self) -> None:
+        self.documents, self.passages, self.texts, self.count = [], [], {}, 0
+
+
+class _Writers:
+    """The files a stream is written to, opened where `progress` says they end."""
+
+    def __init__(self, workspace: Path, progress: _Progress) -> None:
+        self.workspace, self.progress = workspace, progress
+        at = progress.passages
+        self.rows = tables.RowWriter(
+            workspace / "store.sqlite", progress.documents, at, progress.sentences
+        )
+        self.passages = VectorWriter.resume(workspace / "passages.npy", "float32", at, progress.dim)
+        self.sentences = VectorWriter.resume(
+            workspace / "sentences.npy", SENTENCE_DTYPE, progress.sentences, progress.dim
+        )
+        self.lexical = {n: LexicalWriter(workspace / n, progress.lexical.get(n)) for n in LEXICAL}
+
+    def write(self, pending: _Pending, embedder: Embedder, reuse: _Reuse) -> None:
+        """Embed and write the pending passages and rows, then record them as written."""
+        block, docs = pending.passages, pending.texts
+        if block:
+            vectors = _block(block, docs, embedder, reuse)
+            self.passages.write(vectors.passages)
+            self.sentences.write(vectors.sentences)
+            self.progress.embedded += vectors.embedded
+            self.progress.reused += vectors.reused
+            self.lexical["bm25"].add(passage_text(docs[p.doc_id], p) for p in block)
+            self.lexical["bm25-sentences"].add(
+                docs[p.doc_id].text[s.start : s.end] for p in block for s in p.sentences
+            )
+        self.rows.add(pending.documents, block)
+        self.passages.sync()
+        self.sentences.sync()
+        self.progress.lexical = {name: w.state() for name, w in self.lexical.items()}
+        self.progress.documents = self.rows.documents
+        self.progress.passages = self.rows.passages
+        self.progress.sentences = self.rows.sentences
+        self.progress.dim = self.passages.dim
+        self.progress.save(self.workspace)
+        pending.clear()
+
+    def close(self, dim: int) -> None:
+        self.passages.close(dim)
+        self.sentences.close(dim)
+        self.rows.close()
+
+
+def _write_stream(
+    workspace: Path, stream: CorpusStream, progress: _Progress, embedder: Embedder, reuse: _Reuse
+) -> None:
+    """Rows, vectors and BM25 postings of every passage of `stream`, a block at a time: the
+    same blocks (the same texts embedded together) as an uninterrupted build's."""
+    out = _Writers(workspace, progress)
+    pending = _Pending()
+    try:
+        for item in stream.items:
+            pending.document(item, progress)
+            for passage in item.passages:
+                if pending.passage(item.document, passage, progress) >= BLOCK_TEXTS:
+                    out.write(pending, embedder, reuse)
+        if pending.passages or pending.documents:
+            out.write(pending, embedder, reuse)
+        dim = out.passages.dim or (_reused_dim(reuse) if reuse.passages else embedder.dim)
+    finally:
+        out.rows.close()
+    out.close(dim)
+    progress.done.append("stream")
+    progress.save(workspace)
+
+
+def _probe_queries(path: Path, passages) -> np.ndarray:
     """`PROBE_QUERIES` sentence vectors spread over the corpus (passages if it has none)."""
     sentences = Vectors(path)
     try:
@@ -325,41 +448,122 @@ def _probe_queries(path: Path, passages: np.ndarray) -> np.ndarray:
         sentences.close()
 
 
-def _write_search_files(workspace: Path, corpus: Corpus) -> dict:
-    """The FAISS index (over passages.npy and sentences.npy, written already) and both BM25
-    indexes (passages, sentences). For an IVF index, how many lists its searches scan."""
+def _write_faiss(workspace: Path) -> dict:
+    """The FAISS index over passages.npy, read a block at a time; for an IVF index, how many
+    lists its searches scan."""
     import faiss
 
-    pvecs = np.load(workspace / "passages.npy", allow_pickle=False)
-    searcher = _faiss_index(pvecs)
-    probes = {}
-    if hasattr(searcher, "nlist"):
-        probes = _probes(searcher, pvecs, _probe_queries(workspace / "sentences.npy", pvecs))
-    faiss.write_index(searcher, str(workspace / "passages.faiss"))
-    del pvecs, searcher
-    docs = {d.id: d for d in corpus.documents}
-    Lexical.build(passage_text(docs[p.doc_id], p) for p in corpus.passages).save(workspace / "bm25")
-    sentences = (docs[p.doc_id].text[s.start : s.end] for p in corpus.passages for s in p.sentences)
-    Lexical.build(sentences).save(workspace / "bm25-sentences")
+    vectors = Vectors(workspace / "passages.npy")
+    try:
+        searcher = _faiss_index(vectors)
+        probes = {}
+        if hasattr(searcher, "nlist"):
+            queries = _probe_queries(workspace / "sentences.npy", vectors)
+            probes = _probes(searcher, vectors, queries)
+        faiss.write_index(searcher, str(workspace / "passages.faiss"))
+    finally:
+        vectors.close()
     return probes
 
 
-def _manifest(corpus: Corpus, settings: Settings, dim: int) -> dict:
+@dataclass
+class Segment:
+    """What `write_segment` wrote into a workspace."""
+
+    documents: int
+    passages: int
+    sentences: int
+    dim: int
+    embedded: int  # passage and sentence texts that went through the embedder
+    reused: int  # passages whose vectors were copied from the current generation
+    documents_embedded: int
+    corpus_hash: str
+    ivf: dict  # an IVF index's {"nprobe", "recall_at_10"}; {} for exact search
+
+
+def write_segment(
+    workspace: Path,
+    corpus: Corpus | CorpusStream,
+    settings: Settings,
+    embedder: Embedder,
+    reuse: _Reuse | None = None,
+) -> Segment:
+    """Write a generation's files for `corpus` into `workspace`: its SQLite rows, passage and
+    sentence vectors, document vectors, FAISS index and both BM25 indexes; no calibration, no
+    manifest, nothing published. Vectors of passages and documents that `reuse` (the current
+    generation's, `_reusable(settings)`) holds unchanged are copied, not embedded.
+
+    The corpus is read once, a block at a time. A workspace holding the `PROGRESS` of an
+    earlier call on a stream with the same key (killed part way) is continued: the blocks it
+    wrote are passed over (read, not embedded), the steps it finished are not done again.
+    """
+    stream = corpus.stream() if isinstance(corpus, Corpus) else corpus
+    reuse = reuse or _Reuse()
+    progress = _Progress.of(workspace, stream.key)
+    if "stream" in progress.done:
+        for _ in stream.items:  # read through, for what the stream reports at its end
+            pass
+    else:
+        _write_stream(workspace, stream, progress, embedder, reuse)
+    db = tables.open_db(workspace / "store.sqlite")
+    try:
+        _finish(workspace, db, progress, embedder, reuse)
+        digest = _hash_rows(tables.describe_documents(db))
+    finally:
+        db.close()
+    dim = progress.dim or Vectors(workspace / "passages.npy").shape[1]
+    return Segment(
+        documents=progress.documents,
+        passages=progress.passages,
+        sentences=progress.sentences,
+        dim=dim,
+        embedded=progress.embedded,
+        reused=progress.reused,
+        documents_embedded=progress.documents_embedded,
+        corpus_hash=digest,
+        ivf=progress.ivf,
+    )
+
+
+def _finish(workspace: Path, db, progress: _Progress, embedder: Embedder, reuse: _Reuse) -> None:
+    """The files written from the streamed ones, each step recorded as it is done: document
+    vectors (by id, read back from the rows), the FAISS index and both BM25 indexes."""
+    if "documents" not in progress.done:
+        heads = tables.documents_by_id(db, documents.TEXT_CHARS)
+        progress.documents_embedded = documents.write_sorted(
+            workspace, heads, progress.documents, embedder, reuse.documents, reuse.document_rows
+        )
+        _done(workspace, progress, "documents")
+    if "faiss" not in progress.done:
+        progress.ivf = _write_faiss(workspace)
+        _done(workspace, progress, "faiss")
+    for name in LEXICAL:
+        if name not in progress.done:
+            LexicalWriter(workspace / name, progress.lexical.get(name)).finish()
+            _done(workspace, progress, name)
+
+
+def _done(workspace: Path, progress: _Progress, step: str) -> None:
+    progress.done.append(step)
+    progress.save(workspace)
+
+
+def _manifest(segment: Segment, settings: Settings) -> dict:
     return {
         "model": settings.model,
         "int8": vector_space(settings)[1],
-        "dim": int(dim),
+        "dim": int(segment.dim),
         "sentence_vectors": SENTENCE_VECTORS,
         "sentence_dtype": SENTENCE_DTYPE,
         "document_vectors": documents.DOCUMENT_VECTORS,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "passage_chars": settings.passage_chars,
         "counts": {
-            "documents": len(corpus.documents),
-            "passages": len(corpus.passages),
-            "sentences": sum(len(p.sentences) for p in corpus.passages),
+            "documents": segment.documents,
+            "passages": segment.passages,
+            "sentences": segment.sentences,
         },
-        "corpus_hash": corpus_hash(corpus.documents),
+        "corpus_hash": segment.corpus_hash,
     }
 
 
@@ -374,54 +578,97 @@ def _calibration(workspace: Path, manifest: dict, old: dict, calibrate: Calibrat
         return calibrate(fresh_index)
 
 
+def _resume_key(stream: CorpusStream, settings: Settings, embedder: Embedder) -> str:
+    """What a killed build must share with a new one for the new one to continue it: the
+    stream's sources, every setting and the embedder's kind ("" for a stream never resumed)."""
+    if not stream.key:
+        return ""
+    parts = (stream.key, settings.model_dump_json(), type(embedder).__qualname__)
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+@contextmanager
+def _workspace(settings: Settings, key: str) -> Iterator[Path]:
+    """A workspace for a new generation: for a resumable stream (`key`), the one a build killed
+    before left (`.tmp-resume-<key>`), else a fresh one (`generations.writing`). Removed when
+    the build fails with an error; kept when it is killed or interrupted (Ctrl-C)."""
+    if not key:
+        with generations.writing(where(settings)) as path:
+            yield path
+        return
+    data_dir = where(settings)
+    path = generations.generations_dir(data_dir) / f".tmp-resume-{key[:24]}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+    except (OSError, sqlite3.Error) as exc:
+        shutil.rmtree(path, ignore_errors=True)
+        raise IndexWriteFailed(
+            f"could not write the index in {data_dir} ({exc}); the previous index is unchanged. "
+            "Free some disk space or set VERBATIM_DATA_DIR to a writable folder."
+        ) from None
+    except Exception:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
 def build_index(
-    corpus: Corpus, settings: Settings, embedder: Embedder, calibrate: Calibrate | None = None
+    corpus: Corpus | CorpusStream,
+    settings: Settings,
+    embedder: Embedder,
+    calibrate: Calibrate | None = None,
 ) -> IngestReport:
-    """Embed `corpus` and publish it as the new current generation.
+    """Embed `corpus` (in memory, or a stream read as it is written) and publish it as the new
+    current generation.
 
     Vectors of passages whose text is unchanged since the current generation are reused, so
     re-ingesting an unchanged folder embeds nothing (and keeps its calibration). Until
-    `publish` returns, the previous generation stays current: a crash loses nothing.
+    `publish` returns, the previous generation stays current: a crash loses nothing, and a
+    stream with a key continues, when built again, from what the crashed build wrote.
 
     Args:
         calibrate: run on the new index before publishing; its result is stored in the
             manifest under "calibration".
     """
     began = time.perf_counter()
+    stream = corpus.stream() if isinstance(corpus, Corpus) else corpus
     reuse = _reusable(settings)
     try:
-        with generations.writing(where(settings)) as workspace:
-            tables.write_rows(workspace / "store.sqlite", corpus.documents, corpus.passages)
-            written = _write_vectors(workspace, corpus, embedder, reuse)
-            documents_embedded = documents.write(
-                workspace, corpus.documents, embedder, reuse.documents, reuse.document_rows
-            )
-            probes = _write_search_files(workspace, corpus)
-            manifest = _manifest(corpus, settings, written.dim)
-            manifest |= {"ivf": probes} if probes else {}
+        with _workspace(settings, _resume_key(stream, settings, embedder)) as workspace:
+            segment = write_segment(workspace, stream, settings, embedder, reuse)
+            manifest = _manifest(segment, settings) | ({"ivf": segment.ivf} if segment.ivf else {})
             calibration = _calibration(workspace, manifest, reuse.manifest, calibrate)
             if calibration is not None:
                 manifest["calibration"] = calibration
+            (workspace / PROGRESS).unlink(missing_ok=True)
             name = generations.publish(workspace, manifest, where(settings))
     finally:
         reuse.close()
     return IngestReport(
         generation=name,
-        documents=len(corpus.documents),
-        passages=len(corpus.passages),
-        sentences=manifest["counts"]["sentences"],
-        embedded=written.embedded,
-        documents_embedded=documents_embedded,
-        reused=written.reused,
+        documents=segment.documents,
+        passages=segment.passages,
+        sentences=segment.sentences,
+        embedded=segment.embedded,
+        documents_embedded=segment.documents_embedded,
+        reused=segment.reused,
         seconds=time.perf_counter() - began,
         collection=settings.collection,
-        read_seconds=corpus.read_seconds,
-        formats=dict(corpus.formats),
+        read_seconds=stream.read_seconds,
+        formats=dict(stream.formats),
     )
 
 
 def corpus_hash(docs: list[Document]) -> str:
+    rows = (
+        (d.id, d.content_hash, d.title, d.author, d.url) for d in sorted(docs, key=lambda d: d.id)
+    )
+    return _hash_rows(rows)
+
+
+def _hash_rows(rows: Iterable[tuple]) -> str:
+    """The corpus hash of documents given by id as (id, content_hash, title, author, url)."""
     digest = hashlib.sha256()
-    for d in sorted(docs, key=lambda d: d.id):
-        digest.update(f"{d.id}\0{d.content_hash}\0{d.title}\0{d.author}\0{d.url}\n".encode())
+    for doc_id, content_hash, title, author, url in rows:
+        digest.update(f"{doc_id}\0{content_hash}\0{title}\0{author}\0{url}\n".encode())
     return digest.hexdigest()

@@ -10,6 +10,8 @@ vectors answer without them.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -56,29 +58,45 @@ def write(
     """Write the documents' vectors (float32) block by block, embedding those whose `reuse_key`
     has no row in the `old` file and copying the rest. Returns how many were embedded."""
     docs = sorted(documents, key=lambda d: d.id)
+    heads = ((d.id, d.title, d.text[:TEXT_CHARS], d.content_hash) for d in docs)
+    return write_sorted(workspace, heads, len(docs), embedder, old, rows)
+
+
+def write_sorted(
+    workspace: Path,
+    documents: Iterable[tuple[str, str, str, str]],
+    count: int,
+    embedder: Embedder,
+    old: Vectors | None = None,
+    rows: dict[str, int] | None = None,
+) -> int:
+    """`write` for `count` documents given by id as (id, title, the start of the text (at least
+    `TEXT_CHARS`), content_hash), read a block at a time (a streamed build reads them from
+    its SQLite file)."""
     rows = rows if old is not None and rows else {}
-    writer = VectorWriter(workspace / FILE, len(docs), "float32")
+    writer = VectorWriter(workspace / FILE, count, "float32")
     embedded = 0
-    for at in range(0, len(docs), BLOCK):
-        block = _block(docs[at : at + BLOCK], embedder, old, rows)
-        writer.write(block)
-        embedded += sum(
-            reuse_key(d.id, d.title, d.content_hash) not in rows for d in docs[at : at + BLOCK]
-        )
+    it = iter(documents)
+    while block := list(itertools.islice(it, BLOCK)):
+        writer.write(_block(block, embedder, old, rows))
+        embedded += sum(reuse_key(d[0], d[1], d[3]) not in rows for d in block)
     writer.close(writer.dim or (old.shape[1] if old is not None else embedder.dim))
     return embedded
 
 
 def _block(
-    docs: list[Document], embedder: Embedder, old: Vectors | None, rows: dict[str, int]
+    docs: list[tuple[str, str, str, str]],
+    embedder: Embedder,
+    old: Vectors | None,
+    rows: dict[str, int],
 ) -> np.ndarray:
     """The vectors of `docs`: embedded (unit length) where `rows` has none, else read from `old`."""
-    keys = [reuse_key(d.id, d.title, d.content_hash) for d in docs]
+    keys = [reuse_key(d[0], d[1], d[3]) for d in docs]
     todo = [i for i, key in enumerate(keys) if key not in rows]
     kept = [i for i, key in enumerate(keys) if key in rows]
     fresh = np.zeros((0, 0), dtype=np.float32)
     if todo:
-        texts = [document_text(docs[i].title, docs[i].text) for i in todo]
+        texts = [document_text(docs[i][1], docs[i][2]) for i in todo]
         fresh = np.asarray(embedder.encode(texts), dtype=np.float32)
         fresh /= np.maximum(np.linalg.norm(fresh, axis=1, keepdims=True), 1e-12)
     dim = fresh.shape[1] if todo else old.shape[1] if old is not None else embedder.dim

@@ -169,7 +169,9 @@ class Lexical:
     def frequency(self, term: str) -> int:
         """How many texts hold `term` (0 for a term the index never saw)."""
         tid = self._vocab.get(term)
-        return 0 if tid is None else int(self._indptr[tid + 1] - self._indptr[tid])
+        if tid is None or tid + 1 >= len(self._indptr):  # bm25s's "" token has no postings
+            return 0
+        return int(self._indptr[tid + 1] - self._indptr[tid])
 
     def reweigh(self, idf: np.ndarray) -> None:
         """Score with `idf` (by term id, `vocabulary` order) in place of this index's own: a
@@ -179,9 +181,10 @@ class Lexical:
         if self.retriever is None:
             return
         postings = self.retriever.scores
+        idf = np.asarray(idf, dtype=np.float64)[: len(self._idf)]
         scale = np.repeat(idf / self._idf, np.diff(self._indptr)).astype(postings["data"].dtype)
         postings["data"] = np.asarray(postings["data"]) * scale
-        self._idf = np.asarray(idf, dtype=np.float64)
+        self._idf = idf
 
     def contains(self, terms: list[str], rows: np.ndarray) -> np.ndarray:
         """Boolean matrix (len(rows), len(terms)): whether each text holds each (distinct) term.

@@ -36,19 +36,64 @@ def write_rows(path: Path, documents: list[Document], passages: list[Passage]) -
     Passage rows number `passages` in order and sentence rows run on across them, the same
     order as the vector files' rows.
     """
-    db = sqlite3.connect(path)
+    writer = RowWriter(path)
     try:
-        db.executescript(SCHEMA)
-        with db:
-            db.executemany(
+        writer.add(documents, passages)
+    finally:
+        writer.close()
+
+
+class RowWriter:
+    """The generation's SQLite file written a batch at a time (`add`: one transaction each),
+    passage and sentence rows running on across batches. Opened on a file that holds more
+    rows than `documents`, `passages` and `sentences` (a build killed after a batch it had not
+    recorded yet), it deletes the rows past them first."""
+
+    def __init__(self, path: Path, documents: int = 0, passages: int = 0, sentences: int = 0):
+        fresh = not path.exists()
+        self.db = sqlite3.connect(path)
+        self.documents, self.passages, self.sentences = documents, passages, sentences
+        if fresh:
+            self.db.executescript(SCHEMA)
+            return
+        with self.db:  # documents have no row column: their rowid counts them in order
+            self.db.execute("DELETE FROM documents WHERE rowid > ?", (documents,))
+            self.db.execute("DELETE FROM passages WHERE row >= ?", (passages,))
+            self.db.execute("DELETE FROM sentences WHERE row >= ?", (sentences,))
+
+    def add(self, documents: list[Document], passages: list[Passage]) -> None:
+        """Write `documents` and `passages` (the next passage rows) in one transaction."""
+        with self.db:
+            self.db.executemany(
                 "INSERT INTO documents VALUES (?,?,?,?,?,?,?,?,?,?)", map(_document_row, documents)
             )
-            db.executemany(
-                "INSERT INTO passages VALUES (?,?,?,?,?,?,?,?,?)", _passage_rows(passages)
+            self.db.executemany(
+                "INSERT INTO passages VALUES (?,?,?,?,?,?,?,?,?)",
+                _passage_rows(passages, self.passages, self.sentences),
             )
-            db.executemany("INSERT INTO sentences VALUES (?,?,?,?)", _sentence_rows(passages))
-    finally:
-        db.close()
+            self.db.executemany(
+                "INSERT INTO sentences VALUES (?,?,?,?)",
+                _sentence_rows(passages, self.passages, self.sentences),
+            )
+        self.documents += len(documents)
+        self.passages += len(passages)
+        self.sentences += sum(len(p.sentences) for p in passages)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def documents_by_id(db: sqlite3.Connection, chars: int) -> Iterator[tuple[str, str, str, str]]:
+    """(id, title, the first `chars` characters of the text, content_hash) of every document,
+    by id; with `describe_documents`' fields, the same order `read_documents` gives."""
+    return db.execute(
+        "SELECT id, title, substr(text, 1, ?), content_hash FROM documents ORDER BY id", (chars,)
+    )
+
+
+def describe_documents(db: sqlite3.Connection) -> Iterator[tuple]:
+    """(id, content_hash, title, author, url) of every document, by id."""
+    return db.execute("SELECT id, content_hash, title, author, url FROM documents ORDER BY id")
 
 
 def _document_row(d: Document) -> tuple:
@@ -74,19 +119,20 @@ def _document_row(d: Document) -> tuple:
     )
 
 
-def _passage_rows(passages: list[Passage]) -> Iterator[tuple]:
-    first = 0  # the passage's first sentence row
-    for row, p in enumerate(passages):
+def _passage_rows(passages: list[Passage], row: int, first: int) -> Iterator[tuple]:
+    """Rows of `passages` numbered from `row`, their sentences' from `first`."""
+    for at, p in enumerate(passages, row):
         last = first + len(p.sentences)
-        yield row, p.id, p.doc_id, p.start, p.end, p.heading, p.role, first, last
+        yield at, p.id, p.doc_id, p.start, p.end, p.heading, p.role, first, last
         first = last
 
 
-def _sentence_rows(passages: list[Passage]) -> Iterator[tuple[int, int, int, int]]:
-    at = 0
-    for row, p in enumerate(passages):
+def _sentence_rows(
+    passages: list[Passage], row: int, at: int
+) -> Iterator[tuple[int, int, int, int]]:
+    for passage_row, p in enumerate(passages, row):
         for s in p.sentences:
-            yield at, row, s.start, s.end
+            yield at, passage_row, s.start, s.end
             at += 1
 
 

@@ -254,7 +254,7 @@ class VectorWriter:
             self._start(dim)
         if self.rows is None:  # the count is known now: the header says it
             self._fh.seek(0)
-            write_header(self._fh, self.dtype, (self.written, self.dim))
+            write_header(self._fh, self.dtype, (self.written, self.dim or dim))
             if self._scale_fh is not None:
                 self._scale_fh.seek(0)
                 write_header(self._scale_fh, np.dtype(np.float32), (self.written,))

@@ -2,16 +2,20 @@
 
 Public entry point: `read_documents(paths, settings)` -> `Corpus` (documents, their passages
 and the files skipped); `read_folders` also gives each file's `SourceFile` and reads only the
-files changed since the ones it is given. `split_passages(doc, max_chars)` splits one document.
+files changed since the ones it is given; `stream_folders` gives the same as a `CorpusStream`,
+each document as its file is read, for an ingest that holds no more than a block of it.
+`split_passages(doc, max_chars)` splits one document.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,14 +23,15 @@ from verbatim.errors import NoDocuments
 from verbatim.ingest.files import FileTask, SourceFile, collect, fingerprint, printable
 from verbatim.ingest.formats import SUFFIXES
 from verbatim.ingest.split import split_passages, split_sentences
-from verbatim.ingest.workers import Progress, Result, read_all
-from verbatim.records import Corpus, Document, Skipped
+from verbatim.ingest.workers import Progress, Result, read_all, read_each
+from verbatim.records import Corpus, CorpusStream, Document, DocumentPassages, Passage, Skipped
 
 if TYPE_CHECKING:  # a worker process reads files without loading the settings
     from verbatim.settings import Settings
 
 __all__ = [
     "Corpus",
+    "FolderStream",
     "Reader",
     "SourceFile",
     "Stored",
@@ -34,6 +39,7 @@ __all__ = [
     "read_folders",
     "split_passages",
     "split_sentences",
+    "stream_folders",
 ]
 
 
@@ -54,6 +60,7 @@ def _keep(
 
 
 Reader = Callable[[list[FileTask], "Settings", Callable[[], None]], list[Result]]
+Streamer = Callable[[list[FileTask], "Settings", Callable[[], None]], Iterator[Result]]
 
 
 def read_documents(paths: list[Path], settings: Settings, reader: Reader = read_all) -> Corpus:
@@ -92,36 +99,88 @@ def read_folders(
     Raises:
         NoDocuments: when nothing readable was found.
     """
-    began = time.perf_counter()
+    stream = stream_folders(paths, settings, reader, previous, stored)
+    documents: list[Document] = []
+    passages: list[Passage] = []
+    for item in stream.items:
+        documents.append(item.document)
+        passages += item.passages
+    corpus = Corpus(documents, passages, stream.skipped, stream.formats, stream.read_seconds)
+    return corpus, stream.files
+
+
+@dataclass
+class FolderStream(CorpusStream):
+    """A `CorpusStream` of folders; once it is read through, `files` holds each file's
+    `SourceFile` (those skipped left out)."""
+
+    files: list[SourceFile] = field(default_factory=list)
+
+
+def stream_folders(
+    paths: list[Path],
+    settings: Settings,
+    reader: Reader | Streamer = read_each,
+    previous: dict[str, SourceFile] | None = None,
+    stored: Stored | None = None,
+) -> FolderStream:
+    """`read_folders` as a stream: each document with its passages as its file is read (a few
+    files ahead at most, `workers.READ_AHEAD`), so that an ingest holds no more of the corpus
+    than the block it is indexing. Its key is the folders and their files' fingerprints.
+
+    Raises:
+        NoDocuments: a folder is missing (now), or nothing readable was found (at the end).
+    """
     tasks, skipped = collect(paths, settings)
     prints, kept = _unchanged(tasks, previous or {}, stored)
+    listed = [os.path.abspath(p) for p in paths] + [
+        f"{f.path}\0{f.size}\0{f.sha256}" for f in prints
+    ]
+    key = hashlib.sha256("\n".join(listed).encode("utf-8", "surrogateescape")).hexdigest()
+    stream = FolderStream(iter(()), key, skipped)
+    stream.items = _items(stream, paths, settings, reader, tasks, prints, kept)
+    return stream
+
+
+def _items(
+    stream: FolderStream,
+    paths: list[Path],
+    settings: Settings,
+    reader: Reader | Streamer,
+    tasks: list[FileTask],
+    prints: list[SourceFile],
+    kept: dict[int, list[Document]],
+) -> Iterator[DocumentPassages]:
+    began = time.perf_counter()
     todo = [task for i, task in enumerate(tasks) if i not in kept]
     progress = Progress(len(todo), settings.progress)
     fresh = iter(reader(todo, settings, progress.advance))
-    documents: list[Document] = []
     seen: set[str] = set()
     formats: Counter[str] = Counter()
     for i, task in enumerate(tasks):
         result: Result = kept[i] if i in kept else next(fresh)
         if isinstance(result, str):
-            skipped.append(Skipped(printable(str(task.path)), printable(result)))
+            stream.skipped.append(Skipped(printable(str(task.path)), printable(result)))
             prints[i] = dataclasses.replace(prints[i], sha256="")  # read again next time
             continue
         formats[task.format] += 1
-        before = len(documents)
+        documents: list[Document] = []
         for doc in result:
-            _keep(doc, task, seen, documents, skipped)
-        prints[i] = dataclasses.replace(prints[i], docs=tuple(d.id for d in documents[before:]))
-    progress.close(dict(formats), len(skipped))
-    if not documents:
+            _keep(doc, task, seen, documents, stream.skipped)
+        prints[i] = dataclasses.replace(prints[i], docs=tuple(d.id for d in documents))
+        for doc in documents:
+            stream.read_seconds += time.perf_counter() - began
+            yield DocumentPassages(doc, split_passages(doc, settings.passage_chars))
+            began = time.perf_counter()
+    progress.close(dict(formats), len(stream.skipped))
+    stream.formats, stream.files = dict(formats), [p for p in prints if p.sha256]
+    stream.read_seconds += time.perf_counter() - began
+    if not seen:
         where = ", ".join(str(p) for p in paths)
         raise NoDocuments(
             f"no readable documents in {where}; supported: {' '.join(sorted(SUFFIXES))}"
-            + "".join(f"\n  skipped {s.path}: {s.reason}" for s in skipped[:20])
+            + "".join(f"\n  skipped {s.path}: {s.reason}" for s in stream.skipped[:20])
         )
-    passages = [p for doc in documents for p in split_passages(doc, settings.passage_chars)]
-    corpus = Corpus(documents, passages, skipped, dict(formats), time.perf_counter() - began)
-    return corpus, [p for p in prints if p.sha256]
 
 
 def _unchanged(

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from verbatim.ingest.files import FileTask
@@ -150,12 +150,28 @@ def read_all(
     tasks: list[FileTask], settings: Settings, advance: Callable[[], None]
 ) -> list[Result]:
     """Every file's documents (or skip reason), in the order of `tasks`."""
+    return list(read_each(tasks, settings, advance, len(tasks) + 1))
+
+
+# Files read ahead of the one a stream waits for (`read_each`): what reading holds beyond it.
+READ_AHEAD = 64
+
+
+def read_each(
+    tasks: list[FileTask],
+    settings: Settings,
+    advance: Callable[[], None],
+    ahead: int = READ_AHEAD,
+) -> Iterator[Result]:
+    """`read_all` as a stream: each file's documents (or skip reason) in the order of `tasks`,
+    given as soon as the file and those before it are read. Files up to `ahead` places past the
+    one given are read meanwhile, by the workers and here, and only those are held."""
     many = len([t for t in tasks if BY_NAME[t.format].shape != "rows"]) > IN_PROCESS_UP_TO
     timed_here = can_time_here()
     remote = deque(i for i, t in enumerate(tasks) if _in_worker(t, many, timed_here))
     elsewhere = set(remote)
     local = deque(i for i in range(len(tasks)) if i not in elsewhere)
-    results: list[Result | None] = [None] * len(tasks)
+    results: dict[int, Result] = {}
 
     def finish(i: int, result: Result) -> None:
         results[i] = result
@@ -163,15 +179,19 @@ def read_all(
 
     size = min(settings.read_workers, len(remote))
     with _Workers(size, settings, tasks, finish) as workers:
-        while remote or local or workers.busy():
-            workers.feed(remote)
-            if local:
-                i = local.popleft()
-                finish(i, read_here(tasks[i], settings))
-                workers.poll(0)
-            else:
-                workers.poll(None)
-    return [r if r is not None else "not read" for r in results]
+        for want in range(len(tasks)):
+            while want not in results:
+                limit = want + ahead
+                workers.feed(remote, limit)
+                if local and local[0] < limit:
+                    i = local.popleft()
+                    finish(i, read_here(tasks[i], settings))
+                    workers.poll(0)
+                elif workers.busy():
+                    workers.poll(None)
+                else:  # cannot happen: `want` is either read here, fed, or being read
+                    raise RuntimeError(f"file {want} was never read")
+            yield results.pop(want)
 
 
 class _Workers:
@@ -193,9 +213,10 @@ class _Workers:
     def busy(self) -> bool:
         return any(w.task is not None for w in self.workers)
 
-    def feed(self, queue: deque[int]) -> None:
-        """Give each idle worker a file, starting workers up to `size`."""
-        while queue:
+    def feed(self, queue: deque[int], limit: int) -> None:
+        """Give each idle worker a file (of those numbered below `limit`), starting workers up
+        to `size`."""
+        while queue and queue[0] < limit:
             idle = next((w for w in self.workers if w.task is None), None)
             if idle is None and len(self.workers) < self.size:
                 idle = Worker(self.settings.read_memory_mb)
@@ -242,4 +263,4 @@ class _Workers:
             self.finish(i, result)
 
 
-__all__ = ["Progress", "read_all"]
+__all__ = ["Progress", "read_all", "read_each"]

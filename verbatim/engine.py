@@ -29,9 +29,18 @@ from verbatim.index import (
     where,
 )
 from verbatim.index.lexical import information
-from verbatim.ingest import Reader, SourceFile, Stored, read_folders
-from verbatim.ingest.workers import read_all
-from verbatim.records import Answer, Corpus, Document, Embedder, Filters, Skipped
+from verbatim.ingest import Reader, SourceFile, Stored, Streamer, read_folders, stream_folders
+from verbatim.ingest.workers import read_all, read_each
+from verbatim.records import (
+    Answer,
+    Corpus,
+    CorpusStream,
+    Document,
+    DocumentPassages,
+    Embedder,
+    Filters,
+    Skipped,
+)
 from verbatim.settings import DEFAULT_COLLECTION, Settings
 
 
@@ -100,11 +109,14 @@ def ingest_paths(
     paths: list[Path],
     settings: Settings,
     embedder: Embedder | None = None,
-    reader: Reader = read_all,
+    reader: Reader | Streamer = read_each,
 ) -> tuple[IngestReport, list[Skipped]]:
     """Read, embed, calibrate and publish `paths` as the new index generation, then re-check
     the stored feedback citations against it (`feedback_check` tells how they stand). The
     manifest records the folders and each file's fingerprint (`verbatim watch` reads them).
+
+    The files are read as the index is written, a block at a time (`stream_folders`): the
+    ingest never holds the corpus, and one killed part way continues when run again.
 
     Args:
         reader: what reads the files: this machine's process pool, or Ray (`ingest_on_ray`).
@@ -112,12 +124,19 @@ def ingest_paths(
     Returns:
         The `IngestReport` and the list of skipped files.
     """
-    corpus, files = read_folders(paths, settings, reader)
-    return _publish(corpus, _sources(paths, files), settings, embedder), corpus.skipped
+    stream = stream_folders(paths, settings, reader)
+    sources: dict = {}  # known once the stream is read through, before the build publishes
+
+    def recorded(items: Iterator[DocumentPassages]) -> Iterator[DocumentPassages]:
+        yield from items
+        sources.update(_sources(paths, stream.files))
+
+    stream.items = recorded(stream.items)
+    return _publish(stream, sources, settings, embedder), stream.skipped
 
 
 def _publish(
-    corpus: Corpus, sources: dict, settings: Settings, embedder: Embedder | None
+    corpus: Corpus | CorpusStream, sources: dict, settings: Settings, embedder: Embedder | None
 ) -> IngestReport:
     """Embed, calibrate and publish `corpus` with `sources` in its manifest (to Qdrant too
     when it is the store), then re-check the feedback citations against it."""

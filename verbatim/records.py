@@ -4,6 +4,7 @@ they meet: `Embedder`."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, NamedTuple, Protocol
@@ -175,6 +176,51 @@ class Corpus:
     passages: list[Passage]
     skipped: list[Skipped]
     formats: dict[str, int] = field(default_factory=dict)  # files read per format ("pdf": 3)
+    read_seconds: float = 0.0
+
+    def stream(self) -> CorpusStream:
+        """This corpus as a stream, passages in their order here (a document whose passages
+        are not all together comes again, `first` False), documents without passages last."""
+        return CorpusStream(self._items(), "", self.skipped, self.formats, self.read_seconds)
+
+    def _items(self) -> Iterator[DocumentPassages]:
+        docs = {d.id: d for d in self.documents}
+        given: set[str] = set()
+        run: list[Passage] = []
+        for p in self.passages:
+            if run and p.doc_id != run[0].doc_id:
+                yield DocumentPassages(docs[run[0].doc_id], run, run[0].doc_id not in given)
+                given.add(run[0].doc_id)
+                run = []
+            run.append(p)
+        if run:
+            yield DocumentPassages(docs[run[0].doc_id], run, run[0].doc_id not in given)
+            given.add(run[0].doc_id)
+        for d in self.documents:
+            if d.id not in given:
+                yield DocumentPassages(d, [], True)
+
+
+class DocumentPassages(NamedTuple):
+    """A document and (some of) its passages, as a stream of a corpus gives them."""
+
+    document: Document
+    passages: list[Passage]
+    first: bool = True  # False when the document was given before (with earlier passages)
+
+
+@dataclass
+class CorpusStream:
+    """A corpus read as it is indexed: `items` gives each document with its passages, once, in
+    order, so that nothing holds the whole corpus. `skipped`, `formats` and `read_seconds` are
+    complete once `items` is exhausted. `key` names what is read (the files and their
+    fingerprints): an ingest killed and started again with the same key goes on from what it
+    wrote ("": one that is never resumed)."""
+
+    items: Iterator[DocumentPassages]
+    key: str = ""
+    skipped: list[Skipped] = field(default_factory=list)
+    formats: dict[str, int] = field(default_factory=dict)
     read_seconds: float = 0.0
 
 
