@@ -76,6 +76,7 @@ def _quotes(result):
     ]
 
 
+@pytest.mark.slow  # the bundled corpus streamed in one-file batches; duplicates below are fast
 def test_a_streamed_generation_answers_as_the_local_store(stores, settings, fake_embedder):
     local, streamed, report = stores
     assert report.passages == len(local.passage_ids) and report.documents == len(local.documents)
@@ -107,6 +108,7 @@ def _point_ids(store):
     return [p.id for p in points]
 
 
+@pytest.mark.slow  # the bundled corpus streamed in one-file batches
 def test_bm25_weights_are_the_local_stores_to_the_bit(stores):
     """Every passage's sparse vector holds bm25s's own float32 weights of the whole corpus,
     though each batch saw only its own passages."""
@@ -176,7 +178,19 @@ class Stop(Exception):
     """Stands for the process being killed."""
 
 
-@pytest.mark.parametrize("at", ["record:1", "record:4", "record:9", "weigh:2", "finish:1"])
+LONG = pytest.mark.stress  # three streams of the bundled corpus each; record:4 stays fast
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        pytest.param("record:1", marks=LONG),
+        "record:4",
+        pytest.param("record:9", marks=LONG),
+        pytest.param("weigh:2", marks=LONG),
+        pytest.param("finish:1", marks=LONG),
+    ],
+)
 def test_a_stopped_ingest_resumes_where_it_stopped(
     folder, settings, small_batches, at, monkeypatch
 ):
