@@ -94,13 +94,17 @@ def ingest(
 
     Writes a new generation of the collection and switches to it only once it is complete;
     unchanged passages reuse their stored vectors. With --ray, Ray Data reads the files and
-    embeds the texts (one model per actor); the index is the same as without it.
+    embeds the texts (one model per actor); the index is the same as without it. With --ray
+    and VERBATIM_STORE=qdrant, the Ray workers write the generation straight into Qdrant (no
+    local copy), and an ingest killed and run again with the same arguments resumes.
     """
     from verbatim.engine import ingest_on_ray, ingest_paths
 
     paths, address = _ray_cluster(paths, ray, ray_address)
     settings = _settings(data_dir, collection=collection)
     given = list(paths) or [settings.corpus_dir]
+    streamed = address is not None and settings.store == "qdrant"  # written to Qdrant alone
+    where = (settings.qdrant_url or settings.data_dir / "qdrant") if streamed else settings.data_dir
     if address is None:
         report, skipped = ingest_paths(given, settings)
     else:
@@ -114,7 +118,7 @@ def ingest(
         f"{report.sentences} sentences in {report.read_seconds + report.seconds:.1f}s: "
         f"reading {report.read_seconds:.1f}s, embedding and indexing {report.seconds:.1f}s "
         f"({report.embedded} texts embedded, {report.reused} passages reused).\n"
-        f"Collection {report.collection}: generation {report.generation} in {settings.data_dir}"
+        f"Collection {report.collection}: generation {report.generation} in {where}"
     )
     _print_feedback_check(settings, report.generation)
 
