@@ -1,23 +1,49 @@
-"""Texts embedded per second on a local Ray cluster with 1 and 2 model actors, against the
-plain `ModelEmbedder` in the same run (issue #21's Ray figures).
+"""Ray figures (`pip install ".[ray]"`), two benches.
 
-Run: `python bench/ray_bench.py [--texts N] [--json OUT]` (needs `pip install ".[ray]"`).
-The texts are CounselChat passages from ../shared/benchmarks, as ingest embeds them.
+1. Texts embedded per second on a local Ray cluster with 1 and 2 model actors, against the
+   plain `ModelEmbedder` in the same run (issue #21's figures):
+   `python bench/ray_bench.py [--texts N] [--json OUT]`. The texts are CounselChat passages
+   from ../shared/benchmarks, as ingest embeds them.
+2. The streaming ingest into Qdrant (`verbatim.index.cluster.stream`, issue #34) over
+   `make scale`'s realistic passages with its stand-in embedder (bench.scale.Jitter):
+   `python -m bench.ray_bench --stream N [--sink null|local] [--workers W] [--json OUT]`.
+   `--sink local` runs the whole ingest into qdrant-client's local mode (the driver writes
+   what the workers send, then weighs, calibrates and publishes; local mode itself holds every
+   point in the driver's memory, so keep N small). `--sink null` measures the workers' pass
+   and the driver's counters alone: workers "write" to a client that keeps only the progress
+   records (what a Qdrant server would take), so nothing but the pipeline is measured.
+   Reported: wall time by pass, the driver's peak RSS, each worker's peak RSS, and the
+   bytes of points the workers sent.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import logging
+import os
+import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import ray
 
+from bench.scale import Jitter, prepare, settings_for, write_corpus
 from verbatim.index import ModelEmbedder
 from verbatim.index.cluster import RayEmbedder
 
 CORPUS = Path("../shared/benchmarks/counselchat/corpus.jsonl")
+
+
+def _rss_mb() -> float:
+    """This process's peak resident memory (VmHWM; not ru_maxrss, which a child inherits)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
 
 
 def texts(n: int) -> list[str]:
@@ -32,12 +58,8 @@ def rate(encode, batch: list[str]) -> float:
     return round(len(batch) / (time.perf_counter() - began), 1)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--texts", type=int, default=2000)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    batch = texts(args.texts)
+def embedding(n: int) -> dict:
+    batch = texts(n)
     cache = Path.home() / ".cache" / "verbatim-bench-models"
     options = {"model": "all-MiniLM-L6-v2", "cache_dir": cache}
     plain = ModelEmbedder(**options)
@@ -49,6 +71,148 @@ def main() -> None:
         embedder.encode(["warm up"])  # starts the actors' models once, as a long ingest would
         figures[f"ray_{workers}_texts_per_s"] = rate(embedder.encode, batch)
     ray.shutdown()
+    return figures
+
+
+class Phases(logging.Handler):
+    """The streaming ingest's log lines (the time each pass took)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+class NullClient:
+    """What a worker of `--sink null` writes to: it keeps the progress records (the driver
+    reads them back) and counts the bytes of every other point, as a server would take them."""
+
+    def __init__(self, tally: Path | None = None) -> None:
+        self.records: dict[str, dict] = {}
+        self.points = 0
+        self.tally = tally
+
+    def upsert(self, name: str, points: list, wait: bool = True) -> None:
+        for p in points:
+            if isinstance(p.payload, dict) and "record" in p.payload:
+                self.records[str(p.id)] = p.payload
+            else:
+                self.points += 1
+        if self.tally is not None:  # this worker's count so far
+            self.tally.write_text(json.dumps({"points": self.points}))
+
+    def scroll(self, name: str, scroll_filter=None, limit=1024, offset=None, **_):
+        kind = scroll_filter.must[0].match.value
+        found = [SimpleNamespace(payload=r) for r in self.records.values() if r["record"] == kind]
+        return found, None
+
+    def retrieve(self, *args, **kwargs) -> list:
+        return []
+
+    def update_vectors(self, *args, **kwargs) -> None:
+        pass
+
+    def delete(self, *args, **kwargs) -> None:
+        pass
+
+
+class Measured(Jitter):
+    """`Jitter`, writing this process's peak RSS to `folder/<pid>.json` after each call."""
+
+    def __init__(self, base: np.ndarray, folder: Path) -> None:
+        super().__init__(base)
+        self.folder = folder
+
+    def encode(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
+        out = super().encode(texts, progress)
+        (self.folder / f"rss-{os.getpid()}.json").write_text(json.dumps({"peak_rss_mb": _rss_mb()}))
+        return out
+
+
+def stand_in(base: str, folder: str, null: bool) -> Measured:
+    """A worker's embedder; with `null`, its Qdrant client is a `NullClient` too."""
+    if null:
+        from verbatim.index import qdrant
+
+        tally = Path(folder) / f"points-{os.getpid()}.json"
+        qdrant.connect = lambda url, key=None: NullClient(tally)  # type: ignore[assignment]
+    return Measured(np.load(base), Path(folder))
+
+
+def streaming(n: int, sink: str, workers: int, scale_root: Path) -> dict:
+    """One streaming ingest of `n` realistic passages (see the module's docstring)."""
+    from verbatim.calibrate import calibrate
+    from verbatim.index import cluster, qdrant
+    from verbatim.ingest.files import collect
+
+    work = Path(tempfile.mkdtemp(prefix="verbatim-stream-"))
+    sentences = json.loads((scale_root / "sentences.json").read_text())
+    write_corpus(work / "corpus", sentences, n)
+    url = "http://null.invalid" if sink == "null" else str(work / "q")
+    settings = settings_for(work).model_copy(update={"store": "qdrant", "qdrant_url": url})
+    (work / "rss").mkdir()
+    make = functools.partial(stand_in, str(scale_root / "base.npy"), str(work / "rss"), False)
+    if sink == "null":
+        make = functools.partial(stand_in, str(scale_root / "base.npy"), str(work / "rss"), True)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    phases = Phases()
+    logging.getLogger("verbatim").addHandler(phases)
+    logging.getLogger("verbatim").setLevel(logging.INFO)
+    began = time.perf_counter()
+    figures: dict = {"passages": n, "sink": sink, "workers": workers, "phases": phases.lines}
+    if sink == "null":
+        client, base = NullClient(), "verbatim-default-bench-0"
+        groups = cluster.batches(collect([work / "corpus"], settings)[0])
+        runner = cluster.run_on_ray(client, base, settings, make, workers)
+        stats = cluster.write_all(client, base, groups, runner)
+        figures["first_pass_s"] = round(time.perf_counter() - began, 1)
+        terms, _ = cluster.weigh_all(client, base, stats)
+        figures["terms"] = len(terms)
+        figures["points_sent"] = sum(
+            json.loads(p.read_text())["points"] for p in (work / "rss").glob("points-*.json")
+        )
+    else:
+        model = make()
+        report, _ = cluster.stream(
+            [work / "corpus"],
+            settings,
+            model.dim,
+            lambda probe: calibrate(probe, model, settings),
+            lambda client, base: cluster.run_on_ray(client, base, settings, make, workers),
+        )
+        figures["generation"] = report.generation
+        qdrant.client_for(settings).close()
+    figures["seconds"] = round(time.perf_counter() - began, 1)
+    figures["driver_peak_rss_mb"] = _rss_mb()
+    figures["worker_peak_rss_mb"] = sorted(
+        json.loads(p.read_text())["peak_rss_mb"] for p in (work / "rss").glob("rss-*.json")
+    )
+    ray.shutdown()
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--texts", type=int, default=2000)
+    parser.add_argument("--stream", type=int, help="passages: bench the streaming ingest")
+    parser.add_argument("--sink", choices=["null", "local"], default="null")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--scale-root",
+        type=Path,
+        help="a `bench.scale --keep` folder (base.npy, sentences.json); default: made afresh",
+    )
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.stream:
+        if args.scale_root is None:
+            args.scale_root = Path(tempfile.mkdtemp(prefix="verbatim-scale-"))
+            prepare(args.scale_root, Path("../shared/benchmarks"))
+        figures = streaming(args.stream, args.sink, args.workers, args.scale_root)
+    else:
+        figures = embedding(args.texts)
     print(json.dumps(figures))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

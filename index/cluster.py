@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -45,6 +46,7 @@ from verbatim.ingest.workers import Result, read_all
 from verbatim.records import Document, Embedder, Passage, Skipped
 from verbatim.settings import Settings
 
+log = logging.getLogger("verbatim")
 Calibrate = Callable[[Any], Any]  # a `Probe` of the new generation -> its thresholds, or None
 
 TEXTS_PER_TASK = 256  # texts one actor encodes per call
@@ -580,15 +582,21 @@ class Probe(qdrant.QdrantStore):
             return {k: by[i].vector["dense"] if vectors else by[i].payload for i, k in ids.items()}
 
         sentence = _Lazy(lambda ks: read("sentences", {sid(k): k for k in ks}, False), n)
-        self.sent_passage = _Lazy(lambda ks: {k: sentence[k]["passage"] for k in ks}, n)
-        self.sent_start = _Lazy(lambda ks: {k: sentence[k]["start"] for k in ks}, n)
-        self.sent_end = _Lazy(lambda ks: {k: sentence[k]["end"] for k in ks}, n)
+
+        def field(name: str) -> Callable[[list[int]], dict[int, Any]]:
+            return lambda ks: {k: s[name] for k, s in zip(ks, sentence[ks], strict=True)}
+
+        self.sent_passage = _Lazy(field("passage"), n)
+        self.sent_start = _Lazy(field("start"), n)
+        self.sent_end = _Lazy(field("end"), n)
         self.sentence_vectors = _Lazy(
             lambda ks: read("sentences", {sid(k): k for k in ks}, True), n
         )
         count = int(self.manifest["counts"]["passages"])
         passage = _Lazy(lambda ps: read("passages", {p: p for p in ps}, False), count)
-        self.passage_doc = _Lazy(lambda ps: {p: passage[p]["doc"] for p in ps}, count)
+        self.passage_doc = _Lazy(
+            lambda ps: {p: r["doc"] for p, r in zip(ps, passage[ps], strict=True)}, count
+        )
         self.passage_vectors = _Lazy(lambda ps: read("passages", {p: p for p in ps}, True), count)
         self.faiss = SimpleNamespace(ntotal=count)
         if n:  # the sentences `calibrate` samples, read in one request each way
@@ -652,6 +660,9 @@ def stream(
     base = f"{qdrant.alias(settings.collection)}-{name}"
     sealed = bool(qdrant.records(client, base, "sealed"))
     stats = write_all(client, base, groups, runner(client, base))
+    log.info(
+        "streamed %d batches into %s in %.1f s", len(groups), base, time.perf_counter() - began
+    )
     dropped = plan_ids(groups, stats).skipped
     made = manifest(settings, dim, stats, key, paths)
     if not made["counts"]["documents"]:
@@ -660,9 +671,13 @@ def stream(
             f"no readable documents in {where}; supported: {' '.join(sorted(SUFFIXES))}"
         )
     if not sealed:
+        weighing = time.perf_counter()
         terms, idf = weigh_all(client, base, stats)
+        log.info("BM25 weights written in %.1f s", time.perf_counter() - weighing)
         qdrant.write_manifest(client, base, made, terms, idf)
+        calibrating = time.perf_counter()
         calibration = _calibration(client, settings, name, made, stats, calibrate)
+        log.info("calibrated in %.1f s", time.perf_counter() - calibrating)
         if calibration is not None:
             qdrant.write_manifest(client, base, made | {"calibration": calibration}, terms, idf)
         qdrant.record(client, base, "sealed", "sealed", {})
