@@ -34,6 +34,7 @@ from verbatim.index.lexical import LexicalWriter
 from verbatim.index.load import load_index, vector_space, where
 from verbatim.index.local import Index, default_nprobe
 from verbatim.index.records import IngestReport
+from verbatim.index.segments import Segmented
 from verbatim.index.vectors import Vectors, VectorWriter
 from verbatim.records import Corpus, CorpusStream, Document, DocumentPassages, Embedder, Passage
 from verbatim.settings import Settings
@@ -194,24 +195,29 @@ def _reusable(settings: Settings) -> _Reuse:
         log.debug("nothing to reuse: %s", exc)
         return _Reuse()
     with old:
-        if vector_space(old.manifest) != vector_space(settings):
-            return _Reuse()
-        if sentence_vectors(old.manifest) != SENTENCE_VECTORS:
-            return _Reuse()
-        return _Reuse(
-            manifest=old.manifest,
-            rows={pid: row for row, pid in enumerate(old.passage_ids)},
-            sent_lo=old.sent_lo,
-            sent_hi=old.sent_hi,
-            sent_from=old.sent_start - old.passage_start[old.sent_passage],
-            sent_to=old.sent_end - old.passage_start[old.sent_passage],
-            passages=Vectors(old.path / "passages.npy"),
-            sentences=Vectors(old.path / "sentences.npy"),
-            documents=(
-                Vectors(old.path / documents.FILE) if (old.path / documents.FILE).exists() else None
-            ),
-            document_rows=documents.old_rows(old.path, old.documents),
-        )
+        # A delta's own passages are embedded again at the merge: its base has them not.
+        return _reuse_of(old.base if isinstance(old, Segmented) else old, settings)
+
+
+def _reuse_of(old: Index, settings: Settings) -> _Reuse:
+    if vector_space(old.manifest) != vector_space(settings):
+        return _Reuse()
+    if sentence_vectors(old.manifest) != SENTENCE_VECTORS:
+        return _Reuse()
+    return _Reuse(
+        manifest=old.manifest,
+        rows={pid: row for row, pid in enumerate(old.passage_ids)},
+        sent_lo=old.sent_lo,
+        sent_hi=old.sent_hi,
+        sent_from=old.sent_start - old.passage_start[old.sent_passage],
+        sent_to=old.sent_end - old.passage_start[old.sent_passage],
+        passages=Vectors(old.path / "passages.npy"),
+        sentences=Vectors(old.path / "sentences.npy"),
+        documents=(
+            Vectors(old.path / documents.FILE) if (old.path / documents.FILE).exists() else None
+        ),
+        document_rows=documents.old_rows(old.path, old.documents),
+    )
 
 
 def _same_split(passage: Passage, reuse: _Reuse) -> bool:

@@ -19,6 +19,7 @@ rows are `tables`, the vector files `vectors`.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -41,6 +42,7 @@ MANIFEST = "manifest.json"
 # What the caller of a build adds to the manifest it publishes (`recording`): the folders a
 # collection was read from and each file's fingerprint, for `verbatim watch`.
 _EXTRA: ContextVar[dict | None] = ContextVar("manifest_extra", default=None)
+_SEALING: ContextVar[bool] = ContextVar("sealing", default=False)  # `sealing`
 
 
 @contextmanager
@@ -133,6 +135,7 @@ def writing(data_dir: Path) -> Iterator[Path]:
     """
     try:
         path = new_workspace(data_dir)
+        hold = _hold(path)
     except OSError as exc:
         raise IndexWriteFailed(_write_message(data_dir, exc)) from None
     try:
@@ -143,6 +146,33 @@ def writing(data_dir: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
         raise
+    finally:
+        os.close(hold)
+
+
+def _hold(workspace: Path) -> int:
+    """Lock `workspace` while it is written (an open descriptor holding `flock`), so that
+    `prune`, run by another writer of the collection (a live update publishing while a merge
+    is written, or another process), leaves it alone. The lock ends with the descriptor, also
+    when the writer is killed."""
+    fd = os.open(workspace, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _held(workspace: Path) -> bool:
+    """Whether a writer holds `workspace` (`_hold`)."""
+    try:
+        fd = os.open(workspace, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def _write_message(data_dir: Path, exc: Exception) -> str:
@@ -177,6 +207,13 @@ def publish(workspace: Path, manifest: dict, data_dir: Path, keep: int = 2) -> s
     root = generations_dir(data_dir)
     os.rename(workspace, root / name)
     _fsync_dir(root)
+    if not _SEALING.get():
+        point(data_dir, name, keep)
+    return name
+
+
+def point(data_dir: Path, name: str, keep: int = 2) -> None:
+    """Make generation `name` current (write, fsync, rename), then `prune`."""
     pointer = Path(data_dir) / "CURRENT"
     tmp = pointer.with_suffix(f".tmp-{uuid.uuid4().hex[:6]}")
     with open(tmp, "w", encoding="utf-8") as fh:
@@ -186,22 +223,48 @@ def publish(workspace: Path, manifest: dict, data_dir: Path, keep: int = 2) -> s
     os.replace(tmp, pointer)
     _fsync_dir(Path(data_dir))
     prune(data_dir, keep=keep)
-    return name
+
+
+@contextmanager
+def sealing() -> Iterator[None]:
+    """Generations published inside (in this thread) are sealed but not made current: a
+    merge written in the background is made current (`point`) once what changed meanwhile
+    is applied on it."""
+    token = _SEALING.set(True)
+    try:
+        yield
+    finally:
+        _SEALING.reset(token)
 
 
 def prune(data_dir: Path, keep: int = 2) -> None:
-    """Remove abandoned workspaces and all but the newest `keep` generations (current kept)."""
+    """Remove abandoned workspaces (those no writer holds, `writing`) and all but the newest
+    `keep` generations (current kept), keeping the base of every delta kept."""
     root = generations_dir(data_dir)
     if not root.exists():
         return
     current = current_name(data_dir)
     for path in root.glob(".tmp-*"):
-        shutil.rmtree(path, ignore_errors=True)
+        if path.is_dir() and not _held(path):
+            shutil.rmtree(path, ignore_errors=True)
     for path in Path(data_dir).glob("CURRENT.tmp-*"):
         path.unlink(missing_ok=True)
     done = sorted((p for p in root.iterdir() if not p.name.startswith(".")), reverse=True)
-    for path in [p for p in done if p.name != current][max(keep - 1, 0) :]:
-        shutil.rmtree(path, ignore_errors=True)
+    kept = [p for p in done if p.name == current] + [p for p in done if p.name != current][
+        : max(keep - 1, 0)
+    ]
+    needed = {p.name for p in kept} | {_base(p) for p in kept}
+    for path in done:
+        if path.name not in needed:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _base(generation: Path) -> str | None:
+    """The base generation of a delta (`index.delta`), None for a full one."""
+    try:
+        return str(read_manifest(generation)["delta"]["base"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def current_name(data_dir: Path) -> str | None:

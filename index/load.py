@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 from verbatim.errors import IndexCorrupt, IndexMissing, ModelMismatch
@@ -11,9 +12,15 @@ from verbatim.index import generations
 from verbatim.index.embed import INT8_VERSION
 from verbatim.index.local import Index
 from verbatim.index.records import Store
+from verbatim.index.segments import Segmented
 from verbatim.settings import DEFAULT_COLLECTION, Settings
 
 log = logging.getLogger("verbatim")
+
+# The full generations open in this process, shared by everyone serving them: a delta published
+# on a base the server already serves opens only the delta (`_shared`).
+_OPEN: dict[Path, Index] = {}
+_OPEN_LOCK = threading.Lock()
 
 
 def open_store(settings: Settings) -> Store:
@@ -61,8 +68,10 @@ def _candidates(settings: Settings) -> list[Path]:
         ) from None
 
 
-def load_index(settings: Settings) -> Index:
-    """Open the current generation, verified against its manifest.
+def load_index(settings: Settings) -> Index | Segmented:
+    """Open the current generation, verified against its manifest: an `Index`, or for a delta
+    published by a live update a `Segmented` over its base (which, when this process has it open
+    already, is shared rather than opened and verified again).
 
     When the current generation is damaged, the newest intact older one is served instead.
 
@@ -74,8 +83,8 @@ def load_index(settings: Settings) -> Index:
     errors = []
     for path in _candidates(settings):
         try:
-            manifest = generations.verify_manifest(path)
-            index = Index(path, manifest, settings.collection)
+            index = _open(path, settings.collection)
+            manifest = index.manifest
         except (IndexCorrupt, OSError, RuntimeError, ValueError) as exc:
             message = exc.message if isinstance(exc, IndexCorrupt) else f"{path}: {exc}"
             log.warning("skipping generation %s: %s", path.name, message)
@@ -100,3 +109,47 @@ def load_index(settings: Settings) -> Index:
             )
         return index
     raise IndexCorrupt("no intact index generation: " + "; ".join(errors))
+
+
+def load_generation(settings: Settings, name: str) -> Index | Segmented:
+    """Generation `name` of `settings.collection`, verified, whether current or not.
+
+    Raises:
+        IndexCorrupt: it is missing, or fails its checks.
+    """
+    try:
+        return _open(generations.generations_dir(where(settings)) / name, settings.collection)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise IndexCorrupt(f"generation {name}: {exc}") from None
+
+
+def _open(path: Path, collection: str) -> Index | Segmented:
+    """Generation `path`, verified: a full one opened (and kept in `_OPEN` while open), a
+    delta opened over its base, which is shared when this process has it open already."""
+    manifest = generations.verify_manifest(path)
+    if "delta" not in manifest:
+        return _opened(Index(path, manifest, collection))
+    base = _shared(path.parent / manifest["delta"]["base"], collection)
+    try:
+        return Segmented(base, Index(path, manifest, collection), manifest, collection)
+    except BaseException:
+        base.close()
+        raise
+
+
+def _shared(path: Path, collection: str) -> Index:
+    """Full generation `path`, open once in this process while anyone uses it."""
+    with _OPEN_LOCK:
+        index = _OPEN.get(path)
+        if index is not None and index.collection == collection and index.share():
+            return index
+    return _opened(Index(path, generations.verify_manifest(path), collection))
+
+
+def _opened(index: Index) -> Index:
+    """`index`, listed in `_OPEN` unless another copy still open is listed."""
+    with _OPEN_LOCK:
+        for gone in [p for p, i in _OPEN.items() if i.closed]:
+            del _OPEN[gone]
+        _OPEN.setdefault(index.path, index)
+    return index

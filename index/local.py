@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import functools
 import operator
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ class Index:
         self.generation = path.name
         self.collection = collection
         self.manifest = manifest
+        self._users, self._users_lock = 1, threading.Lock()  # `share`, `close`
         self._open_search(path)
         self._db = tables.open_db(path / "store.sqlite")
         self._read_passages()
@@ -116,7 +118,26 @@ class Index:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def share(self) -> bool:
+        """Take one more user of this open index (each calls `close` once); False if it is
+        closed already. A generation serving several collection engines at once (a base and
+        the deltas published on it, `load.load_index`) is opened and verified once."""
+        with self._users_lock:
+            if self._users == 0:
+                return False
+            self._users += 1
+            return True
+
+    @property
+    def closed(self) -> bool:
+        return self._users == 0
+
     def close(self) -> None:
+        """Release this user's hold; the files close when the last user is done."""
+        with self._users_lock:
+            self._users = max(self._users - 1, 0)
+            if self._users:
+                return
         self._db.close()
         for vectors in (self.passage_vectors, self.sentence_vectors):
             if isinstance(vectors, Vectors):

@@ -28,8 +28,19 @@ from verbatim.index import (
     open_store,
     where,
 )
+from verbatim.index.delta import Change, write_delta
 from verbatim.index.lexical import information
-from verbatim.ingest import Reader, SourceFile, Stored, Streamer, read_folders, stream_folders
+from verbatim.index.load import load_generation
+from verbatim.index.segments import Segmented
+from verbatim.ingest import (
+    Reader,
+    SourceFile,
+    Stored,
+    Streamer,
+    read_folders,
+    split_passages,
+    stream_folders,
+)
 from verbatim.ingest.workers import read_all, read_each
 from verbatim.records import (
     Answer,
@@ -43,6 +54,13 @@ from verbatim.records import (
 )
 from verbatim.settings import DEFAULT_COLLECTION, Settings
 
+# A live update is written as a delta beside the base while the delta holds at most this share
+# of the base's passages; past it, the update is a merge (one full generation). A delta costs
+# what its documents cost at every update, and a little at every answer (a second, exact search
+# and a mask over the base), so this bounds both; `verbatim watch` also merges in the
+# background once the folder has been quiet for `watch.MERGE_QUIET` seconds.
+MERGE_SHARE = 0.05
+
 
 @dataclass
 class Engine:
@@ -55,7 +73,7 @@ class Engine:
     """
 
     settings: Settings
-    index: Index | None
+    index: Index | Segmented | None
     embedder: Embedder
     store: Store | None = None
 
@@ -72,7 +90,7 @@ class Engine:
         """The store answers, documents and verification come from."""
         return cast(Store, self.store)  # set by __post_init__
 
-    def local(self) -> Index:
+    def local(self) -> Index | Segmented:
         """The local generation, whose arrays the benchmarks read.
 
         Raises:
@@ -199,59 +217,183 @@ class Update:
     seconds: float = 0.0
 
 
-def update_paths(paths: list[Path], settings: Settings, embedder: Embedder | None = None) -> Update:
+def update_paths(
+    paths: list[Path],
+    settings: Settings,
+    embedder: Embedder | None = None,
+    merge: bool = False,
+    since: str | None = None,
+) -> Update:
     """Bring `settings.collection` in step with `paths`, reading only the files whose size and
-    modification time (else content) changed since its current generation recorded them;
-    the others keep their documents from that generation's store. Publishes a new generation
-    (as `ingest_paths` does, reusing the vectors of unchanged passages) only when a file was
-    added, changed or removed. The result equals ingesting `paths` afresh.
+    modification time (else content) changed since its generation `since` (by default the
+    current one) recorded them. Publishes a new generation only when a file was added, changed
+    or removed: a delta on the current base (`index.delta`) holding the changed documents,
+    whose cost follows the change; or, with `merge`, when there is no base to build on, or when
+    the delta would pass `MERGE_SHARE` of the base, one full generation (a merge), reusing the
+    vectors of unchanged passages. The passages served equal those of ingesting `paths` afresh.
 
     Raises:
         NoDocuments: a folder is missing, or nothing readable is left.
     """
     began = time.perf_counter()
-    generation = generations.current_name(where(settings))  # one, should another publish now
+    generation = since or generations.current_name(where(settings))  # one, should another publish
     roots, previous = recorded_sources(settings, generation)
     if roots != [os.path.abspath(p) for p in paths]:
         previous = {}  # other folders give other ids: read everything once
+    if merge or not previous or settings.store != "local":
+        update = _update_whole(paths, settings, embedder, generation, previous, merge)
+    else:
+        update = _update_delta(paths, settings, embedder, generation, previous)
+    update.seconds = time.perf_counter() - began
+    return update
+
+
+def _update_whole(
+    paths: list[Path],
+    settings: Settings,
+    embedder: Embedder | None,
+    generation: str | None,
+    previous: dict[str, SourceFile],
+    merge: bool,
+    fresh: dict[str, Document] | None = None,
+) -> Update:
+    """A new full generation of the files under `paths` (always, with `merge`). Documents
+    in `fresh` (by id) were just read: a file all of whose documents are there is not read."""
     with _stored_documents(settings, generation) as stored:
-        corpus, files = read_folders(paths, settings, read_all, previous, stored)
+        known = fresh or {}
+
+        def kept(source: SourceFile) -> list[Document] | None:
+            if source.docs and all(i in known for i in source.docs):
+                return [known[i] for i in source.docs]
+            return stored(source)
+
+        corpus, files = read_folders(paths, settings, read_all, previous, kept)
+    update = _counted(previous, files, corpus.skipped)
+    if merge or update.added or update.changed or update.removed:
+        update.report = _publish(corpus, _sources(paths, files), settings, embedder)
+    return update
+
+
+def _counted(previous: dict[str, SourceFile], files: list[SourceFile], skipped) -> Update:
     now = {f.path: f for f in files}
-    update = Update(
+    return Update(
         added=len(now.keys() - previous.keys()),
         changed=sum(now[p].sha256 != previous[p].sha256 for p in now.keys() & previous.keys()),
         removed=len(previous.keys() - now.keys()),
-        skipped=corpus.skipped,
+        skipped=skipped,
     )
-    if update.added or update.changed or update.removed:
-        update.report = _publish(corpus, _sources(paths, files), settings, embedder)
-    update.seconds = time.perf_counter() - began
+
+
+def _update_delta(
+    paths: list[Path],
+    settings: Settings,
+    embedder: Embedder | None,
+    generation: str | None,
+    previous: dict[str, SourceFile],
+) -> Update:
+    """The changed files read, and published as a delta on generation `generation`'s base
+    (or as a merge, when the delta would pass `MERGE_SHARE` of the base)."""
+    corpus, files = read_folders(paths, settings, read_all, previous, _by_id)
+    update = _counted(previous, files, corpus.skipped)
+    if not (update.added or update.changed or update.removed):
+        return update
+    with _generation(settings, generation) as current:
+        change = _change(current, corpus, previous, files, settings)
+        base = current.base if isinstance(current, Segmented) else current
+        if len(change.passages) <= MERGE_SHARE * len(base.passage_ids):
+            model = embedder or make_embedder(settings)
+            with generations.recording({"sources": _sources(paths, files)}):
+                update.report = write_delta(current, change, settings, model)
+    if update.report is None:  # too large for a delta: a merge, reading nothing again
+        fresh = {d.id: d for d in corpus.documents if d.content_hash}
+        now = {f.path: f for f in files}
+        merged = _update_whole(paths, settings, embedder, generation, now, True, fresh)
+        update.report, update.skipped = merged.report, merged.skipped
+        return update
+    _recheck_feedback(settings, update.report.generation)
     return update
+
+
+def _by_id(source: SourceFile) -> list[Document]:
+    """An unchanged file's documents by id alone (`Stored`): a delta leaves them where they
+    are, so neither their text nor their passages are read. They carry no content hash."""
+    return [Document(i, "", "", "", source.path, ()) for i in source.docs]
+
+
+def _change(
+    current: Index | Segmented,
+    corpus: Corpus,
+    previous: dict[str, SourceFile],
+    files: list[SourceFile],
+    settings: Settings,
+) -> Change:
+    """The delta that serves `corpus`'s fresh documents beside `current`'s unchanged ones."""
+    now = {f.path: f.sha256 for f in files}
+    gone = {
+        doc for path, old in previous.items() if now.get(path) != old.sha256 for doc in old.docs
+    }
+    fresh = [d for d in corpus.documents if d.content_hash]  # the ones read just now
+    fresh_ids = {d.id for d in fresh}
+    base, kept = current, []
+    if isinstance(current, Segmented):
+        base = current.base
+        stay = sorted(set(current.delta.documents) - gone - fresh_ids)
+        kept = [current.delta.document(i) for i in stay]
+        masked = set(current.manifest["delta"]["masked"])
+    else:
+        masked = set()
+    masked |= (gone | fresh_ids) & set(base.documents)
+    documents = sorted(kept + fresh, key=lambda d: d.id)
+    split = [p for d in documents for p in split_passages(d, settings.passage_chars)]
+    return Change(documents, split, masked)
+
+
+@contextmanager
+def _generation(settings: Settings, name: str | None) -> Iterator[Index | Segmented]:
+    """Local generation `name` of `settings.collection`, open."""
+    if name is None:
+        raise IndexMissing(f"collection {settings.collection!r} has no generation to update")
+    index = load_generation(settings, name)
+    try:
+        yield index
+    finally:
+        index.close()
 
 
 @contextmanager
 def _stored_documents(settings: Settings, name: str | None) -> Iterator[Stored]:
     """A file's documents as local generation `name` stores them (None if any is missing
-    there), read from its SQLite store."""
+    there), read from its SQLite store, and for a delta from its base's too."""
     from verbatim.index import tables
 
-    folder = where(settings)
-    path = generations.generations_dir(folder) / (name or "") / "store.sqlite"
-    if name is None or not path.exists():
+    root = generations.generations_dir(where(settings))
+    stores = [root / (name or "") / "store.sqlite"]
+    try:
+        base = generations.read_manifest(root / (name or ""))["delta"]["base"]
+        stores.append(root / base / "store.sqlite")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # a full generation, or none
+    if name is None or not all(path.exists() for path in stores):
         yield lambda source: None
         return
-    db = tables.open_db(path)
+    dbs = [tables.open_db(path) for path in stores]
     try:
-        metas = tables.read_documents(db)
+        metas = [tables.read_documents(db) for db in dbs]
+
+        def read(doc_id: str) -> Document | None:
+            for db, meta in zip(dbs, metas, strict=True):
+                if doc_id in meta:
+                    return tables.document(meta[doc_id], tables.read_text(db, doc_id))
+            return None
 
         def stored(source: SourceFile) -> list[Document] | None:
-            if not all(doc_id in metas for doc_id in source.docs):
-                return None
-            return [tables.document(metas[i], tables.read_text(db, i)) for i in source.docs]
+            docs = [read(i) for i in source.docs]
+            return None if None in docs else cast(list[Document], docs)
 
         yield stored
     finally:
-        db.close()
+        for db in dbs:
+            db.close()
 
 
 def ingest_on_ray(

@@ -39,6 +39,10 @@ SETTLE_MAX_S = 60.0
 # The whole folder is compared with the manifest this often even without events: file systems
 # that send none (network shares, some container mounts) are kept in step this late.
 FULL_SCAN_S = 60.0
+# A collection served as a base and a delta (`index.segments`) is merged into one generation in
+# the background once its folders have been quiet this long: answers are then exactly those of
+# a fresh ingest again (BM25 statistics and calibration included).
+MERGE_QUIET_S = FULL_SCAN_S
 PAUSED_LOOK_S = 5.0  # how often a missing folder is looked for again
 SKIPPED_SHOWN = 20  # the last skipped files shown by the status, with their reasons
 STATUS = "watch.json"  # a collection's watch status, beside its CURRENT
@@ -88,7 +92,11 @@ class Watcher:
             "paused": None,
             "error": None,
             "skipped": [],
+            "merging": False,
         }
+        self._lock = threading.Lock()  # one update at a time: a batch, or a merge's catch-up
+        self._merge: threading.Thread | None = None
+        self._quiet_since = time.monotonic()
 
     def run(self, stop: threading.Event) -> None:
         """Catch up, then apply each batch of changes, until `stop` is set. A missing folder
@@ -123,6 +131,10 @@ class Watcher:
                 if any(not r.is_dir() for r in self.roots):
                     return
                 paths = {Path(path) for _, path in changes}
+                if not paths:  # FULL_SCAN_S without events
+                    self.apply()
+                    self._merge_when_quiet()
+                    continue
                 self.status["pending"] = len(paths)
                 self._write_status()
                 self._settle(paths, stop)
@@ -143,7 +155,8 @@ class Watcher:
     def apply(self) -> Batch | None:
         """Compare the folders with the collection's manifest and publish what changed."""
         try:
-            update = update_paths(self.roots, self.settings, self.embedder)
+            with self._lock:
+                update = update_paths(self.roots, self.settings, self.embedder)
         except VerbatimError as exc:
             log.warning("%s: not updated: %s", self.settings.collection, exc.message)
             self.status |= {"error": exc.message, "pending": 0, "heartbeat": time.time()}
@@ -154,12 +167,45 @@ class Watcher:
         self.status["skipped"] = skipped[-SKIPPED_SHOWN:]
         batch = None
         if update.report is not None:
+            self._quiet_since = time.monotonic()
             batch = Batch(self.settings.collection, update, time.time())
             self.status |= {"last_update": batch.at, "last_batch": batch.line()}
         self._write_status()
         if batch is not None and self.on_batch is not None:
             self.on_batch(batch)
         return batch
+
+    def _merge_when_quiet(self) -> None:
+        """Start a merge in the background when the collection is served as a delta and its
+        folders have been quiet for `MERGE_QUIET_S` (one merge at a time)."""
+        quiet = time.monotonic() - self._quiet_since >= MERGE_QUIET_S
+        if not quiet or (self._merge is not None and self._merge.is_alive()):
+            return
+        if "delta" not in _current_manifest(self.settings):
+            return
+        self._merge = threading.Thread(target=self.merge, name="verbatim-merge", daemon=True)
+        self._merge.start()
+
+    def merge(self) -> None:
+        """Write one full generation of the folders (reading nothing unchanged, recalibrated),
+        sealed but not current; then, one update at a time, apply on it whatever changed
+        meanwhile (as a delta) or make it current. Batches go on being applied meanwhile."""
+        self.status["merging"] = True
+        try:
+            with generations.sealing():
+                merged = update_paths(self.roots, self.settings, self.embedder, merge=True)
+            if merged.report is None:
+                return
+            with self._lock:
+                name = merged.report.generation
+                caught_up = update_paths(self.roots, self.settings, self.embedder, since=name)
+                if caught_up.report is None:
+                    generations.point(where(self.settings), name)
+            log.info("%s: merged into %s", self.settings.collection, name)
+        except VerbatimError as exc:
+            log.warning("%s: merge not done: %s", self.settings.collection, exc.message)
+        finally:
+            self.status["merging"] = False
 
     def _pause(self, missing: list[Path]) -> None:
         message = (
@@ -180,6 +226,15 @@ class Watcher:
             os.replace(tmp, path / STATUS)
         except OSError as exc:  # the status is for people; the updates go on without it
             log.warning("watch status not written to %s: %s", path, exc)
+
+
+def _current_manifest(settings: Settings) -> dict:
+    folder = where(settings)
+    try:
+        name = generations.current_name(folder) or ""
+        return generations.read_manifest(generations.generations_dir(folder) / name)
+    except (OSError, ValueError):
+        return {}
 
 
 def _stats(paths: set[Path]) -> dict[Path, tuple[int, int] | None]:
