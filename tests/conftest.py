@@ -79,6 +79,20 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("VERBATIM_PROGRESS", "false")
 
 
+@pytest.fixture(autouse=True)
+def _no_disk_flush(request, monkeypatch):
+    """In the fast suite `os.fsync` checks its descriptor and returns: a flush changes nothing a
+    test can observe (only a power cut would), and the thousands an ingest's blocks, files and
+    directories ask for cost seconds of waiting on a shared disk. Tests marked slow, stress or
+    browser (and every child process) flush for real."""
+    if not any(request.node.get_closest_marker(m) for m in ("slow", "stress", "browser")):
+        monkeypatch.setattr(os, "fsync", _checked_no_flush)
+
+
+def _checked_no_flush(fd) -> None:
+    os.fstat(fd if isinstance(fd, int) else fd.fileno())  # a bad descriptor still raises
+
+
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     return Settings(data_dir=tmp_path / "data", model="fake", progress=False)
