@@ -205,3 +205,24 @@ def test_a_merge_applies_what_changed_meanwhile(
     )
     fresh = _fresh(tmp_path, settings, tiny_corpus, fake_embedder, "fresh")
     assert _served(settings, fake_embedder)[:2] == fresh[:2]
+
+
+def test_feedback_citations_are_checked_against_base_and_delta(
+    settings, tiny_corpus, fake_embedder, deltas
+):
+    from verbatim.citations import StoredTexts
+
+    ingest_paths([tiny_corpus], settings, fake_embedder)
+    with load_index(settings) as index:
+        bread = index.text("bread")
+    (tiny_corpus / "kites.md").write_text("Fly a kite with the wind at your back.\n")
+    (tiny_corpus / "gardening.md").unlink()
+    update_paths([tiny_corpus], settings, fake_embedder)
+    folder = where(settings)
+    texts = StoredTexts(generations.generations_dir(folder) / generations.current_name(folder))
+    try:
+        assert texts.lookup("kites").text.startswith("Fly a kite")  # from the delta
+        assert texts.lookup("bread").text == bread  # from the base
+        assert texts.lookup("gardening") is None  # masked: its file is gone
+    finally:
+        texts.close()

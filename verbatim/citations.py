@@ -91,27 +91,43 @@ class IndexTexts:
 
 
 class StoredTexts:
-    """A generation's documents read from its `store.sqlite` alone: a re-check after ingest
-    needs no search files, vectors or model."""
+    """A generation's documents read from its `store.sqlite` alone (for a delta, and from its
+    base's those it does not mask): a re-check after ingest needs no search files, vectors or
+    model."""
 
     def __init__(self, path: Path) -> None:
         self.generation = path.name
-        self._db = tables.open_db(path / "store.sqlite")
+        self._dbs = [tables.open_db(path / "store.sqlite")]
+        self._masked: set[str] = set()
+        delta = generations.read_manifest(path).get("delta")
+        if delta:
+            self._dbs.append(tables.open_db(path.parent / delta["base"] / "store.sqlite"))
+            self._masked = set(delta["masked"])
         self._last: tuple[str, StoredText | None] | None = None  # the document read last
 
     def lookup(self, doc_id: str) -> StoredText | None:
         if self._last is None or self._last[0] != doc_id:  # citations come sorted by document
-            try:
-                text = tables.read_text(self._db, doc_id)
-                # Ingest's content hash (ingest/read.py): the clean text's SHA-256.
+            text = self._text(doc_id)
+            # Ingest's content hash (ingest/read.py): the clean text's SHA-256.
+            found = None
+            if text is not None:
                 found = StoredText(text, hashlib.sha256(text.encode()).hexdigest(), None)
-            except KeyError:
-                found = None
             self._last = (doc_id, found)
         return self._last[1]
 
+    def _text(self, doc_id: str) -> str | None:
+        for at, db in enumerate(self._dbs):
+            if at and doc_id in self._masked:
+                return None  # replaced or removed by the delta
+            try:
+                return tables.read_text(db, doc_id)
+            except KeyError:
+                continue
+        return None
+
     def close(self) -> None:
-        self._db.close()
+        for db in self._dbs:
+            db.close()
 
 
 def _pattern(text: str) -> re.Pattern[str] | None:
