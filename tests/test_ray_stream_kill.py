@@ -143,3 +143,40 @@ def test_a_kill_in_the_first_pass_leaves_the_rest_to_do(folder, tmp_path, settin
     done = _ingest(streamed, folder, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert 0 < json.loads(done.stdout.strip().splitlines()[-1])["embedded"] < total
+
+
+def test_workers_write_to_a_real_qdrant_server(folder, tmp_path, settings):
+    """Opt-in: with VERBATIM_QDRANT_URL an http(s):// address of a Qdrant server, the workers
+    write their batches there themselves; killed in the second pass and run again, the
+    collection (one of its own, removed afterwards) answers as the local store."""
+    import uuid
+
+    from verbatim.engine import ingest_paths
+    from verbatim.index import load_index, qdrant
+
+    url = os.environ.get("VERBATIM_QDRANT_URL", "")
+    if not url.startswith(("http://", "https://")):
+        pytest.skip("no Qdrant server: set VERBATIM_QDRANT_URL=http(s)://... to run this test")
+    key = os.environ.get("VERBATIM_QDRANT_API_KEY")
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    streamed = settings.model_copy(
+        update={"store": "qdrant", "qdrant_url": url, "qdrant_api_key": key, "collection": name}
+    )
+    assert _ingest(streamed, folder, tmp_path, "weigh:2").returncode == -signal.SIGKILL
+    done = _ingest(streamed, folder, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ingest_paths([folder], settings, FakeEmbedder())
+    client = qdrant_client.QdrantClient(url=url, api_key=key)
+    try:
+        store = qdrant.QdrantStore(client, name)
+        with load_index(settings) as local:
+            assert store.thresholds == local.thresholds
+            embedder = FakeEmbedder()
+            for question in SEEDS:
+                a = answer(question, local, embedder, settings)
+                b = answer(question, store, embedder, settings)
+                first_a = [(q.doc_id, q.start, q.end, q.score) for q in a.quotes + a.near_misses]
+                first_b = [(q.doc_id, q.start, q.end, q.score) for q in b.quotes + b.near_misses]
+                assert first_b[:1] == first_a[:1], question
+    finally:
+        qdrant.remove_collection(client, name)
