@@ -329,12 +329,15 @@ def _parse_args() -> argparse.Namespace:
         type=Path,
         help="build under this folder and keep it; a size already built there is only searched",
     )
+    parser.add_argument(
+        "--build-only", action="store_true", help="time and measure the builds, search nothing"
+    )
     parser.add_argument("--stage", choices=["build", "search"], help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
-def measure(root: Path, size: int, sentences: list[str]) -> dict:
+def measure(root: Path, size: int, sentences: list[str], search_too: bool = True) -> dict:
     """Build `size` passages under `root` (unless built there already), then search them."""
     work = root / str(size)
     built = work / "build.json"
@@ -346,7 +349,8 @@ def measure(root: Path, size: int, sentences: list[str]) -> dict:
         write_corpus(work / "corpus", sentences, size)
         built.write_text(_stage("build", work))
         shutil.rmtree(work / "corpus")
-    return {"size": size} | json.loads(built.read_text()) | json.loads(_stage("search", work))
+    searched = json.loads(_stage("search", work)) if search_too else {}
+    return {"size": size} | json.loads(built.read_text()) | searched
 
 
 def main() -> None:
@@ -361,7 +365,7 @@ def main() -> None:
     sentences = json.loads((root / "sentences.json").read_text())
     rows = []
     for size in args.sizes:
-        row = measure(root, size, sentences)
+        row = measure(root, size, sentences, not args.build_only)
         print(json.dumps(row), flush=True)
         rows.append(row)
         if not args.keep:
@@ -369,7 +373,7 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"sizes": {str(row["size"]): row for row in rows}}, indent=2))
     for row in rows:
-        if row["size"] >= 1_000_000:
+        if row["size"] >= 1_000_000 and not args.build_only:
             print(million_table(row))
 
 

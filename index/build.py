@@ -439,8 +439,7 @@ def _write_stream(
     finally:
         out.rows.close()
     out.close(dim)
-    progress.done.append("stream")
-    progress.save(workspace)
+    _done(workspace, progress, "stream")
 
 
 def _probe_queries(path: Path, passages) -> np.ndarray:
@@ -552,6 +551,7 @@ def _finish(workspace: Path, db, progress: _Progress, embedder: Embedder, reuse:
 def _done(workspace: Path, progress: _Progress, step: str) -> None:
     progress.done.append(step)
     progress.save(workspace)
+    log.info("build: %s written", step)
 
 
 def _manifest(segment: Segment, settings: Settings) -> dict:

@@ -166,12 +166,20 @@ class Lexical:
         tid = self._vocab.get(term)
         return 0.0 if tid is None else float(self._idf[tid])
 
-    def frequency(self, term: str) -> int:
-        """How many texts hold `term` (0 for a term the index never saw)."""
+    def frequency(self, term: str, uncounted: np.ndarray | None = None) -> int:
+        """How many texts hold `term` (0 for a term the index never saw), less its count in
+        `uncounted` (by term id, `counts`): the texts a delta masks."""
         tid = self._vocab.get(term)
         if tid is None or tid + 1 >= len(self._indptr):  # bm25s's "" token has no postings
             return 0
-        return int(self._indptr[tid + 1] - self._indptr[tid])
+        held = int(self._indptr[tid + 1] - self._indptr[tid])
+        return held - (int(uncounted[tid]) if uncounted is not None else 0)
+
+    def counts(self, rows: np.ndarray) -> np.ndarray:
+        """How many of the texts at `rows` hold each term, by term id."""
+        rows = np.asarray(rows, dtype=np.int64)
+        ids = self._text_terms[spans(self._text_ptr[rows], self._text_ptr[rows + 1])]
+        return np.bincount(ids, minlength=len(self._idf))
 
     def reweigh(self, idf: np.ndarray) -> None:
         """Score with `idf` (by term id, `vocabulary` order) in place of this index's own: a
@@ -294,9 +302,9 @@ class Lexical:
 
 
 # `LexicalWriter.finish` turns the texts' term ids into bm25s's matrix by term, a range of
-# terms at a time holding at most this many postings (16M: 192 MB of ids, scores and order).
-FINISH_POSTINGS = 1 << 24
-READ_TEXTS = 1 << 18  # texts whose (term, count) pairs are read from the scratch files at a time
+# terms at a time holding at most this many postings (4M: about 200 MB while they are scored).
+FINISH_POSTINGS = 1 << 22
+READ_TEXTS = 1 << 16  # texts whose (term, count) pairs are read from the scratch files at a time
 TF, LENGTHS, VOCAB = ".tf", ".lengths", ".vocab.jsonl"  # scratch files, removed by `finish`
 
 
@@ -497,19 +505,26 @@ class _Scorer:
             a, z = int(self.ptr[first]), int(self.ptr[last])
             ids = _read(self.path / TERMS, np.int32, HEADER_BYTES, a, z)
             pick = np.flatnonzero((ids >= lo) & (ids < hi))
-            owner = np.repeat(
-                np.arange(first, last, dtype=np.int64), np.diff(self.ptr[first : last + 1])
-            )
+            ends = self.ptr[first + 1 : last + 1] - a  # each text's last pair + 1, in the chunk
             terms.append(ids[pick])
-            texts.append(owner[pick])
+            texts.append((first + np.searchsorted(ends, pick, side="right")).astype(np.int32))
             tfs.append(_read(self.path / TF, np.int32, 0, a, z)[pick])
         term, text, tf = (np.concatenate(x) for x in (terms, texts, tfs))
+        del terms, texts, tfs
         order = np.argsort(term, kind="stable")  # by term; by text within a term, as read
         term, text, tf = term[order], text[order], tf[order].astype(np.float32)
-        # bm25s's `_score_tfc_lucene` and `idf * tfc`, element by element, in its types.
-        l_d = self.lengths[text].astype(np.int64)
-        tfc = tf / (self.k1 * ((1 - self.b) + self.b * l_d / self.avg) + tf)
-        return text.astype(np.int32), (self.idf[term] * tfc).astype(np.float32)
+        del order
+        # bm25s's `_score_tfc_lucene` and `idf * tfc`, in its order and types (float64, as a
+        # float64 scalar meets float32 arrays), in place: tf / (k1 * ((1 - b) + b * l_d / avg) + tf)
+        x = self.lengths[text].astype(np.float64)
+        x *= self.b
+        x /= self.avg
+        x += 1 - self.b
+        x *= self.k1
+        x += tf
+        np.divide(tf, x, out=x)
+        x *= self.idf[term]
+        return text, x.astype(np.float32)
 
 
 def _term_ranges(indptr: np.ndarray, most: int) -> Iterator[tuple[int, int]]:
