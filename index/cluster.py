@@ -164,19 +164,22 @@ def batches(tasks: list[FileTask]) -> list[list[FileTask]]:
     return out
 
 
-def run_key(paths: list[Path], tasks: list[FileTask], settings: Settings) -> str:
+def run_key(paths: list[Path], groups: list[list[FileTask]], settings: Settings) -> str:
     """What makes two streaming ingests the same one: the folders, every file with its size and
-    modification time, and the settings that change what is written."""
-    files = []
-    for t in tasks:
-        try:
-            info = t.path.stat()
-            files.append([str(t.path), t.doc_id, t.format, info.st_size, info.st_mtime_ns])
-        except OSError:
-            files.append([str(t.path), t.doc_id, t.format])
+    modification time, how they are batched and blocked, and the settings that change what is
+    written."""
+    files: list[list] = []
+    for b, group in enumerate(groups):
+        for t in group:
+            try:
+                info = t.path.stat()
+                files.append([b, str(t.path), t.doc_id, t.format, info.st_size, info.st_mtime_ns])
+            except OSError:
+                files.append([b, str(t.path), t.doc_id, t.format])
     what = {
         "roots": [os.path.abspath(p) for p in paths],
         "files": files,
+        "block": BLOCK,
         "space": list(vector_space(settings)),
         "passage_chars": settings.passage_chars,
         "collection": settings.collection,
@@ -654,7 +657,7 @@ def stream(
     began = time.perf_counter()
     tasks, skipped = collect(paths, settings)
     groups = batches(tasks)
-    key = run_key(paths, tasks, settings)
+    key = run_key(paths, groups, settings)
     client = qdrant.client_for(settings)
     name = _generation(client, settings, key, dim)
     base = f"{qdrant.alias(settings.collection)}-{name}"

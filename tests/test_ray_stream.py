@@ -178,14 +178,14 @@ class Stop(Exception):
     """Stands for the process being killed."""
 
 
-LONG = pytest.mark.stress  # three streams of the bundled corpus each; record:4 stays fast
+LONG = pytest.mark.stress  # three streams of the bundled corpus each; the tiny one's below is fast
 
 
 @pytest.mark.parametrize(
     "at",
     [
         pytest.param("record:1", marks=LONG),
-        "record:4",
+        pytest.param("record:4", marks=LONG),
         pytest.param("record:9", marks=LONG),
         pytest.param("weigh:2", marks=LONG),
         pytest.param("finish:1", marks=LONG),
@@ -288,3 +288,62 @@ def test_qdrant_edge_ranks_the_streamed_passages_as_the_local_store(stores, sett
         assert ids_b == [local.passage_ids[r] for r in a.rows], question
         assert np.allclose(b.scores, a.scores, atol=1e-6), question
     shard.close()
+
+
+def test_a_changed_folder_starts_afresh(tiny_corpus, settings, small_batches, monkeypatch):
+    """A stopped ingest is resumed only with the same arguments: after a file changed, the next
+    run writes a new generation whole, and the unfinished one is deleted when it publishes."""
+    from verbatim.index import qdrant
+
+    remote = settings.model_copy(update={"store": "qdrant", "qdrant_url": ":memory:"})
+    real, calls = qdrant.record, []
+
+    def stopping(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise Stop
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(qdrant, "record", stopping)
+    with pytest.raises(Stop):
+        _stream(tiny_corpus, remote)
+    monkeypatch.setattr(qdrant, "record", real)
+    (tiny_corpus / "bread.txt").write_text("Baking Bread\n\nBake the loaf for an hour.\n")
+    report, _, store = _stream(tiny_corpus, remote)
+    assert report.documents == 3 and report.embedded == report.passages + report.sentences
+    assert "for an hour" in store.text("bread")
+    names = {c.name for c in store.client.get_collections().collections}
+    assert names == {f"{store.base}-{kind}" for kind in ("passages", "sentences", "documents")}
+    qdrant.connect.cache_clear()
+
+
+def test_a_stopped_ingest_of_the_tiny_corpus_resumes(
+    tiny_corpus, settings, small_batches, monkeypatch
+):
+    """The fast case of the above: stopped after four records, run again, it embeds only what
+    was not written and answers as an uninterrupted run."""
+    from verbatim.index import qdrant
+
+    remote = settings.model_copy(update={"store": "qdrant", "qdrant_url": ":memory:"})
+    clean, _, whole = _stream(tiny_corpus, remote)
+    qdrant.connect.cache_clear()
+    real, calls = qdrant.record, []
+
+    def stopping(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise Stop
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(qdrant, "record", stopping)
+    with pytest.raises(Stop):
+        _stream(tiny_corpus, remote)
+    monkeypatch.setattr(qdrant, "record", real)
+    report, _, resumed = _stream(tiny_corpus, remote)
+    assert 0 < report.embedded < clean.embedded
+    assert resumed.manifest["counts"] == whole.manifest["counts"]
+    embedder = FakeEmbedder()
+    for question in ["How often should I change the engine oil?", "What do aphids do?"]:
+        a = answer(question, whole, embedder, settings, k=10)
+        assert _quotes(answer(question, resumed, embedder, settings, k=10)) == _quotes(a)
+    qdrant.connect.cache_clear()
