@@ -9,7 +9,13 @@ processes, as a user runs them: `verbatim serve` (here: the same app with the st
 embedder), `verbatim watch` (a `Watcher` with it) and the clients. The server serves the new
 generation when its CURRENT moves (`FOLLOW_EVERY`); the watcher waits for the events to stop
 (`EVENT_QUIET_MS`) and the file to be stable (`STABLE_S`), then runs `update_paths`, which
-reads the one file, reuses every other vector and rebuilds the generation's files.
+reads the one file and publishes it as a delta beside the base (`index/delta.py`); a server
+already serving the base opens only the delta.
+
+After the edits, the run waits for the watcher's background merge (`watch.MERGE_QUIET_S` of
+quiet), times it, and compares the first quote of `AGREEMENT_QUESTIONS` dev questions as the
+delta served them with the merged generation's (which equals a fresh ingest): the delta's
+BM25 statistics and thresholds are the base's until then (`index/segments.py`).
 
 Run: `python -m bench.watch_speed [--size 100000] [--edits 3] [--keep DIR]` (prepares the base
 vectors like `make scale`, with the real model, once in DIR).
@@ -35,6 +41,7 @@ from bench.scale import PASSAGES_PER_DOC, Jitter, paragraph, prepare, settings_f
 BASELINE_S = 20.0  # seconds of load without an update, for the p99 to compare with
 TARGETS = {100_000: 10.0, 1_000_000: 30.0}  # seconds from save to answered (#33)
 GIVE_UP_S = 1_200  # an edit not answered by then fails the run
+AGREEMENT_QUESTIONS = 200  # asked before and after the merge
 
 
 def write_folder(folder: Path, sentences: list[str], n_passages: int) -> None:
@@ -142,6 +149,46 @@ def one_edit(base: str, corpus: Path, questions: list[str], n: int, window: floa
     return {"answered_s": round(answered, 2), "saved_at": saved, "during": load["l"]}
 
 
+def _firsts(base: str, questions: list[str]) -> list[tuple | None]:
+    """Each question's first quote as served (document and offsets), None when it abstains."""
+    found: list[tuple | None] = []
+    for q in questions:
+        quotes = httpx.get(f"{base}/api/ask", params={"q": q}, timeout=30).json()["quotes"]
+        found.append((quotes[0]["doc_id"], quotes[0]["start"]) if quotes else None)
+    return found
+
+
+def _served_generation(base: str) -> str:
+    return httpx.get(f"{base}/api/health", timeout=30).json()["generation"]
+
+
+def merged(base: str, work: Path, questions: list[str]) -> dict:
+    """Wait for the watcher's background merge and for the server to serve it; seconds from
+    the last edit's delta being served, and the share of `questions` whose first quote the
+    delta served as the merged generation does."""
+    from verbatim.index import generations, where
+
+    folder = where(settings_for(work))
+    before = _firsts(base, questions)
+    began = time.time()
+    while True:
+        name = generations.current_name(folder) or ""
+        manifest = generations.read_manifest(generations.generations_dir(folder) / name)
+        if "delta" not in manifest and _served_generation(base) == name:
+            break
+        if time.time() - began > GIVE_UP_S:
+            return {"merged": False}
+        time.sleep(1)
+    after = _firsts(base, questions)
+    same = sum(a == b for a, b in zip(before, after, strict=True))
+    return {
+        "merged": True,
+        "waited_s": round(time.time() - began, 1),
+        "first_quote_agreement": round(same / len(questions), 3),
+        "questions": len(questions),
+    }
+
+
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=100_000)
@@ -200,12 +247,13 @@ def main() -> None:
         baseline = http_load(base, questions, 4, seconds=BASELINE_S)
         corpus = work / "corpus"
         edits = [one_edit(base, corpus, questions, n, args.window) for n in range(args.edits)]
+        merge = merged(base, work, questions[:AGREEMENT_QUESTIONS])
     finally:
         server.terminate()
         watcher.terminate()
     batches = [json.loads(line) for line in watcher.stdout.read().splitlines() if line]
     built = json.loads((work / "build.json").read_text())
-    result = report(args.size, built, baseline, edits, batches)
+    result = report(args.size, built, baseline, edits, batches) | {"merge": merge}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

@@ -6,9 +6,10 @@ An edited file in a million-passage collection then costs what the file costs: i
 embedded and written into the delta, the base's files are neither copied nor hashed again, and
 a server already serving the base opens only the delta (`load.load_index` shares the open base).
 A merge (`verbatim watch`, in the background) later rebuilds one full generation from both, the
-way Lucene merges segments; until then two things are approximate, and both are exact again
-after the merge: BM25 scores the delta's texts with the document frequencies of base and delta
-together but its own average length, and the abstention thresholds are the base's.
+way Lucene merges segments. The question's terms and their IDF are those of the texts served
+(the base's unmasked ones and the delta's), as a fresh ingest would have them; until the merge
+three things are approximate: the base's BM25 weights keep the base's IDF and the delta's its
+own average length, and the abstention thresholds are the base's.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Segmented:
         self.sentence_offset = len(base.sent_start)
         kept = {k: v for k, v in base.documents.items() if k not in masked}
         self.documents: dict[str, DocumentMeta] = kept | delta.documents
-        self._idf = _joint_idf(base, delta)
+        self._idf = _joint_idf(base, delta, self.live)
         delta.lexical.reweigh(self._idf(delta.lexical.vocabulary()[0]))
         self._stem = stemmer()
 
@@ -85,13 +86,13 @@ class Segmented:
         """`Lexical.query` over both vocabularies, each term weighted by its IDF over both."""
         words = [w for w in SPLIT(text.lower()) if w not in _STOPWORDS]
         written: dict[str, str] = {}
-        known = (self.base.lexical.idf, self.delta.lexical.idf)
         for term, word in zip(self._stem(words), words, strict=True):
-            if any(idf(term) > 0 for idf in known):
-                written.setdefault(term, word)
-        idf = self._idf(list(written))
-        weights = idf * np.array([information(w) for w in written.values()], dtype=np.float64)
-        return list(written), weights / weights.sum() if weights.sum() > 0 else weights
+            written.setdefault(term, word)
+        idf = self._idf(list(written))  # 0: held by no served text
+        held = [(t, w, f) for (t, w), f in zip(written.items(), idf, strict=True) if f > 0]
+        weights = np.array([f * information(w) for _, w, f in held], dtype=np.float64)
+        terms = [t for t, _, _ in held]
+        return terms, weights / weights.sum() if weights.sum() > 0 else weights
 
     def candidates(
         self,
@@ -178,14 +179,18 @@ def _best(rows_a, scores_a, rows_b, scores_b, n: int) -> np.ndarray:
     return rows[order]
 
 
-def _joint_idf(base: Index, delta: Index):
-    """A function from terms to BM25's IDF over the texts of base and delta together (the
-    masked base texts still count, as Lucene counts deleted documents until a merge)."""
-    size = base.lexical.size + delta.lexical.size
-    frequency = (base.lexical.frequency, delta.lexical.frequency)
+def _joint_idf(base: Index, delta: Index, live: np.ndarray):
+    """A function from terms to BM25's IDF over the texts served: the base's `live` ones and
+    the delta's (a term held by no served text gets 0, as one a fresh ingest never saw)."""
+    masked = np.flatnonzero(~live)
+    uncounted = base.lexical.counts(masked)
+    size = base.lexical.size - len(masked) + delta.lexical.size
 
     def idf(terms: list[str]) -> np.ndarray:
-        df = np.array([sum(f(t) for f in frequency) for t in terms], dtype=np.float64)
-        return np.log1p((size - df + 0.5) / (df + 0.5))
+        df = np.array(
+            [base.lexical.frequency(t, uncounted) + delta.lexical.frequency(t) for t in terms],
+            dtype=np.float64,
+        )
+        return np.where(df > 0, np.log1p((size - df + 0.5) / (df + 0.5)), 0.0)
 
     return idf

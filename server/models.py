@@ -183,7 +183,8 @@ class WatchStatus(BaseModel):
     """A collection's live folders (`verbatim watch`, `serve --watch`), as its watcher last
     wrote them: `active` whether that watcher still runs, `last_update` when it last published
     (epoch seconds), `paused` why updates wait (a missing folder), `error` why the last
-    update failed, and the files the last update skipped with the reasons."""
+    update failed, the files the last update skipped with the reasons, and `merging` whether
+    a merge of the served delta into one generation is being written."""
 
     folders: list[str]
     active: bool
@@ -193,6 +194,7 @@ class WatchStatus(BaseModel):
     paused: str | None = None
     error: str | None = None
     skipped: list[dict[str, str]] = []
+    merging: bool = False
 
 
 class Health(BaseModel):

@@ -19,22 +19,19 @@ QUESTIONS = [
 
 
 def _snapshot(settings, embedder):
-    """Everything answering reads: documents, passages with offsets, and the answers."""
+    """Everything answering reads: documents, the passages served (by id, with their
+    documents, offsets and vectors) and the answers. Row order is the store's own: a live
+    update serves changed documents from a delta after the base's rows."""
     from verbatim.answer import answer
+    from verbatim.records import Filters
 
     index = load_index(settings)
     try:
         docs = {i: asdict(index.document(i)) for i in sorted(index.documents)}
-        passages = list(
-            zip(
-                index.passage_ids,
-                index.passage_doc,
-                index.passage_start.tolist(),
-                index.passage_end.tolist(),
-                strict=True,
-            )
-        )
-        vectors = np.asarray(index.passage_vectors).copy()
+        p = index.passages(np.flatnonzero(index.allow(Filters())))
+        order = np.argsort(np.array(p.ids))
+        passages = [(p.ids[i], p.doc[i], int(p.start[i]), int(p.end[i])) for i in order.tolist()]
+        vectors = p.vectors[order]
         answers = [
             [
                 (q.doc_id, q.start, q.end, q.text)

@@ -91,11 +91,11 @@ def test_an_editors_save_and_a_burst_are_coalesced(settings, tiny_corpus, fake_e
         os.replace(tmp, tiny_corpus / "bread.txt")
         burst = tiny_corpus / "burst"
         burst.mkdir()
-        for n in range(300):  # a `git checkout`
-            (burst / f"note{n:03d}.md").write_text(
+        for n in range(1_000):  # a `git checkout`
+            (burst / f"note{n:04d}.md").write_text(
                 f"Note {n} says the tide turns at {n} o'clock.\n"
             )
-        assert _wait_for(lambda: len(_documents(settings)) == 303, 60)
+        assert _wait_for(lambda: len(_documents(settings)) == 1_003, 120)
         assert "twelve" in _documents(settings)["bread"]
         assert len(batches) <= 3, [b.line() for b in batches]
 

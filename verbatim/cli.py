@@ -407,6 +407,7 @@ def _print_watch(status: dict) -> None:
     click.echo(
         f"  {state} {', '.join(status['folders'])}: last update {when}, "
         f"{status.get('pending', 0)} changes pending"
+        + (", merging in the background" if status.get("merging") else "")
     )
     for line in filter(None, (status.get("paused"), status.get("error"))):
         click.echo(f"  {line}")

@@ -54,11 +54,13 @@ from verbatim.records import (
 )
 from verbatim.settings import DEFAULT_COLLECTION, Settings
 
-# A live update is written as a delta beside the base while the delta holds at most this share
-# of the base's passages; past it, the update is a merge (one full generation). A delta costs
-# what its documents cost at every update, and a little at every answer (a second, exact search
-# and a mask over the base), so this bounds both; `verbatim watch` also merges in the
-# background once the folder has been quiet for `watch.MERGE_QUIET` seconds.
+# A live update is written as a delta beside the base while the passages it adds and masks are
+# at most this share of the base's; past it, the update is a merge (one full generation). Until
+# the merge a delta answers with the base's abstention thresholds and BM25 weights, which a
+# change of a few percent of the passages barely moves (the thresholds are percentiles of 300
+# probes sampled evenly over the corpus); every answer also pays a second, exact search over the
+# delta and a mask over the base. `verbatim watch` merges in the background once the folders
+# have been quiet for `watch.MERGE_QUIET_S` seconds, after which answers are a fresh ingest's.
 MERGE_SHARE = 0.05
 
 
@@ -300,7 +302,8 @@ def _update_delta(
     with _generation(settings, generation) as current:
         change = _change(current, corpus, previous, files, settings)
         base = current.base if isinstance(current, Segmented) else current
-        if len(change.passages) <= MERGE_SHARE * len(base.passage_ids):
+        masked = sum(doc in change.masked for doc in base.passage_doc)
+        if len(change.passages) + masked <= MERGE_SHARE * len(base.passage_ids):
             model = embedder or make_embedder(settings)
             with generations.recording({"sources": _sources(paths, files)}):
                 update.report = write_delta(current, change, settings, model)

@@ -191,6 +191,7 @@ class Watcher:
         sealed but not current; then, one update at a time, apply on it whatever changed
         meanwhile (as a delta) or make it current. Batches go on being applied meanwhile."""
         self.status["merging"] = True
+        self._write_status()
         try:
             with generations.sealing():
                 merged = update_paths(self.roots, self.settings, self.embedder, merge=True)
@@ -206,6 +207,7 @@ class Watcher:
             log.warning("%s: merge not done: %s", self.settings.collection, exc.message)
         finally:
             self.status["merging"] = False
+            self._write_status()
 
     def _pause(self, missing: list[Path]) -> None:
         message = (
