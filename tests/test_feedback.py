@@ -3,6 +3,7 @@ and storage that survives re-ingest, restart and kill -9. Fake embedder: fast.""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -20,8 +21,9 @@ from verbatim.cli import cli
 from verbatim.engine import ingest_paths, open_engine
 from verbatim.feedback import FeedbackStore, NewFeedback
 from verbatim.server import create_app
+from verbatim.settings import Settings
 
-from .conftest import ROOT, TINY
+from .conftest import ROOT, TINY, FakeEmbedder, write_files
 
 QUESTION = "How often should I change the engine oil?"
 TOKEN = "s3cret"  # noqa: S105
@@ -34,16 +36,29 @@ def docs(tiny_corpus):
     return tiny_corpus
 
 
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The tiny corpus ingested once for the module: the data directory that `serve` copies."""
+    root = tmp_path_factory.mktemp("feedback")
+    settings = Settings(data_dir=root / "data", model="fake", progress=False)
+    ingest_paths([write_files(root / "docs", TINY)], settings, FakeEmbedder())
+    return settings.data_dir
+
+
 @pytest.fixture
-def serve(settings, docs, fake_embedder):
-    """`serve(**settings)`: (settings, TestClient) of a started app over `docs`; the corpus is
-    ingested the first time. Each call opens a new engine and app: a restart."""
+def serve(request, settings, fake_embedder, built):
+    """`serve(**settings)`: (settings, TestClient) of a started app over the tiny corpus: a copy
+    of `built`'s data directory or, for a test that asks for `docs` (to change or re-ingest
+    them), those ingested. Each call opens a new engine and app: a restart."""
+    own = request.getfixturevalue("docs") if "docs" in request.fixturenames else None
     with ExitStack() as stack:
 
         def start(**changes):
             changed = settings.model_copy(update={"admin_token": TOKEN, **changes})
-            if not (changed.data_dir / "CURRENT").exists():
-                ingest_paths([docs], changed, fake_embedder)
+            if own is not None and not (changed.data_dir / "CURRENT").exists():
+                ingest_paths([own], changed, fake_embedder)
+            elif not (changed.data_dir / "CURRENT").exists():
+                shutil.copytree(built, changed.data_dir, dirs_exist_ok=True)
             engine = open_engine(changed, fake_embedder)
             stack.callback(engine.close)
             client = stack.enter_context(TestClient(create_app(changed, engine=engine)))
