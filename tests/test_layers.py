@@ -4,6 +4,7 @@ imports that are all declared dependencies. Read from the source with `ast`; not
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.metadata
 import re
 import sys
@@ -63,10 +64,16 @@ def unit_of(module: str) -> tuple[int, str]:
     return best[0], best[1]
 
 
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    """A source file's tree, parsed once for every check here."""
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
 def imported(path: Path) -> list[tuple[int, str]]:
     """(line, module) of every import in a file, inside functions too."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -108,7 +115,7 @@ def test_the_layer_check_catches_an_upward_import(tmp_path):
 
 
 def functions(path: Path):
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             yield node
 
@@ -180,7 +187,7 @@ def imported_on_import(path: Path) -> list[tuple[int, str]]:
                 for handler in node.handlers:
                     visit(handler.body)
 
-    visit(ast.parse(path.read_text(encoding="utf-8")).body)
+    visit(parsed(path).body)
     return found
 
 
