@@ -450,7 +450,7 @@ def write_all(client: Any, base: str, groups: list[list[FileTask]], run: Run) ->
     Where the whole corpus gives some documents other ids than reading their batch alone did
     (a duplicate id, `plan_ids`), their batch is written again, its points deleted first, and
     the batch that kept the id writes its documents again (the duplicate wrote over them)."""
-    stats = {r["batch"]: r["stats"] for r in qdrant.records(client, base, "batch")}
+    stats = {r["batch"]: _light(r["stats"]) for r in qdrant.records(client, base, "batch")}
     done: dict[int, list[int]] = defaultdict(list)
     for r in qdrant.records(client, base, "block"):
         done[r["batch"]].append(r["block"])
@@ -464,7 +464,7 @@ def write_all(client: Any, base: str, groups: list[list[FileTask]], run: Run) ->
             if b not in stats
         ]
         for found in run(items):
-            stats[found["batch"]] = found | {"fresh": True}  # written by this run
+            stats[found["batch"]] = _light(found) | {"fresh": True}  # written by this run
         ids = plan_ids(groups, stats)
         plans = ids.plans
         stale = [b for b in sorted(stats) if stats[b]["plan"] != plans[b]]
@@ -481,6 +481,12 @@ def write_all(client: Any, base: str, groups: list[list[FileTask]], run: Run) ->
     raise RuntimeError("document ids did not settle in three rounds")  # reading is deterministic
 
 
+def _light(stats: dict) -> dict:
+    """A batch's statistics less its document frequencies, which the second pass sums from
+    the records (`weigh_all`): the driver never holds every batch's vocabulary at once."""
+    return {key: value for key, value in stats.items() if key != "df"}
+
+
 def _forget(client: Any, base: str, b: int, old: dict) -> None:
     """Delete batch `b`'s points and records (`old`: its statistics)."""
     blocks = -(-old["passages"] // old["block"])
@@ -494,8 +500,8 @@ def weigh_all(client: Any, base: str, stats: dict[int, dict]) -> tuple[list[str]
     """The second pass: every passage's BM25 weights from the corpus's document frequencies,
     summed here from the batches' counters. Returns the vocabulary and its query IDF."""
     df: Counter[str] = Counter()
-    for s in stats.values():
-        df.update(s["df"])
+    for r in qdrant.records(client, base, "batch"):  # one page of batches at a time
+        df.update(r["stats"]["df"])
     n = sum(s["passages"] for s in stats.values())
     avgdl = np.float64(sum(s["length"] for s in stats.values())) / n  # as np.mean of lengths
     terms = sorted(df)
@@ -661,7 +667,7 @@ def stream(
     client = qdrant.client_for(settings)
     name = _generation(client, settings, key, dim)
     base = f"{qdrant.alias(settings.collection)}-{name}"
-    sealed = bool(qdrant.records(client, base, "sealed"))
+    sealed = any(True for _ in qdrant.records(client, base, "sealed"))
     stats = write_all(client, base, groups, runner(client, base))
     log.info(
         "streamed %d batches into %s in %.1f s", len(groups), base, time.perf_counter() - began

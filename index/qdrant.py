@@ -672,18 +672,18 @@ def record(client: Any, base: str, kind: str, name: str, payload: dict) -> None:
     write(client, base, "terms", [point])
 
 
-def records(client: Any, base: str, kind: str) -> list[dict]:
-    """The payloads of generation `base`'s progress records of `kind`."""
+def records(client: Any, base: str, kind: str) -> Iterator[dict]:
+    """The payloads of generation `base`'s progress records of `kind`, a page at a time."""
     m = _models()
     flt = m.Filter(must=[m.FieldCondition(key=RECORD, match=m.MatchValue(value=kind))])
-    found, offset = [], None
+    offset = None
     while True:
         points, offset = client.scroll(
-            f"{base}-terms", scroll_filter=flt, limit=1024, offset=offset, with_payload=True
+            f"{base}-terms", scroll_filter=flt, limit=256, offset=offset, with_payload=True
         )
-        found += [p.payload for p in points]
+        yield from (p.payload for p in points)
         if offset is None:
-            return found
+            return
 
 
 def forget(client: Any, base: str, names: list[str], ids: dict[str, list[int]]) -> None:
