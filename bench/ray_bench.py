@@ -86,27 +86,27 @@ class Phases(logging.Handler):
 
 
 class NullClient:
-    """What a worker of `--sink null` writes to: it keeps the progress records (the driver
-    reads them back) and counts the bytes of every other point, as a server would take them."""
+    """What `--sink null` writes to, in the workers and the driver: the progress records go to
+    files in `folder` (shared, as a server's collection is), every other point is only
+    counted, as a server would take it."""
 
-    def __init__(self, tally: Path | None = None) -> None:
-        self.records: dict[str, dict] = {}
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
         self.points = 0
-        self.tally = tally
+        self.tally = folder / f"points-{os.getpid()}.json"
 
     def upsert(self, name: str, points: list, wait: bool = True) -> None:
         for p in points:
             if isinstance(p.payload, dict) and "record" in p.payload:
-                self.records[str(p.id)] = p.payload
+                (self.folder / f"record-{p.id}.json").write_text(json.dumps(p.payload))
             else:
                 self.points += 1
-        if self.tally is not None:  # this worker's count so far
-            self.tally.write_text(json.dumps({"points": self.points}))
+        self.tally.write_text(json.dumps({"points": self.points}))
 
     def scroll(self, name: str, scroll_filter=None, limit=1024, offset=None, **_):
         kind = scroll_filter.must[0].match.value
-        found = [SimpleNamespace(payload=r) for r in self.records.values() if r["record"] == kind]
-        return found, None
+        found = [json.loads(p.read_text()) for p in self.folder.glob("record-*.json")]
+        return [SimpleNamespace(payload=r) for r in found if r["record"] == kind], None
 
     def retrieve(self, *args, **kwargs) -> list:
         return []
@@ -136,8 +136,7 @@ def stand_in(base: str, folder: str, null: bool) -> Measured:
     if null:
         from verbatim.index import qdrant
 
-        tally = Path(folder) / f"points-{os.getpid()}.json"
-        qdrant.connect = lambda url, key=None: NullClient(tally)  # type: ignore[assignment]
+        qdrant.connect = lambda url, key=None: NullClient(Path(folder))  # type: ignore[assignment]
     return Measured(np.load(base), Path(folder))
 
 
@@ -163,12 +162,14 @@ def streaming(n: int, sink: str, workers: int, scale_root: Path) -> dict:
     began = time.perf_counter()
     figures: dict = {"passages": n, "sink": sink, "workers": workers, "phases": phases.lines}
     if sink == "null":
-        client, base = NullClient(), "verbatim-default-bench-0"
+        client, base = NullClient(work / "rss"), "verbatim-default-bench-0"
         groups = cluster.batches(collect([work / "corpus"], settings)[0])
         runner = cluster.run_on_ray(client, base, settings, make, workers)
         stats = cluster.write_all(client, base, groups, runner)
         figures["first_pass_s"] = round(time.perf_counter() - began, 1)
-        terms, _ = cluster.weigh_all(client, base, stats)
+        counting = time.perf_counter()
+        terms, _ = cluster.weigh_all(client, base, stats)  # no points to weigh: the counters
+        figures["counters_s"] = round(time.perf_counter() - counting, 1)
         figures["terms"] = len(terms)
         figures["points_sent"] = sum(
             json.loads(p.read_text())["points"] for p in (work / "rss").glob("points-*.json")
