@@ -13,7 +13,9 @@
    and the driver's counters alone: workers "write" to a client that keeps only the progress
    records (what a Qdrant server would take), so nothing but the pipeline is measured.
    Reported: wall time by pass, the driver's peak RSS, each worker's peak RSS, and the
-   bytes of points the workers sent.
+   points the workers sent.
+3. Answers of a streamed generation against the local store's: `python -m bench.ray_bench
+   --parity N` (N CounselChat dev questions, 0 for all; see `parity`).
 """
 
 from __future__ import annotations
@@ -194,6 +196,81 @@ def streaming(n: int, sink: str, workers: int, scale_root: Path) -> dict:
     return figures
 
 
+class Cached:
+    """An `Embedder` that knows the texts of one local generation: each passage's, sentence's
+    and document's vector as that generation stores it, so a streamed generation of the same
+    corpus gets the real model's vectors without running it."""
+
+    def __init__(self, corpus: Path, engine) -> None:
+        from verbatim.index.build import passage_text
+        from verbatim.index.documents import document_text
+        from verbatim.ingest import read_documents
+
+        index = engine.local()
+        read = read_documents([corpus], engine.settings)
+        if [p.id for p in read.passages] != list(index.passage_ids):
+            raise RuntimeError("the corpus splits otherwise than its cached generation")
+        docs = {d.id: d for d in read.documents}
+        passages = np.asarray(index.passage_vectors, dtype=np.float32)
+        sentences = np.asarray(index.sentence_vectors, dtype=np.float32)
+        self.vectors: dict[str, np.ndarray] = {}
+        row = 0
+        for at, p in enumerate(read.passages):
+            self.vectors[passage_text(docs[p.doc_id], p)] = passages[at]
+            for s in p.sentences:
+                self.vectors[docs[p.doc_id].text[s.start : s.end]] = sentences[row]
+                row += 1
+        for d in read.documents:
+            self.vectors[document_text(d.title, d.text)] = index.document_vectors.of(d.id)
+
+    @property
+    def dim(self) -> int:
+        return len(next(iter(self.vectors.values())))
+
+    def encode(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
+        return np.stack([self.vectors[t] for t in texts]).astype(np.float32)
+
+
+def parity(n: int | None) -> dict:
+    """CounselChat's dev questions on its cached local generation (real model) and on the same
+    corpus streamed into Qdrant's local mode (its workers in this process, the cached vectors):
+    the share of questions with the same first quote, and both nDCG@10."""
+    from verbatim.calibrate import calibrate
+    from verbatim.engine import Engine
+    from verbatim.eval import corpus_engine, evaluate, read_questions
+    from verbatim.index import cluster, qdrant
+    from verbatim.settings import Settings
+
+    cc = Path("../shared/benchmarks/counselchat")
+    local = corpus_engine(cc / "corpus.jsonl", Settings(progress=False))
+    cached = Cached(cc / "corpus.jsonl", local)
+    work = Path(tempfile.mkdtemp(prefix="verbatim-parity-"))
+    update = {"store": "qdrant", "qdrant_url": ":memory:", "data_dir": work}
+    settings = local.settings.model_copy(update=update)
+    began = time.perf_counter()
+    cluster.stream(
+        [cc / "corpus.jsonl"],
+        settings,
+        cached.dim,
+        lambda probe: calibrate(probe, local.embedder, settings),
+        lambda client, base: cluster.run_here(client, base, settings, lambda: cached),
+    )
+    streamed_s = time.perf_counter() - began
+    remote = Engine(settings, None, local.embedder, qdrant.open_store(settings))
+    questions = read_questions(cc / "questions.dev.jsonl")[:n]
+    a = evaluate(questions, local, progress=False, baseline=False)
+    b = evaluate(questions, remote, progress=False, baseline=False)
+    same = [x.first_quote == y.first_quote for x, y in zip(a.results, b.results, strict=True)]
+    return {
+        "questions": len(questions),
+        "same_first_quote": round(sum(same) / len(same), 4),
+        "local": a.metrics["retrieval"],
+        "streamed": b.metrics["retrieval"],
+        "thresholds": [local.answering.thresholds, remote.answering.thresholds],
+        "stream_s": round(streamed_s, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--texts", type=int, default=2000)
@@ -206,8 +283,13 @@ def main() -> None:
         help="a `bench.scale --keep` folder (base.npy, sentences.json); default: made afresh",
     )
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--parity", type=int, help="CounselChat dev questions (0: all): streamed against local"
+    )
     args = parser.parse_args()
-    if args.stream:
+    if args.parity is not None:
+        figures = parity(args.parity or None)
+    elif args.stream:
         if args.scale_root is None:
             args.scale_root = Path(tempfile.mkdtemp(prefix="verbatim-scale-"))
             prepare(args.scale_root, Path("../shared/benchmarks"))
