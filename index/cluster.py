@@ -143,7 +143,7 @@ class _Encoder:
 FILES_PER_BATCH = 16  # files a batch reads at most: what a resumed ingest redoes at worst ...
 BYTES_PER_BATCH = 16 << 20  # ... and their bytes at most (a larger file is a batch alone)
 BLOCK = 512  # passages (with their sentences) a worker embeds and writes at a time
-DOCS = -1  # the block number of a batch's documents
+DOCUMENTS = 512  # documents a worker embeds and writes at a time: block -1, -2, ...
 
 
 def batches(tasks: list[FileTask]) -> list[list[FileTask]]:
@@ -264,8 +264,11 @@ def write_batch(task: dict, settings: Settings, embedder: Embedder) -> Iterator[
             step = _block(batch, j, rows, passages, first, by_id, counts, embedder)
             embedded += len(rows) + int(first[rows.stop] - first[rows.start])
             yield step
-    if DOCS not in done:
-        yield _documents(batch, docs, embedder)
+    documents_embedded = 0
+    for j, at in enumerate(range(0, len(docs), DOCUMENTS), 1):
+        if -j not in done:
+            documents_embedded += len(docs[at : at + DOCUMENTS])
+            yield _documents(batch, -j, docs[at : at + DOCUMENTS], embedder)
     df: Counter[str] = Counter()
     for c in counts:
         df.update(c.keys())
@@ -281,7 +284,8 @@ def write_batch(task: dict, settings: Settings, embedder: Embedder) -> Iterator[
         "df": dict(df),
         "docs": [[d.id, d.content_hash, d.title, d.author, d.url] for d in docs],
         "embedded": embedded,
-        "documents_embedded": 0 if DOCS in done else len(docs),
+        "documents_embedded": documents_embedded,
+        "document_blocks": -(-len(docs) // DOCUMENTS),
     }
     yield {"points": {}, "record": ["batch", f"batch:{batch}", {"batch": batch, "stats": stats}]}
 
@@ -333,7 +337,7 @@ def _block(
     }
 
 
-def _documents(batch: int, docs: list[Document], embedder: Embedder) -> dict:
+def _documents(batch: int, j: int, docs: list[Document], embedder: Embedder) -> dict:
     """The points of a batch's documents: metadata as the local store keeps it, text, vector."""
     vectors = np.zeros((0, 0), dtype=np.float32)
     if docs:
@@ -357,7 +361,7 @@ def _documents(batch: int, docs: list[Document], embedder: Embedder) -> dict:
     ]
     return {
         "points": {"documents": points},
-        "record": ["block", f"block:{batch}:docs", {"batch": batch, "block": DOCS}],
+        "record": ["block", f"block:{batch}:{j}", {"batch": batch, "block": j}],
     }
 
 
@@ -475,9 +479,9 @@ def write_all(client: Any, base: str, groups: list[list[FileTask]], run: Run) ->
             _forget(client, base, b, stats.pop(b))
             done.pop(b, None)
         for b in rewrite:  # its documents only
-            stats.pop(b)
-            qdrant.forget(client, base, [f"block:{b}:docs", f"batch:{b}"], {})
-            done[b] = [j for j in done.get(b, []) if j != DOCS]
+            old = stats.pop(b)
+            qdrant.forget(client, base, [*_document_blocks(b, old), f"batch:{b}"], {})
+            done[b] = [j for j in done.get(b, []) if j >= 0]
     raise RuntimeError("document ids did not settle in three rounds")  # reading is deterministic
 
 
@@ -487,10 +491,15 @@ def _light(stats: dict) -> dict:
     return {key: value for key, value in stats.items() if key != "df"}
 
 
+def _document_blocks(b: int, old: dict) -> list[str]:
+    """The records of batch `b`'s blocks of documents (`old`: its statistics)."""
+    return [f"block:{b}:{-j}" for j in range(1, old["document_blocks"] + 1)]
+
+
 def _forget(client: Any, base: str, b: int, old: dict) -> None:
     """Delete batch `b`'s points and records (`old`: its statistics)."""
     blocks = -(-old["passages"] // old["block"])
-    names = [f"block:{b}:{j}" for j in range(blocks)] + [f"block:{b}:docs", f"batch:{b}"]
+    names = [f"block:{b}:{j}" for j in range(blocks)] + _document_blocks(b, old) + [f"batch:{b}"]
     ids = qdrant.batch_ids(b, old["passages"])
     sentences = qdrant.batch_ids(b, old["sentences"])
     qdrant.forget(client, base, names, {"passages": ids, "terms": ids, "sentences": sentences})

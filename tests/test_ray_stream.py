@@ -32,11 +32,13 @@ def folder(tmp_path, tiny_corpus, settings):
 
 @pytest.fixture
 def small_batches(monkeypatch):
-    """One file a batch and four passages a block, so that a small corpus has many of each."""
+    """One file a batch, four passages and one document a block, so that a small corpus has
+    many of each."""
     from verbatim.index import cluster
 
     monkeypatch.setattr(cluster, "FILES_PER_BATCH", 1)
     monkeypatch.setattr(cluster, "BLOCK", 4)
+    monkeypatch.setattr(cluster, "DOCUMENTS", 1)
 
 
 def _stream(folder, settings, embedder=None):
