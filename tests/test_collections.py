@@ -347,8 +347,8 @@ def test_the_form_keeps_collection_and_filters_through_feedback(fresh_client):
     assert shown.status_code == 200
 
 
-def test_a_single_collection_shows_no_selector(fake_engine):
-    with TestClient(create_app(fake_engine.settings, engine=fake_engine)) as client:
+def test_a_single_collection_shows_no_selector(shared_engine):
+    with TestClient(create_app(shared_engine.settings, engine=shared_engine)) as client:
         page = client.get("/")
     assert 'id="collection"' not in page.text and "Narrow" in page.text
 

@@ -63,8 +63,8 @@ def test_the_default_limit_takes_what_people_write_and_refuses_beyond():
         clean_question("x" * (settings.max_question_chars + 1), settings)
 
 
-def test_documents_have_their_own_vector_and_each_candidate_its_documents_cosine(fake_engine):
-    index = fake_engine.index
+def test_documents_have_their_own_vector_and_each_candidate_its_documents_cosine(shared_engine):
+    index = shared_engine.index
     assert index.manifest["document_vectors"] == document_vectors.DOCUMENT_VECTORS
     ids = sorted(index.documents)
     stored = np.asarray(index.document_vectors.vectors)
@@ -102,14 +102,14 @@ def test_a_reingest_reuses_unchanged_documents_vectors(tiny_corpus, settings):
     assert len(embedded) == 1 and "Knead it well" in embedded[0]
 
 
-def test_the_document_weight_moves_passages_by_their_documents_cosine(fake_engine, monkeypatch):
-    settings = fake_engine.settings
+def test_the_document_weight_moves_passages_by_their_documents_cosine(shared_engine, monkeypatch):
+    settings = shared_engine.settings
     question = "Knead the dough"
     monkeypatch.setattr(answering, "DOCUMENT_WEIGHT", 0.0)
-    before = answering.retrieve(question, fake_engine.index, fake_engine.embedder, settings)
+    before = answering.retrieve(question, shared_engine.index, shared_engine.embedder, settings)
     monkeypatch.setattr(answering, "DOCUMENT_WEIGHT", 1.0)
-    after = answering.retrieve(question, fake_engine.index, fake_engine.embedder, settings)
-    found = fake_engine.index.candidates(before.vector, before.terms, answering.CANDIDATES)
+    after = answering.retrieve(question, shared_engine.index, shared_engine.embedder, settings)
+    found = shared_engine.index.candidates(before.vector, before.terms, answering.CANDIDATES)
     cosine = dict(zip(found.passages.rows.tolist(), found.document.tolist(), strict=True))
     shift = {int(r): float(s) for r, s in zip(after.rows, after.scores, strict=True)}
     for row, score in zip(before.rows, before.scores, strict=True):
