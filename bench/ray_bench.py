@@ -25,6 +25,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -193,6 +194,7 @@ def streaming(n: int, sink: str, workers: int, scale_root: Path) -> dict:
         json.loads(p.read_text())["peak_rss_mb"] for p in (work / "rss").glob("rss-*.json")
     )
     ray.shutdown()
+    shutil.rmtree(work)
     return figures
 
 
@@ -261,6 +263,7 @@ def parity(n: int | None) -> dict:
     a = evaluate(questions, local, progress=False, baseline=False)
     b = evaluate(questions, remote, progress=False, baseline=False)
     same = [x.first_quote == y.first_quote for x, y in zip(a.results, b.results, strict=True)]
+    shutil.rmtree(work, ignore_errors=True)
     return {
         "questions": len(questions),
         "same_first_quote": round(sum(same) / len(same), 4),
