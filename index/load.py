@@ -19,7 +19,7 @@ log = logging.getLogger("verbatim")
 
 # The full generations open in this process, shared by everyone serving them: a delta published
 # on a base the server already serves opens only the delta (`_shared`).
-_OPEN: dict[Path, Index] = {}
+_OPEN: dict[Path, tuple[Index, tuple[int, int] | None]] = {}  # with its manifest's stamp
 _OPEN_LOCK = threading.Lock()
 
 
@@ -124,11 +124,11 @@ def load_generation(settings: Settings, name: str) -> Index | Segmented:
 
 
 def _open(path: Path, collection: str) -> Index | Segmented:
-    """Generation `path`, verified: a full one opened (and kept in `_OPEN` while open), a
-    delta opened over its base, which is shared when this process has it open already."""
-    manifest = generations.verify_manifest(path)
-    if "delta" not in manifest:
-        return _opened(Index(path, manifest, collection))
+    """Generation `path`, verified: a full one shared (`_shared`), a delta opened over its
+    shared base."""
+    manifest = generations.verify_manifest(path) if "delta" in _manifest(path) else None
+    if manifest is None:
+        return _shared(path, collection)
     base = _shared(path.parent / manifest["delta"]["base"], collection)
     try:
         return Segmented(base, Index(path, manifest, collection), manifest, collection)
@@ -137,19 +137,33 @@ def _open(path: Path, collection: str) -> Index | Segmented:
         raise
 
 
+def _manifest(path: Path) -> dict:
+    try:
+        return generations.read_manifest(path)
+    except (OSError, ValueError):
+        return {}  # `verify_manifest` says what is wrong
+
+
 def _shared(path: Path, collection: str) -> Index:
-    """Full generation `path`, open once in this process while anyone uses it."""
+    """Full generation `path`, opened and verified once in this process while anyone uses it
+    (a generation's files never change once published; a manifest that did is read again)."""
+    stamp = _stamp(path)
     with _OPEN_LOCK:
-        index = _OPEN.get(path)
-        if index is not None and index.collection == collection and index.share():
-            return index
-    return _opened(Index(path, generations.verify_manifest(path), collection))
-
-
-def _opened(index: Index) -> Index:
-    """`index`, listed in `_OPEN` unless another copy still open is listed."""
-    with _OPEN_LOCK:
-        for gone in [p for p, i in _OPEN.items() if i.closed]:
+        for gone in [p for p, (i, _) in _OPEN.items() if i.closed]:
             del _OPEN[gone]
-        _OPEN.setdefault(index.path, index)
+        index, opened = _OPEN.get(path, (None, None))
+        if index is not None and opened == stamp and index.collection == collection:
+            if index.share():
+                return index
+    index = Index(path, generations.verify_manifest(path), collection)
+    with _OPEN_LOCK:
+        _OPEN.setdefault(path, (index, stamp))
     return index
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        info = (path / generations.MANIFEST).stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from verbatim.engine import Update, update_paths
 from verbatim.errors import VerbatimError
-from verbatim.index import generations, where
+from verbatim.index import Store, generations, load_index, where
 from verbatim.records import Embedder
 from verbatim.settings import Settings
 
@@ -95,6 +95,7 @@ class Watcher:
             "merging": False,
         }
         self._lock = threading.Lock()  # one update at a time: a batch, or a merge's catch-up
+        self._held: Store | None = None  # the current generation, kept open (`_hold`)
         self._merge: threading.Thread | None = None
         self._quiet_since = time.monotonic()
 
@@ -112,6 +113,9 @@ class Watcher:
                 self.status["paused"] = None
             self.apply()
             self._follow_events(stop)
+        if self._held is not None:
+            self._held.close()
+            self._held = None
 
     def _follow_events(self, stop: threading.Event) -> None:
         """Apply each batch of events (and a full look every `FULL_SCAN_S`) until `stop` is
@@ -157,6 +161,7 @@ class Watcher:
         try:
             with self._lock:
                 update = update_paths(self.roots, self.settings, self.embedder)
+                self._hold()
         except VerbatimError as exc:
             log.warning("%s: not updated: %s", self.settings.collection, exc.message)
             self.status |= {"error": exc.message, "pending": 0, "heartbeat": time.time()}
@@ -174,6 +179,20 @@ class Watcher:
         if batch is not None and self.on_batch is not None:
             self.on_batch(batch)
         return batch
+
+    def _hold(self) -> None:
+        """Keep the current local generation open: the next update then shares its base
+        (`load.load_index`) instead of hashing every file of it again (seconds at 100k
+        passages)."""
+        if self.settings.store != "local":
+            return
+        held = self._held
+        try:
+            self._held = load_index(self.settings)
+        except VerbatimError:
+            self._held = None
+        if held is not None:
+            held.close()
 
     def _merge_when_quiet(self) -> None:
         """Start a merge in the background when the collection is served as a delta and its
@@ -202,6 +221,7 @@ class Watcher:
                 caught_up = update_paths(self.roots, self.settings, self.embedder, since=name)
                 if caught_up.report is None:
                     generations.point(where(self.settings), name)
+                self._hold()
             log.info("%s: merged into %s", self.settings.collection, name)
         except VerbatimError as exc:
             log.warning("%s: merge not done: %s", self.settings.collection, exc.message)
