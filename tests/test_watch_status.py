@@ -19,7 +19,7 @@ def test_health_and_collections_show_the_watch(fake_engine, tiny_corpus, fake_em
     (tiny_corpus / "kites.md").write_text("Fly a kite with the wind at your back.\n")
     batch = Watcher(settings, [tiny_corpus], fake_embedder).apply()
     assert batch is not None and batch.line().endswith(", 1 skipped")
-    assert " default: +1 ~0 -0 files, 1 passages embedded, " in batch.line()
+    assert " default: +1 ~0 -0 files, 2 texts embedded, " in batch.line()  # 1 passage, 1 sentence
     with TestClient(create_app(settings, engine=fake_engine)) as client:
         watching = client.get("/api/health").json()["watching"]
     assert watching["default"]["folders"] == [str(tiny_corpus)]

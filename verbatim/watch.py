@@ -60,10 +60,10 @@ class Batch:
 
     def line(self) -> str:
         u, report = self.update, self.update.report
-        embedded = report.passages - report.reused if report else 0
+        embedded = report.embedded if report else 0  # passages and sentences
         return (
             f"{time.strftime('%H:%M:%S', time.localtime(self.at))} {self.collection}: "
-            f"+{u.added} ~{u.changed} -{u.removed} files, {embedded} passages embedded, "
+            f"+{u.added} ~{u.changed} -{u.removed} files, {embedded} texts embedded, "
             f"{u.seconds:.1f} s" + (f", {len(u.skipped)} skipped" if u.skipped else "")
         )
 
