@@ -226,3 +226,15 @@ def test_feedback_citations_are_checked_against_base_and_delta(
         assert texts.lookup("gardening") is None  # masked: its file is gone
     finally:
         texts.close()
+
+
+def test_a_delta_that_only_removes(settings, tiny_corpus, fake_embedder, deltas):
+    ingest_paths([tiny_corpus], settings, fake_embedder)
+    (tiny_corpus / "gardening.md").unlink()
+    update_paths([tiny_corpus], settings, fake_embedder)
+    manifest = _current_manifest(settings)
+    assert manifest["delta"]["documents"] == 0 and manifest["delta"]["masked"] == ["gardening"]
+    docs, passages, quotes = _served(settings, fake_embedder)
+    assert set(docs) == {"bread", "cars"} and {p[1] for p in passages} == {"bread", "cars"}
+    assert all(q[0] != "gardening" for answer_quotes in quotes for q in answer_quotes)
+    assert any(quotes)  # the rest still answers
