@@ -273,7 +273,9 @@ def _switch(client: Any, collection: str, base: str) -> str:
             drop = m.DeleteAlias(alias_name=alias(collection))
             switch.insert(0, m.DeleteAliasOperation(delete_alias=drop))
         client.update_collection_aliases(change_aliases_operations=switch)
-    _prune(client, collection, keep={base, (previous or "").removesuffix("-passages")})
+        _prune(client, collection, keep={base, (previous or "").removesuffix("-passages")})
+    # else switched already, by a run killed after it: the generation it replaced is not
+    # known here, so none is deleted (the next publish prunes them)
     if client.collection_exists(f"{base}-terms"):
         client.delete_collection(f"{base}-terms")
     return f"{base}-passages"

@@ -349,3 +349,30 @@ def test_a_stopped_ingest_of_the_tiny_corpus_resumes(
         a = answer(question, whole, embedder, settings, k=10)
         assert _quotes(answer(question, resumed, embedder, settings, k=10)) == _quotes(a)
     qdrant.connect.cache_clear()
+
+
+def test_killed_after_the_switch_it_only_cleans_up(tiny_corpus, settings, monkeypatch):
+    """Stopped after the alias switch, before the old generations are pruned: run again, it
+    embeds nothing, keeps the generation it replaced (replicas may still read it) and deletes
+    its scratch collection."""
+    from verbatim.index import qdrant
+
+    remote = settings.model_copy(update={"store": "qdrant", "qdrant_url": ":memory:"})
+    _, _, first = _stream(tiny_corpus, remote)
+    (tiny_corpus / "bread.txt").write_text("Baking Bread\n\nBake the loaf for an hour.\n")
+    real = qdrant._prune
+
+    def stopping(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(qdrant, "_prune", stopping)
+    with pytest.raises(Stop):
+        _stream(tiny_corpus, remote)
+    monkeypatch.setattr(qdrant, "_prune", real)
+    report, _, second = _stream(tiny_corpus, remote)
+    assert report.embedded == 0 and second.generation != first.generation
+    names = {c.name for c in second.client.get_collections().collections}
+    kinds = ("passages", "sentences", "documents")
+    assert names == {f"{store.base}-{k}" for store in (first, second) for k in kinds}
+    assert "for an hour" in second.text("bread")
+    qdrant.connect.cache_clear()
