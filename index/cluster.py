@@ -512,7 +512,7 @@ def weigh_all(client: Any, base: str, stats: dict[int, dict]) -> tuple[list[str]
     for r in qdrant.records(client, base, "batch"):  # one page of batches at a time
         df.update(r["stats"]["df"])
     n = sum(s["passages"] for s in stats.values())
-    avgdl = np.float64(sum(s["length"] for s in stats.values())) / n  # as np.mean of lengths
+    avgdl = np.float64(sum(s["length"] for s in stats.values())) / max(n, 1)  # as np.mean
     terms = sorted(df)
     vocab = {t: (i, df[t]) for i, t in enumerate(terms)}
     weighed = {r["batch"] for r in qdrant.records(client, base, "weights")}
