@@ -597,15 +597,16 @@ def _resume_key(stream: CorpusStream, settings: Settings, embedder: Embedder) ->
 def _workspace(settings: Settings, key: str) -> Iterator[Path]:
     """A workspace for a new generation: for a resumable stream (`key`), the one a build killed
     before left (`.tmp-resume-<key>`), else a fresh one (`generations.writing`). Removed when
-    the build fails with an error; kept when it is killed or interrupted (Ctrl-C)."""
-    if not key:
-        with generations.writing(where(settings)) as path:
-            yield path
-        return
+    the build fails with an error; kept when it is killed or interrupted (Ctrl-C). Locked while
+    a build writes it: a second ingest of the same sources meanwhile gets a fresh one."""
     data_dir = where(settings)
     path = generations.generations_dir(data_dir) / f".tmp-resume-{key[:24]}"
+    lock = _locked(path) if key else None
+    if lock is None:
+        with generations.writing(data_dir) as fresh:
+            yield fresh
+        return
     try:
-        path.mkdir(parents=True, exist_ok=True)
         yield path
     except (OSError, sqlite3.Error) as exc:
         shutil.rmtree(path, ignore_errors=True)
@@ -616,6 +617,27 @@ def _workspace(settings: Settings, key: str) -> Iterator[Path]:
     except Exception:
         shutil.rmtree(path, ignore_errors=True)
         raise
+    finally:
+        os.close(lock)
+
+
+def _locked(path: Path) -> int | None:
+    """`path` (made if missing) opened and locked for this process; None if another holds it
+    or it cannot be made (then the build takes a fresh workspace)."""
+    import fcntl
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        log.warning("another ingest is writing %s; this one starts afresh", path.name)
+        return None
+    return fd
 
 
 def build_index(
@@ -646,6 +668,7 @@ def build_index(
             calibration = _calibration(workspace, manifest, reuse.manifest, calibrate)
             if calibration is not None:
                 manifest["calibration"] = calibration
+                log.info("build: calibrated")
             (workspace / PROGRESS).unlink(missing_ok=True)
             name = generations.publish(workspace, manifest, where(settings))
     finally:
@@ -663,6 +686,14 @@ def build_index(
         read_seconds=stream.read_seconds,
         formats=dict(stream.formats),
     )
+
+
+Reuse = _Reuse  # what `write_segment` may copy vectors from
+
+
+def reusable(settings: Settings) -> Reuse:
+    """The current generation's vectors for `write_segment` to copy (`_reusable`); close it."""
+    return _reusable(settings)
 
 
 def corpus_hash(docs: list[Document]) -> str:

@@ -343,6 +343,7 @@ class LexicalWriter:
         if resume:
             self._reload(texts, pairs)
         else:
+            (path / EMPTY).unlink(missing_ok=True)  # left by an earlier try, now overwritten
             write_header(self._terms, np.dtype(np.int32), (0,))
             write_header(self._ptr, np.dtype(np.int64), (0,))
             self._ptr.write(np.zeros(1, dtype=np.int64).data)

@@ -174,3 +174,37 @@ def test_an_ingest_killed_at_several_points_continues_and_equals_a_whole_one(tmp
         if before:  # the finishing run embedded only what the killed ones had not written
             resumed += _embedded(counts) - before < total
     assert resumed >= 3
+
+
+class Failing(FakeEmbedder):
+    def encode(self, texts, progress=None):
+        if self.calls >= 2:
+            raise RuntimeError("the model failed")
+        return super().encode(texts, progress)
+
+
+def test_an_error_removes_the_workspace_and_a_second_ingest_does_not_share_it(
+    tmp_path, small_blocks
+):
+    import fcntl
+    import os
+
+    corpus, data = tmp_path / "corpus", tmp_path / "data"
+    write_corpus(corpus)
+    with pytest.raises(RuntimeError, match="model failed"):
+        ingest_paths([corpus], settings_for(data), Failing())
+    assert not list(generations.generations_dir(data).glob(".tmp-*"))  # an error starts over
+    with pytest.raises(KeyboardInterrupt):
+        ingest_paths([corpus], settings_for(data), Stopping(4))
+    (workspace,) = generations.generations_dir(data).glob(".tmp-resume-*")
+    held = os.open(workspace, os.O_RDONLY)  # as an ingest of the same folder running now
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        again = Stopping()
+        ingest_paths([corpus], settings_for(data), again)
+        assert workspace.exists()  # left to its owner
+        ingest_paths([corpus], settings_for(tmp_path / "clean"), whole := Stopping())
+        assert again.texts == whole.texts  # embedded afresh, in a workspace of its own
+    finally:
+        os.close(held)
+    assert published(data) == published(tmp_path / "clean")
