@@ -121,6 +121,11 @@ class NullClient:
         pass
 
 
+def _kind(kind: str) -> SimpleNamespace:
+    """A filter condition on a progress record's kind, as `NullClient.scroll` reads it."""
+    return SimpleNamespace(match=SimpleNamespace(value=kind))
+
+
 class Measured(Jitter):
     """`Jitter`, writing this process's peak RSS to `folder/<pid>.json` after each call."""
 
@@ -134,13 +139,17 @@ class Measured(Jitter):
         return out
 
 
-def stand_in(base: str, folder: str, null: bool) -> Measured:
-    """A worker's embedder; with `null`, its Qdrant client is a `NullClient` too."""
-    if null:
-        from verbatim.index import qdrant
-
-        qdrant.connect = lambda url, key=None: NullClient(Path(folder))  # type: ignore[assignment]
+def stand_in(base: str, folder: str) -> Measured:
+    """A worker's embedder."""
     return Measured(np.load(base), Path(folder))
+
+
+def null_workers() -> None:
+    """Every Ray worker's setup with `--sink null`: its Qdrant client is a `NullClient`."""
+    from verbatim.index import qdrant
+
+    folder = Path(os.environ["VERBATIM_BENCH_NULL"])
+    qdrant.connect = lambda url, key=None: NullClient(folder)  # type: ignore[assignment]
 
 
 def streaming(n: int, sink: str, workers: int, scale_root: Path) -> dict:
@@ -155,10 +164,14 @@ def streaming(n: int, sink: str, workers: int, scale_root: Path) -> dict:
     url = "http://null.invalid" if sink == "null" else str(work / "q")
     settings = settings_for(work).model_copy(update={"store": "qdrant", "qdrant_url": url})
     (work / "rss").mkdir()
-    make = functools.partial(stand_in, str(scale_root / "base.npy"), str(work / "rss"), False)
-    if sink == "null":
-        make = functools.partial(stand_in, str(scale_root / "base.npy"), str(work / "rss"), True)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    make = functools.partial(stand_in, str(scale_root / "base.npy"), str(work / "rss"))
+    null = {
+        "worker_process_setup_hook": "bench.ray_bench.null_workers",
+        # the hook runs before a worker knows the driver's folder: bench is imported from here
+        "env_vars": {"VERBATIM_BENCH_NULL": str(work / "rss"), "PYTHONPATH": str(Path.cwd())},
+    }
+    environment = null if sink == "null" else None
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=environment)
     phases = Phases()
     logging.getLogger("verbatim").addHandler(phases)
     logging.getLogger("verbatim").setLevel(logging.INFO)
@@ -170,9 +183,11 @@ def streaming(n: int, sink: str, workers: int, scale_root: Path) -> dict:
         runner = cluster.run_on_ray(client, base, settings, make, workers)
         stats = cluster.write_all(client, base, groups, runner)
         figures["first_pass_s"] = round(time.perf_counter() - began, 1)
-        counting = time.perf_counter()
-        terms, _ = cluster.weigh_all(client, base, stats)  # no points to weigh: the counters
-        figures["counters_s"] = round(time.perf_counter() - counting, 1)
+        counting = time.perf_counter()  # the counters, and a Ray task a batch (no points)
+        terms, _ = cluster.weigh_all(client, base, stats, settings)
+        figures["second_pass_s"] = round(time.perf_counter() - counting, 1)
+        weighed = client.scroll("", SimpleNamespace(must=[_kind("weights")]))[0]
+        figures["batches_weighed"] = len(weighed)  # by Ray tasks, through their own clients
         figures["terms"] = len(terms)
         figures["points_sent"] = sum(
             json.loads(p.read_text())["points"] for p in (work / "rss").glob("points-*.json")

@@ -505,9 +505,13 @@ def _forget(client: Any, base: str, b: int, old: dict) -> None:
     qdrant.forget(client, base, names, {"passages": ids, "terms": ids, "sentences": sentences})
 
 
-def weigh_all(client: Any, base: str, stats: dict[int, dict]) -> tuple[list[str], np.ndarray]:
+def weigh_all(
+    client: Any, base: str, stats: dict[int, dict], settings: Settings | None = None
+) -> tuple[list[str], np.ndarray]:
     """The second pass: every passage's BM25 weights from the corpus's document frequencies,
-    summed here from the batches' counters. Returns the vocabulary and its query IDF."""
+    summed here from the batches' records. Where workers write to Qdrant themselves (a server,
+    `settings`) and Ray is running, Ray tasks weigh the batches, one each; else this process
+    does, 256 passages at a time. Returns the vocabulary and its query IDF."""
     df: Counter[str] = Counter()
     for r in qdrant.records(client, base, "batch"):  # one page of batches at a time
         df.update(r["stats"]["df"])
@@ -516,10 +520,41 @@ def weigh_all(client: Any, base: str, stats: dict[int, dict]) -> tuple[list[str]
     terms = sorted(df)
     vocab = {t: (i, df[t]) for i, t in enumerate(terms)}
     weighed = {r["batch"] for r in qdrant.records(client, base, "weights")}
-    for b in sorted(stats):
-        if b not in weighed:
-            qdrant.weigh(client, base, b, stats[b]["passages"], vocab, n, avgdl)
+    todo = [(b, stats[b]["passages"]) for b in sorted(stats) if b not in weighed]
+    if settings is not None and writes_itself(settings) and _ray_running():
+        _weigh_on_ray(settings, base, todo, vocab, n, avgdl)
+    else:
+        for b, count in todo:
+            qdrant.weigh(client, base, b, count, vocab, n, avgdl)
     return terms, qdrant.query_idf(np.array([df[t] for t in terms]), n)
+
+
+def _ray_running() -> bool:
+    try:
+        import ray
+    except ImportError:
+        return False
+    return bool(ray.is_initialized())
+
+
+def _weigh_on_ray(
+    settings: Settings, base: str, todo: list[tuple[int, int]], vocab: dict, n: int, avgdl: float
+) -> None:
+    """`qdrant.weigh` of each batch in `todo` ((batch, passages)) in a Ray task, each with its
+    own client of the server `settings` names; the vocabulary is shared once."""
+    import ray
+
+    task = ray.remote(num_cpus=1)(_weigh_there)
+    shared = ray.put(vocab)
+    config = settings.model_dump_json()
+    ray.get([task.remote(config, base, b, count, shared, n, float(avgdl)) for b, count in todo])
+
+
+def _weigh_there(
+    config: str, base: str, batch: int, count: int, vocab: dict, n: int, avgdl: float
+) -> None:
+    client = qdrant.client_for(Settings.model_validate_json(config))
+    qdrant.weigh(client, base, batch, count, vocab, n, np.float64(avgdl))
 
 
 def manifest(
@@ -690,7 +725,7 @@ def stream(
         )
     if not sealed:
         weighing = time.perf_counter()
-        terms, idf = weigh_all(client, base, stats)
+        terms, idf = weigh_all(client, base, stats, settings)
         log.info("BM25 weights written in %.1f s", time.perf_counter() - weighing)
         qdrant.write_manifest(client, base, made, terms, idf)
         calibrating = time.perf_counter()
