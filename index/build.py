@@ -317,6 +317,9 @@ class _Progress:
     ivf: dict = field(default_factory=dict)
 
     def save(self, workspace: Path) -> None:
+        """Record it (a stream without a key is never continued: nothing is written)."""
+        if not self.key:
+            return
         tmp = workspace / f"{PROGRESS}.tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(asdict(self), fh)
