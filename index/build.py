@@ -16,11 +16,8 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from verbatim.arrays import spans as sentence_span_rows
-from verbatim.errors import IndexWriteFailed
 from verbatim.index import documents, generations, tables
 from verbatim.index.lexical import LexicalWriter
 from verbatim.index.load import load_index, vector_space, where
@@ -596,53 +592,6 @@ def _resume_key(stream: CorpusStream, settings: Settings, embedder: Embedder) ->
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
-@contextmanager
-def _workspace(settings: Settings, key: str) -> Iterator[Path]:
-    """A workspace for a new generation: for a resumable stream (`key`), the one a build killed
-    before left (`.tmp-resume-<key>`), else a fresh one (`generations.writing`). Removed when
-    the build fails with an error; kept when it is killed or interrupted (Ctrl-C). Locked while
-    a build writes it: a second ingest of the same sources meanwhile gets a fresh one."""
-    data_dir = where(settings)
-    path = generations.generations_dir(data_dir) / f".tmp-resume-{key[:24]}"
-    lock = _locked(path) if key else None
-    if lock is None:
-        with generations.writing(data_dir) as fresh:
-            yield fresh
-        return
-    try:
-        yield path
-    except (OSError, sqlite3.Error) as exc:
-        shutil.rmtree(path, ignore_errors=True)
-        raise IndexWriteFailed(
-            f"could not write the index in {data_dir} ({exc}); the previous index is unchanged. "
-            "Free some disk space or set VERBATIM_DATA_DIR to a writable folder."
-        ) from None
-    except Exception:
-        shutil.rmtree(path, ignore_errors=True)
-        raise
-    finally:
-        os.close(lock)
-
-
-def _locked(path: Path) -> int | None:
-    """`path` (made if missing) opened and locked for this process; None if another holds it
-    or it cannot be made (then the build takes a fresh workspace)."""
-    import fcntl
-
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        log.warning("another ingest is writing %s; this one starts afresh", path.name)
-        return None
-    return fd
-
-
 def build_index(
     corpus: Corpus | CorpusStream,
     settings: Settings,
@@ -665,7 +614,8 @@ def build_index(
     stream = corpus.stream() if isinstance(corpus, Corpus) else corpus
     reuse = _reusable(settings)
     try:
-        with _workspace(settings, _resume_key(stream, settings, embedder)) as workspace:
+        key = _resume_key(stream, settings, embedder)[:24] or None
+        with generations.writing(where(settings), resume=key) as workspace:
             segment = write_segment(workspace, stream, settings, embedder, reuse)
             manifest = _manifest(segment, settings) | ({"ivf": segment.ivf} if segment.ivf else {})
             calibration = _calibration(workspace, manifest, reuse.manifest, calibrate)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -32,10 +33,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
+from typing import NamedTuple
 
 from verbatim.errors import IndexCorrupt, IndexMissing, IndexWriteFailed
 from verbatim.index.records import Thresholds
 from verbatim.settings import COLLECTION_RULE, DEFAULT_COLLECTION, collection_name
+
+log = logging.getLogger("verbatim")
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -127,15 +131,18 @@ def new_workspace(data_dir: Path) -> Path:
 
 
 @contextmanager
-def writing(data_dir: Path) -> Iterator[Path]:
-    """A workspace for a new generation; removed again if anything goes wrong inside.
+def writing(data_dir: Path, resume: str | None = None) -> Iterator[Path]:
+    """A workspace for a new generation, locked while written (`prune` leaves it alone) and
+    removed if anything goes wrong inside. With `resume` (a key), the workspace
+    `.tmp-resume-<resume>` a killed build left, or a new one of that name: kept when the build
+    is interrupted (Ctrl-C) or killed, so that the next build with the same key continues it;
+    a fresh one when another writer holds it.
 
     Raises:
         IndexWriteFailed: a write failed (no space, read-only or missing directory, ...).
     """
     try:
-        path = new_workspace(data_dir)
-        hold = _hold(path)
+        path, hold, resumable = _workspace(data_dir, resume)
     except OSError as exc:
         raise IndexWriteFailed(_write_message(data_dir, exc)) from None
     try:
@@ -143,15 +150,29 @@ def writing(data_dir: Path) -> Iterator[Path]:
     except (OSError, sqlite3.Error) as exc:
         shutil.rmtree(path, ignore_errors=True)
         raise IndexWriteFailed(_write_message(data_dir, exc)) from None
-    except BaseException:
-        shutil.rmtree(path, ignore_errors=True)
+    except BaseException as exc:
+        if not resumable or isinstance(exc, Exception):
+            shutil.rmtree(path, ignore_errors=True)
         raise
     finally:
         os.close(hold)
 
 
-def _hold(workspace: Path) -> int:
-    """Lock `workspace` while it is written (an open descriptor holding `flock`), so that
+def _workspace(data_dir: Path, resume: str | None) -> tuple[Path, int, bool]:
+    """The workspace `writing` yields, its lock (`_lock`), and whether it is resumable."""
+    if resume:
+        path = generations_dir(data_dir) / f".tmp-resume-{resume}"
+        path.mkdir(parents=True, exist_ok=True)
+        hold = _try_lock(path)
+        if hold is not None:
+            return path, hold, True
+        log.warning("another ingest is writing %s; this one starts afresh", path.name)
+    path = new_workspace(data_dir)
+    return path, _lock(path), False
+
+
+def _lock(workspace: Path) -> int:
+    """Lock `workspace` while it is written: an open descriptor holding `flock`, so that
     `prune`, run by another writer of the collection (a live update publishing while a merge
     is written, or another process), leaves it alone. The lock ends with the descriptor, also
     when the writer is killed."""
@@ -160,19 +181,27 @@ def _hold(workspace: Path) -> int:
     return fd
 
 
-def _held(workspace: Path) -> bool:
-    """Whether a writer holds `workspace` (`_hold`)."""
-    try:
-        fd = os.open(workspace, os.O_RDONLY)
-    except OSError:
-        return False
+def _try_lock(workspace: Path) -> int | None:
+    """`_lock` if no other writer holds `workspace`, else None."""
+    fd = os.open(workspace, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
     except BlockingIOError:
-        return True
-    finally:
         os.close(fd)
+        return None
+    return fd
+
+
+def _held(workspace: Path) -> bool:
+    """Whether a writer holds `workspace` (`_lock`)."""
+    try:
+        fd = _try_lock(workspace)
+    except OSError:
+        return False
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
 
 
 def _write_message(data_dir: Path, exc: Exception) -> str:
@@ -253,16 +282,26 @@ def prune(data_dir: Path, keep: int = 2) -> None:
     kept = [p for p in done if p.name == current] + [p for p in done if p.name != current][
         : max(keep - 1, 0)
     ]
-    needed = {p.name for p in kept} | {_base(p) for p in kept}
+    needed = {p.name for p in kept} | {d.base for d in map(delta_of, kept) if d}
     for path in done:
         if path.name not in needed:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _base(generation: Path) -> str | None:
-    """The base generation of a delta (`index.delta`), None for a full one."""
+class Delta(NamedTuple):
+    """What a delta generation (`index.delta`) stands on: its base and the base documents it
+    masks."""
+
+    base: str
+    masked: frozenset[str]
+
+
+def delta_of(generation: Path) -> Delta | None:
+    """The base and masked documents of a delta generation, as its manifest says (unchecked);
+    None for a full generation, or one without a readable manifest."""
     try:
-        return str(read_manifest(generation)["delta"]["base"])
+        delta = read_manifest(generation)["delta"]
+        return Delta(str(delta["base"]), frozenset(delta["masked"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

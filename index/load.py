@@ -126,22 +126,16 @@ def load_generation(settings: Settings, name: str) -> Index | Segmented:
 def _open(path: Path, collection: str) -> Index | Segmented:
     """Generation `path`, verified: a full one shared (`_shared`), a delta opened over its
     shared base."""
-    manifest = generations.verify_manifest(path) if "delta" in _manifest(path) else None
-    if manifest is None:
+    delta = generations.delta_of(path)
+    if delta is None:
         return _shared(path, collection)
-    base = _shared(path.parent / manifest["delta"]["base"], collection)
+    manifest = generations.verify_manifest(path)
+    base = _shared(path.parent / delta.base, collection)
     try:
         return Segmented(base, Index(path, manifest, collection), manifest, collection)
     except BaseException:
         base.close()
         raise
-
-
-def _manifest(path: Path) -> dict:
-    try:
-        return generations.read_manifest(path)
-    except (OSError, ValueError):
-        return {}  # `verify_manifest` says what is wrong
 
 
 def _shared(path: Path, collection: str) -> Index:

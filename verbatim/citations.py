@@ -98,11 +98,11 @@ class StoredTexts:
     def __init__(self, path: Path) -> None:
         self.generation = path.name
         self._dbs = [tables.open_db(path / "store.sqlite")]
-        self._masked: set[str] = set()
-        delta = generations.read_manifest(path).get("delta")
-        if delta:
-            self._dbs.append(tables.open_db(path.parent / delta["base"] / "store.sqlite"))
-            self._masked = set(delta["masked"])
+        self._masked: frozenset[str] = frozenset()
+        delta = generations.delta_of(path)
+        if delta is not None:
+            self._dbs.append(tables.open_db(path.parent / delta.base / "store.sqlite"))
+            self._masked = delta.masked
         self._last: tuple[str, StoredText | None] | None = None  # the document read last
 
     def lookup(self, doc_id: str) -> StoredText | None:

@@ -371,11 +371,9 @@ def _stored_documents(settings: Settings, name: str | None) -> Iterator[Stored]:
 
     root = generations.generations_dir(where(settings))
     stores = [root / (name or "") / "store.sqlite"]
-    try:
-        base = generations.read_manifest(root / (name or ""))["delta"]["base"]
-        stores.append(root / base / "store.sqlite")
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # a full generation, or none
+    delta = generations.delta_of(root / (name or ""))
+    if delta is not None:
+        stores.append(root / delta.base / "store.sqlite")
     if name is None or not all(path.exists() for path in stores):
         yield lambda source: None
         return
