@@ -283,3 +283,52 @@ def visible_texts(path: Path) -> list[str]:
         zf = zipfile.ZipFile(path)
         return ["".join(html_visible(zf.read(n)) for n in zf.namelist() if n.endswith("xhtml"))]
     return [html_visible(raw)]
+
+
+def edge_shard(points, dim: int, path: Path):
+    """Passage points (as `qdrant.publish` writes them) in a Qdrant Edge shard: Qdrant's own
+    engine, in process, for the oracle tests."""
+    import qdrant_edge as qe
+
+    config = qe.EdgeConfig(
+        vectors={"dense": qe.EdgeVectorParams(size=dim, distance=qe.Distance.Dot)},
+        sparse_vectors={"bm25": qe.EdgeSparseVectorParams()},
+    )
+    shard = qe.EdgeShard.create(str(path), config)
+    made = []
+    for p in points:
+        vector = {"dense": p.vector["dense"]}
+        if "bm25" in p.vector:
+            sparse = p.vector["bm25"]
+            vector["bm25"] = qe.SparseVector(indices=sparse.indices, values=sparse.values)
+        made.append(qe.Point(id=p.id, vector=vector, payload=p.payload))
+    shard.update(qe.UpdateOperation.upsert_points(made))
+    return shard
+
+
+def edge_store(shard, client, collection: str):
+    """A `QdrantStore` of `collection` whose candidates come from `shard` by the store's own
+    query plan: a dense and a sparse prefetch, their union by RRF."""
+    import qdrant_edge as qe
+
+    from verbatim.index import qdrant
+
+    class EdgeStore(qdrant.QdrantStore):
+        def candidates(self, vector, terms, n, allowed=None, exclude=None):
+            assert allowed is None and exclude is None  # the oracle runs the plain plan
+            ids = self._terms.ids(terms)
+            dense = qe.Query.Nearest(vector.tolist(), using="dense")
+            prefetch = [qe.Prefetch(limit=n, query=dense)]
+            if ids:
+                sparse = qe.SparseVector(indices=ids, values=[1.0] * len(ids))
+                prefetch.append(qe.Prefetch(limit=n, query=qe.Query.Nearest(sparse, using="bm25")))
+            request = qe.QueryRequest(
+                limit=2 * n,
+                prefetches=prefetch,
+                query=qe.Fusion.Rrf(k=60),
+                with_vector=True,
+                with_payload=True,
+            )
+            return self._gather(shard.query(request), vector, terms, n)
+
+    return EdgeStore(client, collection)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.builders import edge_shard, edge_store
 from tests.conftest import ROOT
 from verbatim.answer import answer, retrieve
 from verbatim.records import Filters
@@ -182,59 +183,17 @@ def test_the_default_path_does_not_import_qdrant():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
-def _edge_shard(local, path):
-    """The passages of `local` as `publish` writes them, in a Qdrant Edge shard (Qdrant's own
-    engine, in process)."""
-    import qdrant_edge as qe
-
-    from verbatim.index import qdrant
-
-    dim = int(local.manifest["dim"])
-    config = qe.EdgeConfig(
-        vectors={"dense": qe.EdgeVectorParams(size=dim, distance=qe.Distance.Dot)},
-        sparse_vectors={"bm25": qe.EdgeSparseVectorParams()},
-    )
-    shard = qe.EdgeShard.create(str(path), config)
-    points = []
-    for p in qdrant._passage_points(local):
-        vector = {"dense": p.vector["dense"]}
-        if "bm25" in p.vector:
-            sparse = p.vector["bm25"]
-            vector["bm25"] = qe.SparseVector(indices=sparse.indices, values=sparse.values)
-        points.append(qe.Point(id=p.id, vector=vector, payload=p.payload))
-    shard.update(qe.UpdateOperation.upsert_points(points))
-    return shard
-
-
 @pytest.mark.slow  # 52 seed questions through Qdrant Edge
 def test_qdrant_edge_ranks_passages_as_local_mode(settings, fake_embedder, tmp_path):
     """The oracle: the same query plan (a dense and a sparse prefetch, their union by RRF,
     then the local store's fusion) on Qdrant Edge gives local mode's passage ranking."""
-    qe = pytest.importorskip("qdrant_edge")
+    pytest.importorskip("qdrant_edge")
     from verbatim.index import qdrant
 
     local, remote = _published(settings.corpus_dir, settings, fake_embedder)
-    shard = _edge_shard(local, tmp_path / "edge")
-
-    class EdgeStore(qdrant.QdrantStore):
-        def candidates(self, vector, terms, n, allowed=None, exclude=None):
-            assert allowed is None and exclude is None  # the oracle runs the plain plan
-            ids = self._terms.ids(terms)
-            dense = qe.Query.Nearest(vector.tolist(), using="dense")
-            prefetch = [qe.Prefetch(limit=n, query=dense)]
-            if ids:
-                sparse = qe.SparseVector(indices=ids, values=[1.0] * len(ids))
-                prefetch.append(qe.Prefetch(limit=n, query=qe.Query.Nearest(sparse, using="bm25")))
-            request = qe.QueryRequest(
-                limit=2 * n,
-                prefetches=prefetch,
-                query=qe.Fusion.Rrf(k=60),
-                with_vector=True,
-                with_payload=True,
-            )
-            return self._gather(shard.query(request), vector, terms, n)
-
-    edge = EdgeStore(remote.client, settings.collection)
+    points = qdrant._passage_points(local)
+    shard = edge_shard(points, int(local.manifest["dim"]), tmp_path / "edge")
+    edge = edge_store(shard, remote.client, settings.collection)
     for question in SEEDS:
         a = retrieve(question, remote, fake_embedder, settings)
         b = retrieve(question, edge, fake_embedder, settings)

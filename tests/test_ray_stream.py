@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
+from tests.builders import edge_shard, edge_store
 from tests.conftest import ROOT, FakeEmbedder
 from verbatim.answer import answer, retrieve
 from verbatim.calibrate import calibrate
@@ -242,45 +243,14 @@ def test_a_stopped_ingest_resumes_where_it_stopped(
 def test_qdrant_edge_ranks_the_streamed_passages_as_the_local_store(stores, settings, tmp_path):
     """The oracle: the streamed passages (ids, vectors, weights) in a Qdrant Edge shard, Qdrant's
     own engine, searched with the store's plan, rank as the local store does."""
-    qe = pytest.importorskip("qdrant_edge")
-    from verbatim.index import qdrant
+    pytest.importorskip("qdrant_edge")
 
     local, streamed, _ = stores
-    config = qe.EdgeConfig(
-        vectors={"dense": qe.EdgeVectorParams(size=FakeEmbedder().dim, distance=qe.Distance.Dot)},
-        sparse_vectors={"bm25": qe.EdgeSparseVectorParams()},
-    )
-    shard = qe.EdgeShard.create(str(tmp_path / "edge"), config)
     points, _ = streamed.client.scroll(
         f"{streamed.base}-passages", limit=10_000, with_vectors=True, with_payload=True
     )
-    made = []
-    for p in points:
-        vector = {"dense": p.vector["dense"]}
-        if "bm25" in p.vector:
-            sparse = p.vector["bm25"]
-            vector["bm25"] = qe.SparseVector(indices=sparse.indices, values=sparse.values)
-        made.append(qe.Point(id=p.id, vector=vector, payload=p.payload))
-    shard.update(qe.UpdateOperation.upsert_points(made))
-
-    class EdgeStore(qdrant.QdrantStore):
-        def candidates(self, vector, terms, n, allowed=None, exclude=None):
-            ids = self._terms.ids(terms)
-            dense = qe.Query.Nearest(vector.tolist(), using="dense")
-            prefetch = [qe.Prefetch(limit=n, query=dense)]
-            if ids:
-                sparse = qe.SparseVector(indices=ids, values=[1.0] * len(ids))
-                prefetch.append(qe.Prefetch(limit=n, query=qe.Query.Nearest(sparse, using="bm25")))
-            request = qe.QueryRequest(
-                limit=2 * n,
-                prefetches=prefetch,
-                query=qe.Fusion.Rrf(k=60),
-                with_vector=True,
-                with_payload=True,
-            )
-            return self._gather(shard.query(request), vector, terms, n)
-
-    edge = EdgeStore(streamed.client, settings.collection)
+    shard = edge_shard(points, FakeEmbedder().dim, tmp_path / "edge")
+    edge = edge_store(shard, streamed.client, settings.collection)
     embedder = FakeEmbedder()
     for question in SEEDS:
         a = retrieve(question, local, embedder, settings)
