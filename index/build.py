@@ -29,6 +29,7 @@ from verbatim.index import documents, generations, tables
 from verbatim.index.lexical import LexicalWriter
 from verbatim.index.load import load_index, vector_space, where
 from verbatim.index.local import Index, default_nprobe
+from verbatim.index.probing import Probing
 from verbatim.index.records import IngestReport
 from verbatim.index.segments import Segmented
 from verbatim.index.vectors import Vectors, VectorWriter
@@ -579,7 +580,8 @@ def _calibration(workspace: Path, manifest: dict, old: dict, calibrate: Calibrat
         return old["calibration"]  # same corpus, same answer
     if calibrate is None:
         return None
-    with Index(workspace, {**manifest, "files": {}}) as fresh_index:
+    # `Probing`: what an `Index` finds, holding one probe's mapped pages and one text at a time
+    with Probing(workspace, {**manifest, "files": {}}) as fresh_index:
         return calibrate(fresh_index)
 
 
