@@ -29,7 +29,7 @@ test: install browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) scripts/typecheck.py
-	$(PY) -m pytest -m ""
+	$(PY) -m pytest -m "" -n 0
 	bash scripts/check-install.sh
 	$(VENV)/bin/verbatim eval eval/seeds.jsonl --corpus corpus --gate
 

@@ -38,7 +38,7 @@ def _rss_mb(pid: int) -> float:
 def pytest_row(test: str, env: dict) -> tuple[bool, str]:
     began = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-m", "", test],
+        [sys.executable, "-m", "pytest", "-q", "-m", "", "-n", "0", test],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

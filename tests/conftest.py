@@ -153,6 +153,16 @@ def tiny_corpus(tmp_path) -> Path:
 
 
 @pytest.fixture
+def bundled_and_tiny(tmp_path, tiny_corpus, settings) -> Path:
+    """The bundled corpus and the tiny one in one folder: five files."""
+    both = tmp_path / "both"
+    shutil.copytree(settings.corpus_dir, both)
+    for path in tiny_corpus.iterdir():
+        shutil.copy(path, both / path.name)
+    return both
+
+
+@pytest.fixture
 def fake_engine(tiny_corpus, settings, fake_embedder) -> Iterator["Engine"]:
     """The tiny corpus ingested (and calibrated) with the fake embedder, open to answer."""
     from verbatim.engine import Engine, ingest_paths

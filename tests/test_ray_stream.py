@@ -5,7 +5,6 @@ local store does; it resumes from what a stopped run wrote. The same on Ray, kil
 SIGKILL: tests/test_ray_stream_kill.py."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -19,16 +18,6 @@ from verbatim.records import Filters
 qdrant_client = pytest.importorskip("qdrant_client")
 
 SEEDS = [json.loads(line)["question"] for line in (ROOT / "eval" / "seeds.jsonl").open()]
-
-
-@pytest.fixture
-def folder(tmp_path, tiny_corpus, settings):
-    """The bundled corpus and the tiny one in one folder: five files, five batches below."""
-    both = tmp_path / "both"
-    shutil.copytree(settings.corpus_dir, both)
-    for path in tiny_corpus.iterdir():
-        shutil.copy(path, both / path.name)
-    return both
 
 
 @pytest.fixture
@@ -57,14 +46,15 @@ def _stream(folder, settings, embedder=None):
 
 
 @pytest.fixture
-def stores(folder, settings, small_batches):
-    """(local generation, streamed Qdrant generation) of `folder`, with `FakeEmbedder`."""
+def stores(bundled_and_tiny, settings, small_batches):
+    """(local generation, streamed Qdrant generation) of the bundled and tiny corpora in one
+    folder (five files, five batches), with `FakeEmbedder`."""
     from verbatim.engine import ingest_paths
     from verbatim.index import load_index, qdrant
 
-    ingest_paths([folder], settings, FakeEmbedder())
+    ingest_paths([bundled_and_tiny], settings, FakeEmbedder())
     remote = settings.model_copy(update={"store": "qdrant", "qdrant_url": ":memory:"})
-    report, skipped, streamed = _stream(folder, remote)
+    report, skipped, streamed = _stream(bundled_and_tiny, remote)
     local = load_index(settings)
     yield local, streamed, report
     local.close()
@@ -195,7 +185,7 @@ LONG = pytest.mark.stress  # three streams of the bundled corpus each; the tiny 
     ],
 )
 def test_a_stopped_ingest_resumes_where_it_stopped(
-    folder, settings, small_batches, at, monkeypatch
+    bundled_and_tiny, settings, small_batches, at, monkeypatch
 ):
     """Stopped at a progress record, in the second pass or at the switch, then run again with
     the same arguments: it embeds only what was not written, the alias names nothing (or the
@@ -203,7 +193,7 @@ def test_a_stopped_ingest_resumes_where_it_stopped(
     from verbatim.index import qdrant
 
     remote = settings.model_copy(update={"store": "qdrant", "qdrant_url": ":memory:"})
-    clean, _, whole = _stream(folder, remote)
+    clean, _, whole = _stream(bundled_and_tiny, remote)
     qdrant.connect.cache_clear()
     where, count = at.split(":")
     real = getattr(qdrant, where)
@@ -217,10 +207,10 @@ def test_a_stopped_ingest_resumes_where_it_stopped(
 
     monkeypatch.setattr(qdrant, where, stopping)
     with pytest.raises(Stop):
-        _stream(folder, remote)
+        _stream(bundled_and_tiny, remote)
     assert qdrant.current(qdrant.client_for(remote), remote.collection) is None
     monkeypatch.setattr(qdrant, where, real)
-    report, _, resumed = _stream(folder, remote)
+    report, _, resumed = _stream(bundled_and_tiny, remote)
     if at == "record:1":  # before its run key was recorded: it starts afresh
         assert report.embedded == clean.embedded
     elif where == "record":  # some blocks were written: not again

@@ -80,18 +80,9 @@ def _alias(settings):
         client.close()
 
 
-@pytest.fixture
-def folder(tmp_path, tiny_corpus, settings):
-    import shutil
-
-    both = tmp_path / "both"
-    shutil.copytree(settings.corpus_dir, both)
-    for path in tiny_corpus.iterdir():
-        shutil.copy(path, both / path.name)
-    return both
-
-
-def test_killed_ingests_resume_and_publish_the_whole_generation(folder, tmp_path, settings):
+def test_killed_ingests_resume_and_publish_the_whole_generation(
+    bundled_and_tiny, tmp_path, settings
+):
     from verbatim.engine import ingest_paths
     from verbatim.index import load_index, qdrant
 
@@ -100,14 +91,14 @@ def test_killed_ingests_resume_and_publish_the_whole_generation(folder, tmp_path
     )
     kills = ["apply:3", "apply:12", "weigh:2", "finish:1"]
     for kill in kills:
-        done = _ingest(streamed, folder, tmp_path, kill)
+        done = _ingest(streamed, bundled_and_tiny, tmp_path, kill)
         assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
         assert _alias(streamed) is None  # nothing published until all is written
-    done = _ingest(streamed, folder, tmp_path)
+    done = _ingest(streamed, bundled_and_tiny, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     resumed = json.loads(done.stdout.strip().splitlines()[-1])
     assert resumed["embedded"] == 0  # the kill at the switch came after every batch was in
-    ingest_paths([folder], settings, FakeEmbedder())
+    ingest_paths([bundled_and_tiny], settings, FakeEmbedder())
     client = qdrant_client.QdrantClient(path=streamed.qdrant_url)
     try:
         store = qdrant.QdrantStore(client, settings.collection)
@@ -128,24 +119,24 @@ def test_killed_ingests_resume_and_publish_the_whole_generation(folder, tmp_path
         client.close()
 
 
-def test_a_kill_in_the_first_pass_leaves_the_rest_to_do(folder, tmp_path, settings):
+def test_a_kill_in_the_first_pass_leaves_the_rest_to_do(bundled_and_tiny, tmp_path, settings):
     """Killed while batches are being written, the next run embeds only the blocks that were
     not recorded."""
     streamed = settings.model_copy(
         update={"store": "qdrant", "qdrant_url": str(tmp_path / "q"), "data_dir": tmp_path / "s"}
     )
     whole = Settings(**{**streamed.model_dump(), "qdrant_url": str(tmp_path / "whole")})
-    clean = _ingest(whole, folder, tmp_path)
+    clean = _ingest(whole, bundled_and_tiny, tmp_path)
     assert clean.returncode == 0, clean.stderr[-3000:]
     total = json.loads(clean.stdout.strip().splitlines()[-1])["embedded"]
-    killed = _ingest(streamed, folder, tmp_path, "apply:6")
+    killed = _ingest(streamed, bundled_and_tiny, tmp_path, "apply:6")
     assert killed.returncode == -signal.SIGKILL
-    done = _ingest(streamed, folder, tmp_path)
+    done = _ingest(streamed, bundled_and_tiny, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert 0 < json.loads(done.stdout.strip().splitlines()[-1])["embedded"] < total
 
 
-def test_workers_write_to_a_real_qdrant_server(folder, tmp_path, settings):
+def test_workers_write_to_a_real_qdrant_server(bundled_and_tiny, tmp_path, settings):
     """Opt-in: with VERBATIM_QDRANT_URL an http(s):// address of a Qdrant server, the workers
     write their batches there themselves; killed in the second pass and run again, the
     collection (one of its own, removed afterwards) answers as the local store."""
@@ -162,10 +153,10 @@ def test_workers_write_to_a_real_qdrant_server(folder, tmp_path, settings):
     streamed = settings.model_copy(
         update={"store": "qdrant", "qdrant_url": url, "qdrant_api_key": key, "collection": name}
     )
-    assert _ingest(streamed, folder, tmp_path, "weigh:2").returncode == -signal.SIGKILL
-    done = _ingest(streamed, folder, tmp_path)
+    assert _ingest(streamed, bundled_and_tiny, tmp_path, "weigh:2").returncode == -signal.SIGKILL
+    done = _ingest(streamed, bundled_and_tiny, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    ingest_paths([folder], settings, FakeEmbedder())
+    ingest_paths([bundled_and_tiny], settings, FakeEmbedder())
     client = qdrant_client.QdrantClient(url=url, api_key=key)
     try:
         store = qdrant.QdrantStore(client, name)
