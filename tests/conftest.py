@@ -152,6 +152,28 @@ def tiny_corpus(tmp_path) -> Path:
     return write_files(tmp_path / "docs", TINY)
 
 
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """`two` below (the tiny corpus as "default", PAPERS as "papers"), built once for a
+    module whose tests write nothing, and open as the server holds them: (settings, State)."""
+    from verbatim.engine import ingest_paths, open_engines
+    from verbatim.server.state import State
+
+    root = tmp_path_factory.mktemp("mcp")
+    settings = Settings(data_dir=root / "data", model="fake", progress=False)
+    embedder = FakeEmbedder()
+    for collection, files in (("default", TINY), ("papers", PAPERS)):
+        for name, text in files.items():
+            (root / collection / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / collection / name).write_text(text, encoding="utf-8")
+        chosen = settings.model_copy(update={"collection": collection})
+        ingest_paths([root / collection], chosen, embedder)
+    engines = open_engines(settings, embedder)
+    yield settings, State(settings, engines)
+    for engine in engines.values():
+        engine.close()
+
+
 @pytest.fixture
 def bundled_and_tiny(tmp_path, tiny_corpus, settings) -> Path:
     """The bundled corpus and the tiny one in one folder: five files."""
