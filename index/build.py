@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from verbatim.arrays import spans as sentence_span_rows
-from verbatim.index import documents, generations, tables
+from verbatim.index import documents, generations, ivf, tables
 from verbatim.index.lexical import LexicalWriter
 from verbatim.index.load import load_index, vector_space, where
 from verbatim.index.local import Index, default_nprobe
@@ -72,9 +72,18 @@ def passage_text(doc: Document, passage: Passage) -> str:
 
 
 def _faiss_index(vectors):
+    """`_empty_index(vectors)` with `vectors` added a block at a time, in memory: what
+    `_write_faiss` writes to disk (an IVF index's lists without holding them, `ivf.write`)."""
+    index = _empty_index(vectors)
+    for at in range(0, len(vectors), ivf.BLOCK):
+        index.add(np.asarray(vectors[at : at + ivf.BLOCK], dtype=np.float32))
+    return index
+
+
+def _empty_index(vectors):
     """Exact search up to `EXACT_SEARCH_LIMIT` passages; above, IVF lists holding the vectors in
-    float16 (half the memory and a third faster to scan than float32, same neighbours).
-    `vectors`: a matrix, or a `Vectors` file, added a block at a time."""
+    float16 (half the memory and a third faster to scan than float32, same neighbours), trained
+    on a sample of `vectors` (a matrix, or a `Vectors` file)."""
     import faiss
 
     dim = vectors.shape[1]
@@ -91,8 +100,6 @@ def _faiss_index(vectors):
         sample = np.random.default_rng(0).choice(len(vectors), size, False)
         index.train(np.asarray(vectors[np.sort(sample)], dtype=np.float32))
         index.nprobe = default_nprobe(nlist)
-    for at in range(0, len(vectors), RECALL_BLOCK):
-        index.add(np.asarray(vectors[at : at + RECALL_BLOCK], dtype=np.float32))
     return index
 
 
@@ -455,17 +462,20 @@ def _probe_queries(path: Path, passages) -> np.ndarray:
 
 def _write_faiss(workspace: Path) -> dict:
     """The FAISS index over passages.npy, read a block at a time; for an IVF index, how many
-    lists its searches scan."""
+    lists its searches scan, measured on the written file as a server maps it."""
     import faiss
 
+    path = workspace / "passages.faiss"
     vectors = Vectors(workspace / "passages.npy")
     try:
-        searcher = _faiss_index(vectors)
-        probes = {}
-        if hasattr(searcher, "nlist"):
-            queries = _probe_queries(workspace / "sentences.npy", vectors)
-            probes = _probes(searcher, vectors, queries)
-        faiss.write_index(searcher, str(workspace / "passages.faiss"))
+        searcher = _empty_index(vectors)
+        if not hasattr(searcher, "nlist"):  # exact search: EXACT_SEARCH_LIMIT vectors at most
+            faiss.write_index(_faiss_index(vectors), str(path))
+            return {}
+        ivf.write(searcher, vectors, path)
+        queries = _probe_queries(workspace / "sentences.npy", vectors)
+        probes = _probes(faiss.read_index(str(path), faiss.IO_FLAG_MMAP), vectors, queries)
+        ivf.set_nprobe(path, probes["nprobe"])
     finally:
         vectors.close()
     return probes
