@@ -40,6 +40,10 @@ def test_the_file_is_faiss_own_byte_for_byte(tmp_path, small_blocks, n):
     assert mapped.ntotal == n and mapped.nprobe == 3
     found = mapped.search(vectors[:50], 1)[1][:, 0]
     assert (found == np.arange(50)).mean() > 0.9  # each vector finds itself
+    released = []  # the build measures nprobe on the mapped file, giving its pages back
+    queries = vectors[::37]
+    probes = index_build._probes(mapped, vectors, queries, lambda: released.append(1))
+    assert probes == index_build._probes(in_memory, vectors, queries) and len(released) >= 4
 
 
 def test_lists_mostly_empty_are_written_sparse_as_faiss_does(tmp_path, small_blocks):
