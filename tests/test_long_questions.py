@@ -138,3 +138,22 @@ def test_a_long_question_is_answered_on_every_surface_at_the_default_limit(
         over = client.post("/api/ask", json={"question": "x" * (settings.max_question_chars + 1)})
         assert over.status_code == 422
     engine.close()
+
+
+def test_document_vectors_written_a_few_at_a_time_equal_those_written_at_once(
+    tiny_corpus, settings, monkeypatch
+):
+    """A build embeds and writes document vectors `BLOCK` documents at a time (#34: a block
+    holds each document's first 10,000 characters); blocks of one give the same file."""
+    from verbatim.engine import ingest_paths
+    from verbatim.index import load_index
+
+    written = []
+    for block, collection in ((document_vectors.BLOCK, "whole"), (1, "ones")):
+        monkeypatch.setattr(document_vectors, "BLOCK", block)
+        local = settings.model_copy(update={"collection": collection})
+        ingest_paths([tiny_corpus], local, FakeEmbedder())
+        with load_index(local) as index:
+            assert len(index.documents) > 1
+            written.append(np.asarray(index.document_vectors.vectors))
+    assert np.array_equal(written[0], written[1])
