@@ -5,9 +5,10 @@ it current; `load_index(settings)` opens the current one as an `Index`; `open_st
 opens it in whichever store the settings name.
 
 Modules: `records` (what an index hands out, and the `Store` protocol), `build` (the build
-pipeline), `local` (the local `Index` and its search), `load` (opening a generation),
-`generations` (their lifecycle on disk), `tables` (SQLite rows), `vectors` (`.npy` files),
-`lexical` (BM25), `catalog` (filters), `embed` (the model), `qdrant` and `cluster` (extras).
+pipeline), `local` (the local `Index` and its search), `probing` (the new generation as
+calibration reads it), `load` (opening a generation), `generations` (their lifecycle on disk),
+`tables` (SQLite rows), `vectors` (`.npy` files), `lexical` (BM25), `catalog` (filters), `embed`
+(the model), `qdrant` and `cluster` (extras).
 """
 
 from verbatim.index.build import (
