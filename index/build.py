@@ -171,11 +171,19 @@ class _Reuse:
     sentences: Vectors | None = None
     documents: Vectors | None = None  # document vectors, by `documents.old_rows`
     document_rows: dict[str, int] = field(default_factory=dict)
+    # The delta served beside the current generation, when it is one: its passages' vectors are
+    # copied too (a merge would otherwise embed again every passage the delta holds).
+    delta: _Reuse | None = None
+
+    def sources(self) -> list[_Reuse]:
+        return [self] if self.delta is None else [self, self.delta]
 
     def close(self) -> None:
         for vectors in (self.passages, self.sentences, self.documents):
             if vectors is not None:
                 vectors.close()
+        if self.delta is not None:
+            self.delta.close()
 
 
 # How the sentence vectors are made, recorded in the manifest: one forward pass per sentence.
@@ -210,8 +218,12 @@ def _reusable(settings: Settings) -> _Reuse:
         log.debug("nothing to reuse: %s", exc)
         return _Reuse()
     with old:
-        # A delta's own passages are embedded again at the merge: its base has them not.
-        return _reuse_of(old.base if isinstance(old, Segmented) else old, settings)
+        if not isinstance(old, Segmented):
+            return _reuse_of(old, settings)
+        reuse = _reuse_of(old.base, settings)
+        if reuse.passages is not None:  # the delta is in the base's vector space
+            reuse.delta = _reuse_of(old.delta, settings)
+        return reuse
 
 
 def _reuse_of(old: Index, settings: Settings) -> _Reuse:
@@ -275,25 +287,31 @@ def _block(passages: list[Passage], docs: dict[str, Document], embedder, reuse: 
     generation lacks (their texts, then their sentences', in one call), copied for the rest."""
     counts = np.array([len(p.sentences) for p in passages], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    new = np.array([not _same_split(p, reuse) for p in passages], dtype=bool)
-    todo = [int(i) for i in np.flatnonzero(new)]
+    sources = reuse.sources()
+    source = np.array([_source_of(p, sources) for p in passages], dtype=np.int64)
+    todo = [int(i) for i in np.flatnonzero(source < 0)]
     fresh = _encode(embedder, _texts_to_embed(docs, passages, todo))
-    kept = np.array(
-        [reuse.rows[p.id] for p, is_new in zip(passages, new, strict=True) if not is_new], np.int64
-    )
     dim = fresh.shape[1] if len(fresh) else _reused_dim(reuse)
     fresh = fresh.reshape(len(fresh), dim)  # (0, 0) when nothing was new
     pvecs = np.empty((len(passages), dim), dtype=np.float32)
     svecs = np.empty((int(counts.sum()), dim), dtype=np.float32)
-    at = np.flatnonzero(new)
+    at = np.array(todo, dtype=np.int64)
     pvecs[at] = fresh[: len(at)]
     svecs[sentence_span_rows(starts[at], starts[at] + counts[at])] = fresh[len(at) :]
-    if len(kept) and reuse.passages is not None and reuse.sentences is not None:
-        at = np.flatnonzero(~new)
-        pvecs[at] = reuse.passages[kept]
-        old = sentence_span_rows(reuse.sent_lo[kept], reuse.sent_hi[kept])
-        svecs[sentence_span_rows(starts[at], starts[at] + counts[at])] = reuse.sentences[old]
-    return _Block(pvecs, svecs, len(fresh), len(kept))
+    for s, held in enumerate(sources):
+        at = np.flatnonzero(source == s)
+        if len(at) and held.passages is not None and held.sentences is not None:
+            kept = np.array([held.rows[passages[i].id] for i in at], np.int64)
+            pvecs[at] = held.passages[kept]
+            old = sentence_span_rows(held.sent_lo[kept], held.sent_hi[kept])
+            svecs[sentence_span_rows(starts[at], starts[at] + counts[at])] = held.sentences[old]
+    return _Block(pvecs, svecs, len(fresh), len(passages) - len(todo))
+
+
+def _source_of(passage: Passage, sources: list[_Reuse]) -> int:
+    """The first of `sources` holding `passage` split the same way (its vectors are copied from
+    there), or -1: it is embedded."""
+    return next((s for s, held in enumerate(sources) if _same_split(passage, held)), -1)
 
 
 def _encode(embedder: Embedder, texts: list[str]) -> np.ndarray:

@@ -124,6 +124,8 @@ def test_deltas_on_deltas_then_a_merge_equal_a_fresh_ingest(
     merged = update_paths([tiny_corpus], settings, fake_embedder, merge=True)
     assert merged.report is not None and "delta" not in _current_manifest(settings)
     assert _served(settings, fake_embedder) == fresh  # answers too, calibration included
+    # Every passage was embedded before, in the base or in the delta: the merge copies them all.
+    assert merged.report.reused == merged.report.passages and merged.report.embedded == 0
 
 
 def test_a_server_serving_the_base_opens_only_the_delta(
