@@ -167,6 +167,10 @@ class _Reuse:
     # same but which the splitter now cuts differently must be embedded again.
     sent_from: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     sent_to: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # What a passage was embedded with besides its text (`passage_text`): a new title or
+    # heading over the same paragraph makes another vector.
+    headings: list[str] = field(default_factory=list)  # by old passage row
+    titles: dict[str, str] = field(default_factory=dict)  # by document id
     passages: Vectors | None = None
     sentences: Vectors | None = None
     documents: Vectors | None = None  # document vectors, by `documents.old_rows`
@@ -238,6 +242,8 @@ def _reuse_of(old: Index, settings: Settings) -> _Reuse:
         sent_hi=old.sent_hi,
         sent_from=old.sent_start - old.passage_start[old.sent_passage],
         sent_to=old.sent_end - old.passage_start[old.sent_passage],
+        headings=old.passage_heading,
+        titles={doc_id: meta.title for doc_id, meta in old.documents.items()},
         passages=Vectors(old.path / "passages.npy"),
         sentences=Vectors(old.path / "sentences.npy"),
         documents=(
@@ -247,11 +253,13 @@ def _reuse_of(old: Index, settings: Settings) -> _Reuse:
     )
 
 
-def _same_split(passage: Passage, reuse: _Reuse) -> bool:
-    """Whether the current generation holds `passage` split into the same sentences, so its
-    vectors can be copied."""
+def _same_split(passage: Passage, title: str, reuse: _Reuse) -> bool:
+    """Whether the current generation holds `passage` under the same `title` and heading, split
+    into the same sentences, so its vectors can be copied."""
     row = reuse.rows.get(passage.id)
-    if row is None:
+    if row is None or reuse.headings[row] != passage.heading:
+        return False
+    if reuse.titles.get(passage.doc_id) != title:
         return False
     lo, hi = int(reuse.sent_lo[row]), int(reuse.sent_hi[row])
     if hi - lo != len(passage.sentences):
@@ -288,7 +296,9 @@ def _block(passages: list[Passage], docs: dict[str, Document], embedder, reuse: 
     counts = np.array([len(p.sentences) for p in passages], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     sources = reuse.sources()
-    source = np.array([_source_of(p, sources) for p in passages], dtype=np.int64)
+    source = np.array(
+        [_source_of(p, docs[p.doc_id].title, sources) for p in passages], dtype=np.int64
+    )
     todo = [int(i) for i in np.flatnonzero(source < 0)]
     fresh = _encode(embedder, _texts_to_embed(docs, passages, todo))
     dim = fresh.shape[1] if len(fresh) else _reused_dim(reuse)
@@ -308,10 +318,10 @@ def _block(passages: list[Passage], docs: dict[str, Document], embedder, reuse: 
     return _Block(pvecs, svecs, len(fresh), len(passages) - len(todo))
 
 
-def _source_of(passage: Passage, sources: list[_Reuse]) -> int:
-    """The first of `sources` holding `passage` split the same way (its vectors are copied from
-    there), or -1: it is embedded."""
-    return next((s for s, held in enumerate(sources) if _same_split(passage, held)), -1)
+def _source_of(passage: Passage, title: str, sources: list[_Reuse]) -> int:
+    """The first of `sources` holding `passage` as it is embedded now (its vectors are copied
+    from there), or -1: it is embedded."""
+    return next((s for s, held in enumerate(sources) if _same_split(passage, title, held)), -1)
 
 
 def _encode(embedder: Embedder, texts: list[str]) -> np.ndarray:

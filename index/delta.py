@@ -71,8 +71,13 @@ def write_delta(
     )
 
 
-def _same_split(passage: Passage, index: Index, row: int) -> bool:
-    """Whether passage `row` of `index` is `passage` split into the same sentences."""
+def _same_split(passage: Passage, title: str, index: Index, row: int) -> bool:
+    """Whether passage `row` of `index` is `passage` under the same `title` and heading (what it
+    is embedded with, `build.passage_text`), split into the same sentences."""
+    if index.passage_heading[row] != passage.heading:
+        return False
+    if index.documents[passage.doc_id].title != title:
+        return False
     lo, hi = int(index.sent_lo[row]), int(index.sent_hi[row])
     if hi - lo != len(passage.sentences):
         return False
@@ -84,11 +89,11 @@ def _same_split(passage: Passage, index: Index, row: int) -> bool:
     )
 
 
-def _found(passage: Passage, sources: list[Index], rows: list[dict[str, int]]):
-    """The first source holding `passage` with the same sentences, and its row there."""
+def _found(passage: Passage, title: str, sources: list[Index], rows: list[dict[str, int]]):
+    """The first source holding `passage` as it is embedded now, and its row there."""
     for index, where_is in zip(sources, rows, strict=True):
         row = where_is.get(passage.id)
-        if row is not None and _same_split(passage, index, row):
+        if row is not None and _same_split(passage, title, index, row):
             return index, row
     return None
 
@@ -104,7 +109,7 @@ def _write_vectors(
     svecs: list[np.ndarray] = []
     todo: list[int] = []
     for i, p in enumerate(change.passages):
-        hit = _found(p, sources, rows)
+        hit = _found(p, docs[p.doc_id].title, sources, rows)
         if hit is None:
             todo.append(i)
             svecs.append(np.zeros((len(p.sentences), dim), dtype=np.float32))

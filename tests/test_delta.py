@@ -240,3 +240,20 @@ def test_a_delta_that_only_removes(settings, tiny_corpus, fake_embedder, deltas)
     assert set(docs) == {"bread", "cars"} and {p[1] for p in passages} == {"bread", "cars"}
     assert all(q[0] != "gardening" for answer_quotes in quotes for q in answer_quotes)
     assert any(quotes)  # the rest still answers
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_a_new_heading_or_title_embeds_its_passages_again(
+    tmp_path, settings, tiny_corpus, fake_embedder, deltas, merge
+):
+    """A passage is embedded with its document's title and its section's heading
+    (`build.passage_text`): a change to either, the paragraph unchanged, gives it another
+    vector, whether the update is a delta or a whole generation."""
+    (tiny_corpus / "kites.md").write_text("# Kites\n\n## Wind\n\nFly a kite with the wind.\n")
+    ingest_paths([tiny_corpus], settings, fake_embedder)
+    (tiny_corpus / "kites.md").write_text("# Kites\n\n## Storms\n\nFly a kite with the wind.\n")
+    garden = tiny_corpus / "gardening.md"
+    garden.write_text(garden.read_text().replace("title: Growing Tomatoes", "title: Tomatoes"))
+    update_paths([tiny_corpus], settings, fake_embedder, merge=merge)
+    fresh = _fresh(tmp_path, settings, tiny_corpus, fake_embedder, "fresh")
+    assert _served(settings, fake_embedder)[:2] == fresh[:2]
