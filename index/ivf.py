@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,15 @@ import numpy as np
 # (FAISS's IVF add works in blocks of 65,536 as well), so lists fill in the same order.
 BLOCK = 65_536
 NTOTAL_AT, NPROBE_AT = 8, 45  # byte offsets in an IVF index's header (little-endian int64)
+
+
+@dataclass
+class _Lists:
+    """Where each inverted list lies in the file, and how many of its vectors are written."""
+
+    starts: np.ndarray  # byte offset of each list's codes (its ids follow them)
+    sizes: np.ndarray  # vectors in each list
+    filled: np.ndarray  # vectors of each list written so far
 
 
 def write(index: Any, vectors: Any, path: Path) -> None:
@@ -45,10 +55,10 @@ def write(index: Any, vectors: Any, path: Path) -> None:
         out.truncate(len(head) + int(span.sum()))
     fd = os.open(path, os.O_WRONLY)
     try:
-        filled = np.zeros(index.nlist, np.int64)
+        where = _Lists(starts, sizes, np.zeros(index.nlist, np.int64))
         for at in range(0, len(lists), BLOCK):
             block = np.ascontiguousarray(vectors[at : at + BLOCK], dtype=np.float32)
-            _fill(fd, index, block, lists[at : at + BLOCK], at, (starts, sizes, filled))
+            _fill(fd, index, block, lists[at : at + BLOCK], at, where)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -94,12 +104,12 @@ def _header(index: Any, ntotal: int, sizes: np.ndarray) -> bytes:
     return bytes(head)
 
 
-def _fill(fd: int, index: Any, block: np.ndarray, lists: np.ndarray, first: int, at: tuple):
+def _fill(fd: int, index: Any, block: np.ndarray, lists: np.ndarray, first: int, where: _Lists):
     """Encode `block` (rows `first`...) and write each list's share of it after what that list
     already holds: its codes, then its ids (the rows)."""
     import faiss
 
-    starts, sizes, filled = at
+    starts, sizes, filled = where.starts, where.sizes, where.filled
     lists = np.ascontiguousarray(lists)
     codes = np.empty((len(block), index.code_size), np.uint8)
     index.encode_vectors(
