@@ -3,8 +3,10 @@ tests/test_mcp_transports.py over stdio, streamable HTTP and the TypeScript SDK)
 client connected, every tool and resource exercised, the results checked against the index."""
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +94,24 @@ def check_exercised(found: dict, served_state: State) -> None:
         assert text[q["start"] : q["end"]] == q["text"]
         assert f"“{q['text']}”" in found["text"]
         assert (q["link"] or q["resource"]) in found["text"]
+
+
+@dataclass
+class HeldEncode:
+    """An embedder whose `encode` signals `entered`, then waits for `gate`: a request holding its
+    slot for as long as a test needs."""
+
+    entered: threading.Event
+    gate: threading.Event
+
+
+def hold_encode(monkeypatch, embedder) -> HeldEncode:
+    held, encode = HeldEncode(threading.Event(), threading.Event()), embedder.encode
+
+    def waiting(texts, progress=None):
+        held.entered.set()
+        assert held.gate.wait(10)
+        return encode(texts, progress)
+
+    monkeypatch.setattr(embedder, "encode", waiting)
+    return held

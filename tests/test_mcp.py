@@ -19,6 +19,7 @@ from tests.mcp_checks import (
     TOO_LONG_MESSAGE,
     check_exercised,
     exercise,
+    hold_encode,
     run,
 )
 from verbatim.server import create_app, state
@@ -254,22 +255,15 @@ def test_busy_reads_the_same_over_mcp_in_process(served, monkeypatch):
         finally:
             slots.release()
         fake_embedder = held.engine.embedder
-        entered, gate, encode = threading.Event(), threading.Event(), fake_embedder.encode
-
-        def held_encode(texts, progress=None):
-            entered.set()
-            assert gate.wait(10)
-            return encode(texts, progress)
-
-        monkeypatch.setattr(fake_embedder, "encode", held_encode)
+        held = hold_encode(monkeypatch, fake_embedder)
         first = []
         worker = threading.Thread(target=lambda: first.append(client.get("/api/ask?q=oil")))
         worker.start()
         try:
-            assert entered.wait(10)
+            assert held.entered.wait(10)
             door = client.post("/mcp", json=PING, headers=local)
         finally:
-            gate.set()
+            held.gate.set()
             worker.join()
     assert first[0].status_code == 200
     assert queued["isError"] and queued["content"][0]["text"] == BUSY

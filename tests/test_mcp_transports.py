@@ -28,6 +28,7 @@ from tests.mcp_checks import (
     TOOLS,
     check_exercised,
     exercise,
+    hold_encode,
     run,
 )
 from verbatim.server import create_app, state
@@ -84,21 +85,14 @@ def test_busy_reads_the_same_over_mcp_as_over_the_api(served, serve, monkeypatch
             queued = run(_http_client(url), lambda c: c.call_tool("ask", {"question": "oil"}))
         finally:
             slots.release()
-        entered, gate, encode = threading.Event(), threading.Event(), fake_embedder.encode
-
-        def held_encode(texts, progress=None):
-            entered.set()
-            assert gate.wait(10)
-            return encode(texts, progress)
-
-        monkeypatch.setattr(fake_embedder, "encode", held_encode)
+        held = hold_encode(monkeypatch, fake_embedder)
         worker = threading.Thread(target=lambda: httpx.get(f"{url}/api/ask?q=oil", timeout=20))
         worker.start()
         try:
-            assert entered.wait(10)
+            assert held.entered.wait(10)
             door = httpx.post(f"{url}/mcp", json=PING)
         finally:
-            gate.set()
+            held.gate.set()
             worker.join()
     assert queued.is_error and queued.content[0].text == BUSY
     assert door.status_code == 503 and door.headers["retry-after"] == "1"
