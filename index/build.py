@@ -253,7 +253,7 @@ def _reuse_of(old: Index, settings: Settings) -> _Reuse:
     )
 
 
-def _same_split(passage: Passage, title: str, reuse: _Reuse) -> bool:
+def _embedded_alike(passage: Passage, title: str, reuse: _Reuse) -> bool:
     """Whether the current generation holds `passage` under the same `title` and heading, split
     into the same sentences, so its vectors can be copied."""
     row = reuse.rows.get(passage.id)
@@ -321,7 +321,7 @@ def _block(passages: list[Passage], docs: dict[str, Document], embedder, reuse: 
 def _source_of(passage: Passage, title: str, sources: list[_Reuse]) -> int:
     """The first of `sources` holding `passage` as it is embedded now (its vectors are copied
     from there), or -1: it is embedded."""
-    return next((s for s, held in enumerate(sources) if _same_split(passage, title, held)), -1)
+    return next((s for s, held in enumerate(sources) if _embedded_alike(passage, title, held)), -1)
 
 
 def _encode(embedder: Embedder, texts: list[str]) -> np.ndarray:

@@ -71,7 +71,7 @@ def write_delta(
     )
 
 
-def _same_split(passage: Passage, title: str, index: Index, row: int) -> bool:
+def _embedded_alike(passage: Passage, title: str, index: Index, row: int) -> bool:
     """Whether passage `row` of `index` is `passage` under the same `title` and heading (what it
     is embedded with, `build.passage_text`), split into the same sentences."""
     if index.passage_heading[row] != passage.heading:
@@ -93,7 +93,7 @@ def _found(passage: Passage, title: str, sources: list[Index], rows: list[dict[s
     """The first source holding `passage` as it is embedded now, and its row there."""
     for index, where_is in zip(sources, rows, strict=True):
         row = where_is.get(passage.id)
-        if row is not None and _same_split(passage, title, index, row):
+        if row is not None and _embedded_alike(passage, title, index, row):
             return index, row
     return None
 
