@@ -76,9 +76,13 @@ def passage_text(doc: Document, passage: Passage) -> str:
 
 
 def _faiss_index(vectors):
-    """`_empty_index(vectors)` with `vectors` added a block at a time, in memory: what
-    `_write_faiss` writes to disk (an IVF index's lists without holding them, `ivf.write`)."""
-    index = _empty_index(vectors)
+    """`_empty_index(vectors)` with `vectors` added, in memory: what `_write_faiss` writes to
+    disk (an IVF index's lists without holding them, `ivf.write`)."""
+    return _filled(_empty_index(vectors), vectors)
+
+
+def _filled(index, vectors):
+    """`index` with `vectors` added a block at a time."""
     for at in range(0, len(vectors), ivf.BLOCK):
         index.add(np.asarray(vectors[at : at + ivf.BLOCK], dtype=np.float32))
     return index
@@ -509,7 +513,7 @@ def _write_faiss(workspace: Path) -> dict:
     try:
         searcher = _empty_index(vectors)
         if not hasattr(searcher, "nlist"):  # exact search: EXACT_SEARCH_LIMIT vectors at most
-            faiss.write_index(_faiss_index(vectors), str(path))
+            faiss.write_index(_filled(searcher, vectors), str(path))
             return {}
         ivf.write(searcher, vectors, path)
         queries = _probe_queries(workspace / "sentences.npy", vectors)
